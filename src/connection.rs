@@ -1,0 +1,447 @@
+//! One client connection: its buffers, its I/O and its state machine.
+//!
+//! A [`Connection`] is only ever touched by the worker that holds its epoll
+//! event (or by the housekeeper, under the same slot lock, for timeouts and
+//! drain). It reads, hands bytes to the [`Service`], writes replies, and
+//! tells the dispatcher what to do next ([`Next`]); it never sees epoll.
+//!
+//! Buffers are allocated only while needed: an idle connection holds no
+//! heap memory at all. Reads go into the worker's scratch buffer, replies
+//! are written from the worker's scratch output straight to the socket, and
+//! only the bytes the kernel did not take (a partial write) or the start of
+//! an incomplete request are copied into the connection.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{self, MsgFlags, Shutdown};
+
+use crate::dispatcher::epoll::{Interest, Readiness};
+use crate::service::{ConnectionId, Input, Service};
+
+/// Pending output past which the connection stops reading: a client that
+/// sends but never reads is throttled here instead of growing our memory.
+pub(crate) const OUTPUT_HIGH_WATER: usize = 1 << 20;
+
+/// Reads per event before the worker re-arms and moves on, so that one busy
+/// connection cannot starve the others on its worker. Nothing is lost by
+/// stopping: `EPOLL_CTL_MOD` fires again at once if bytes are still queued.
+const READS_PER_EVENT: usize = 4;
+
+/// Longest a closing connection keeps reading (and discarding) what the
+/// client still sends, so that closing with unread input does not turn our
+/// last reply into a reset.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
+
+/// The per-worker buffers a connection borrows while it is being handled.
+#[derive(Debug)]
+pub(crate) struct Scratch {
+    input: Box<[u8]>,
+    output: Vec<u8>,
+}
+
+impl Scratch {
+    pub(crate) fn new() -> Self {
+        Scratch {
+            input: vec![0; 64 * 1024].into_boxed_slice(),
+            output: Vec::with_capacity(64 * 1024),
+        }
+    }
+}
+
+/// The limits in force, as of the event being handled (reloadable).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_line_bytes: usize,
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// Everything a connection needs from its worker for one step.
+pub(crate) struct Context<'a> {
+    pub service: &'a dyn Service,
+    pub limits: Limits,
+    pub scratch: &'a mut Scratch,
+    pub now: Instant,
+    /// The daemon is draining: read what the kernel holds, answer it, close.
+    pub draining: bool,
+}
+
+/// What the dispatcher should do with the connection after a step.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Re-arm for this interest (never empty).
+    Rearm(Interest),
+    /// Deregister and close.
+    Close(CloseReason),
+}
+
+/// Why a connection was closed (logged at debug).
+#[derive(Debug)]
+pub(crate) enum CloseReason {
+    /// The client half-closed and every reply was delivered.
+    PeerClosed,
+    /// The peer reset the connection or hung up both directions.
+    Hangup,
+    /// A socket error.
+    Error(io::Error),
+    /// The service asked to close (e.g. a line too long), replies delivered.
+    ServiceClosed,
+    /// A request did not complete in time, the timeout reply delivered.
+    RequestTimeout,
+    /// No progress in either direction for `idle_timeout_ms`.
+    Idle,
+    /// Closed by a drain after its replies were delivered.
+    Drained,
+    /// Our replies were delivered but the client kept sending past [`LINGER`].
+    LingerExpired,
+    /// The service panicked while serving it.
+    Panic,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("client closed"),
+            CloseReason::Hangup => f.write_str("hang-up"),
+            CloseReason::Error(e) => write!(f, "error: {e}"),
+            CloseReason::ServiceClosed => f.write_str("closed by the service"),
+            CloseReason::RequestTimeout => f.write_str("request timeout"),
+            CloseReason::Idle => f.write_str("idle timeout"),
+            CloseReason::Drained => f.write_str("drained"),
+            CloseReason::LingerExpired => f.write_str("client kept sending after close"),
+            CloseReason::Panic => f.write_str("service panicked"),
+        }
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading requests and writing replies.
+    Open,
+    /// No more input is served; closes once the pending replies are out.
+    Closing(Closing),
+    /// Replies delivered and our side shut down; discarding client input
+    /// until its EOF or [`LINGER`] after `since`.
+    Lingering { since: Instant, why: Closing },
+}
+
+/// Why a connection stopped serving input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    Service,
+    RequestTimeout,
+    Drain,
+}
+
+impl Closing {
+    fn reason(self) -> CloseReason {
+        match self {
+            Closing::Service => CloseReason::ServiceClosed,
+            Closing::RequestTimeout => CloseReason::RequestTimeout,
+            Closing::Drain => CloseReason::Drained,
+        }
+    }
+}
+
+/// A client connection's state.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    fd: OwnedFd,
+    id: ConnectionId,
+    /// The start of an incomplete request, kept until the rest arrives.
+    input: Vec<u8>,
+    /// Replies the kernel has not taken yet: `output[sent..]` is pending.
+    output: Vec<u8>,
+    sent: usize,
+    /// Last time a byte was received or sent (the idle clock).
+    last_progress: Instant,
+    /// When the first byte of the incomplete request in `input` arrived.
+    request_started: Option<Instant>,
+    /// The client half-closed (read returned 0).
+    peer_closed: bool,
+    phase: Phase,
+}
+
+impl Connection {
+    /// Wraps a freshly accepted, nonblocking socket.
+    pub(crate) fn new(fd: OwnedFd, id: ConnectionId, now: Instant) -> Self {
+        Connection {
+            fd,
+            id,
+            input: Vec::new(),
+            output: Vec::new(),
+            sent: 0,
+            last_progress: now,
+            request_started: None,
+            peer_closed: false,
+            phase: Phase::Open,
+        }
+    }
+
+    pub(crate) fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn pending(&self) -> usize {
+        self.output.len() - self.sent
+    }
+
+    fn throttled(&self) -> bool {
+        self.pending() > OUTPUT_HIGH_WATER
+    }
+
+    /// Handles one readiness event: flush, read and serve, decide.
+    pub(crate) fn on_event(&mut self, ready: Readiness, cx: &mut Context<'_>) -> Next {
+        if ready.error {
+            let error = socket::getsockopt(&self.fd, socket::sockopt::SocketError)
+                .map(io::Error::from_raw_os_error)
+                .unwrap_or_else(io::Error::from);
+            return Next::Close(CloseReason::Error(error));
+        }
+        if let Phase::Lingering { why, .. } = self.phase {
+            return self.discard_input(why);
+        }
+        if ready.hangup {
+            // Both directions are gone (typically a reset): nothing we
+            // write can be delivered any more.
+            return Next::Close(CloseReason::Hangup);
+        }
+        if let Err(e) = self.flush(cx.now) {
+            return Next::Close(CloseReason::Error(e));
+        }
+        if let Err(e) = self.read_and_serve(cx) {
+            return Next::Close(CloseReason::Error(e));
+        }
+        if cx.draining && self.phase == Phase::Open {
+            self.stop_input(Closing::Drain);
+        }
+        self.next(cx)
+    }
+
+    /// Checks the connection's deadlines; `None` leaves it as it is.
+    pub(crate) fn on_tick(&mut self, cx: &mut Context<'_>) -> Option<Next> {
+        let now = cx.now;
+        match self.phase {
+            Phase::Lingering { since, why } if now >= since + LINGER => {
+                return Some(Next::Close(match why {
+                    Closing::Service => CloseReason::LingerExpired,
+                    other => other.reason(),
+                }));
+            }
+            Phase::Open => {
+                // A throttled connection is not reading, so its incomplete
+                // request cannot be the client's fault.
+                let started = self.request_started.filter(|_| !self.throttled());
+                if started.is_some_and(|t| now >= t + cx.limits.request_timeout) {
+                    self.stop_input(Closing::RequestTimeout);
+                    let start = self.output.len();
+                    cx.service.request_timeout(self.id, &mut self.output);
+                    debug_assert!(self.output.len() > start, "a timeout reply is owed");
+                    if let Err(e) = self.flush(now) {
+                        return Some(Next::Close(CloseReason::Error(e)));
+                    }
+                    return Some(self.next(cx));
+                }
+            }
+            _ => {}
+        }
+        if now >= self.last_progress + cx.limits.idle_timeout {
+            return Some(Next::Close(CloseReason::Idle));
+        }
+        None
+    }
+
+    /// Reads what may be read now and serves it. Bounded per event unless
+    /// draining, when everything the kernel holds is read.
+    fn read_and_serve(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let mut reads = 0;
+        while self.phase == Phase::Open && !self.peer_closed {
+            if self.throttled() && !cx.draining {
+                break;
+            }
+            let n = match nix::unistd::read(&self.fd, &mut cx.scratch.input) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                self.peer_closed = true;
+                self.serve(0, cx)?;
+                break;
+            }
+            self.last_progress = cx.now;
+            self.serve(n, cx)?;
+            reads += 1;
+            // A short read means the socket is (very likely) empty; skipping
+            // the read that would return EAGAIN is safe because re-arming
+            // re-checks readiness.
+            let drained = n < cx.scratch.input.len();
+            if !cx.draining && (drained || reads == READS_PER_EVENT) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves `scratch.input[..fresh]` after whatever was buffered, then
+    /// writes the replies.
+    fn serve(&mut self, fresh: usize, cx: &mut Context<'_>) -> io::Result<()> {
+        let Scratch { input, output } = &mut *cx.scratch;
+        let fresh = &input[..fresh];
+        // Replies go straight from the worker's buffer to the socket unless
+        // older ones are still queued, which they must follow.
+        let direct = self.pending() == 0;
+        let out = if direct {
+            output.clear();
+            output
+        } else {
+            &mut self.output
+        };
+        let mut request = Input {
+            connection: self.id,
+            bytes: fresh,
+            eof: self.peer_closed,
+            max_request_bytes: cx.limits.max_line_bytes,
+        };
+        let served = if self.input.is_empty() {
+            let served = cx.service.serve(request, out);
+            self.input.extend_from_slice(&fresh[served.consumed..]);
+            served
+        } else {
+            self.input.extend_from_slice(fresh);
+            request.bytes = &self.input;
+            let served = cx.service.serve(request, out);
+            self.input.drain(..served.consumed);
+            served
+        };
+        if self.input.is_empty() {
+            self.input = Vec::new();
+            self.request_started = None;
+        } else if served.consumed > 0 || self.request_started.is_none() {
+            self.request_started = Some(cx.now);
+        }
+        if served.close {
+            self.stop_input(Closing::Service);
+        }
+        if direct {
+            let written = write_some(self.fd.as_fd(), &cx.scratch.output)?;
+            if written > 0 {
+                self.last_progress = cx.now;
+            }
+            self.output.extend_from_slice(&cx.scratch.output[written..]);
+            Ok(())
+        } else {
+            self.flush(cx.now)
+        }
+    }
+
+    /// Stops serving input; pending replies are still delivered.
+    fn stop_input(&mut self, why: Closing) {
+        self.phase = Phase::Closing(why);
+        self.input = Vec::new();
+        self.request_started = None;
+    }
+
+    /// Writes pending replies until done or the kernel's buffer is full.
+    fn flush(&mut self, now: Instant) -> io::Result<()> {
+        if self.pending() == 0 {
+            return Ok(());
+        }
+        let written = write_some(self.fd.as_fd(), &self.output[self.sent..])?;
+        if written > 0 {
+            self.last_progress = now;
+        }
+        self.sent += written;
+        if self.sent == self.output.len() {
+            // Release the memory: an idle connection holds no buffer.
+            self.output = Vec::new();
+            self.sent = 0;
+        } else if self.sent > self.output.len() / 2 {
+            self.output.drain(..self.sent);
+            self.sent = 0;
+        }
+        Ok(())
+    }
+
+    /// Reads and drops input while lingering; closes at the client's EOF.
+    fn discard_input(&mut self, why: Closing) -> Next {
+        let mut sink = [0u8; 4096];
+        loop {
+            match nix::unistd::read(&self.fd, &mut sink) {
+                Ok(0) => return Next::Close(why.reason()),
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Next::Rearm(READ_ONLY),
+                Err(_) => return Next::Close(why.reason()),
+            }
+        }
+    }
+
+    /// The decision after a step: what to wait for, or close.
+    fn next(&mut self, cx: &Context<'_>) -> Next {
+        let pending = self.pending() > 0;
+        match self.phase {
+            Phase::Open => {
+                if self.peer_closed && !pending {
+                    return Next::Close(CloseReason::PeerClosed);
+                }
+                Next::Rearm(Interest {
+                    read: !self.peer_closed && !self.throttled(),
+                    write: pending,
+                })
+            }
+            Phase::Closing(_) if pending => Next::Rearm(Interest {
+                read: false,
+                write: true,
+            }),
+            Phase::Closing(why) => {
+                if self.peer_closed || cx.draining {
+                    return Next::Close(why.reason());
+                }
+                // Closing now with client bytes unread would send a reset,
+                // which can destroy our last reply before the client reads
+                // it. Shut our side down and drain theirs for a while.
+                match socket::shutdown(self.fd.as_raw_fd(), Shutdown::Write) {
+                    Ok(()) => {
+                        self.phase = Phase::Lingering {
+                            since: cx.now,
+                            why,
+                        };
+                        self.discard_input(why)
+                    }
+                    Err(_) => Next::Close(why.reason()),
+                }
+            }
+            Phase::Lingering { .. } => Next::Rearm(READ_ONLY),
+        }
+    }
+}
+
+const READ_ONLY: Interest = Interest {
+    read: true,
+    write: false,
+};
+
+/// Writes as much of `bytes` as the socket takes without blocking. Uses
+/// `MSG_NOSIGNAL`: a peer that has gone away is an `EPIPE` for this
+/// connection, never a `SIGPIPE` for the process.
+fn write_some(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match socket::send(fd.as_raw_fd(), &bytes[written..], MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => written += n,
+            Err(Errno::EAGAIN) => break,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(written)
+}

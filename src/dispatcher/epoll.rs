@@ -1,0 +1,191 @@
+//! The one epoll set, over `nix`. The only file that knows `EPOLL*` flags;
+//! the rest of the crate speaks [`Interest`] and [`Readiness`].
+
+use std::io;
+use std::os::fd::AsFd;
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+use super::token::Token;
+
+/// What a connection wants to be woken for when re-armed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Interest {
+    /// Input is wanted (not throttled, not half-closed by the peer).
+    pub read: bool,
+    /// Output is pending.
+    pub write: bool,
+}
+
+/// What an event reported, decoded from the epoll flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    /// `EPOLLIN`: bytes (or EOF) can be read.
+    pub readable: bool,
+    /// `EPOLLOUT`: the send buffer has room.
+    pub writable: bool,
+    /// `EPOLLRDHUP`: the peer shut down its writing side (a FIN arrived);
+    /// bytes before it may still be queued for reading.
+    pub read_closed: bool,
+    /// `EPOLLHUP`: both directions are shut (or the peer reset): nothing
+    /// more can be written.
+    pub hangup: bool,
+    /// `EPOLLERR`: a socket error is pending (reading it returns the error).
+    pub error: bool,
+}
+
+/// A ready event: which descriptor, and what it reported.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Event {
+    pub token: Token,
+    pub readiness: Readiness,
+}
+
+/// Storage for [`EventSet::wait`].
+pub(crate) struct EventBuffer(Vec<EpollEvent>);
+
+impl EventBuffer {
+    pub(crate) fn new(capacity: usize) -> Self {
+        EventBuffer(vec![EpollEvent::empty(); capacity.max(1)])
+    }
+}
+
+/// The dispatcher's epoll instance. Every descriptor in it is registered
+/// `EPOLLONESHOT`: the kernel disarms a descriptor as it hands one event for
+/// it to one waiting worker, and nothing more is reported for it until that
+/// worker re-arms it with [`EventSet::rearm`]. Any number of threads may
+/// wait on the set at once.
+#[derive(Debug)]
+pub(crate) struct EventSet {
+    epoll: Epoll,
+}
+
+fn flags(interest: Interest) -> EpollFlags {
+    // RDHUP is always asked for: a peer's half-close must wake the owner even
+    // when it is only waiting to write, so it can stop expecting input.
+    let mut flags = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
+    if interest.read {
+        flags |= EpollFlags::EPOLLIN;
+    }
+    if interest.write {
+        flags |= EpollFlags::EPOLLOUT;
+    }
+    flags
+}
+
+impl EventSet {
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(EventSet {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+        })
+    }
+
+    /// Registers `fd`, armed for one event of `interest`.
+    pub(crate) fn add(&self, fd: impl AsFd, token: Token, interest: Interest) -> io::Result<()> {
+        let event = EpollEvent::new(flags(interest), token.to_u64());
+        Ok(self.epoll.add(fd, event)?)
+    }
+
+    /// Re-arms `fd` for one more event (`EPOLL_CTL_MOD`). Only the worker
+    /// holding the descriptor's last event may call this.
+    ///
+    /// `EPOLL_CTL_MOD` re-checks readiness: if bytes arrived while the fd
+    /// was disarmed, it fires again at once, so stopping after a bounded
+    /// batch (or a short read) loses no wake-up.
+    pub(crate) fn rearm(&self, fd: impl AsFd, token: Token, interest: Interest) -> io::Result<()> {
+        debug_assert!(interest.read || interest.write, "an empty interest never fires");
+        let mut event = EpollEvent::new(flags(interest), token.to_u64());
+        Ok(self.epoll.modify(fd, &mut event)?)
+    }
+
+    /// Removes `fd` from the set (`EPOLL_CTL_DEL`), before it is closed.
+    pub(crate) fn delete(&self, fd: impl AsFd) -> io::Result<()> {
+        Ok(self.epoll.delete(fd)?)
+    }
+
+    /// Waits for events, without timeout. Retries `EINTR`, so a signal
+    /// delivered to this thread is never mistaken for an event or an error.
+    pub(crate) fn wait<'a>(
+        &self,
+        buffer: &'a mut EventBuffer,
+    ) -> io::Result<impl Iterator<Item = Event> + 'a> {
+        let n = loop {
+            match self.epoll.wait(&mut buffer.0, EpollTimeout::NONE) {
+                Ok(n) => break n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        Ok(buffer.0[..n].iter().map(|event| {
+            let f = event.events();
+            Event {
+                token: Token::from_u64(event.data()),
+                readiness: Readiness {
+                    readable: f.contains(EpollFlags::EPOLLIN),
+                    writable: f.contains(EpollFlags::EPOLLOUT),
+                    read_closed: f.contains(EpollFlags::EPOLLRDHUP),
+                    hangup: f.contains(EpollFlags::EPOLLHUP),
+                    error: f.contains(EpollFlags::EPOLLERR),
+                },
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Pins the kernel semantics the dispatcher relies on, on a socketpair.
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+
+    /// Polls once without blocking (a set with nothing ready returns 0).
+    fn ready(set: &EventSet) -> Vec<Token> {
+        let mut buf = vec![EpollEvent::empty(); 8];
+        let n = set.epoll.wait(&mut buf, EpollTimeout::ZERO).unwrap();
+        buf[..n]
+            .iter()
+            .map(|e| Token::from_u64(e.data()))
+            .collect()
+    }
+
+    #[test]
+    fn oneshot_fires_once_until_rearmed() {
+        let set = EventSet::new().unwrap();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let token = Token::Connection {
+            slot: 1,
+            generation: 9,
+        };
+        set.add(&ours, token, READ).unwrap();
+        assert!(ready(&set).is_empty(), "nothing written yet");
+
+        theirs.write_all(b"a").unwrap();
+        assert_eq!(ready(&set), vec![token], "an armed fd fires once");
+        theirs.write_all(b"b").unwrap();
+        assert!(ready(&set).is_empty(), "disarmed: more data brings no event");
+
+        set.rearm(&ours, token, READ).unwrap();
+        assert_eq!(ready(&set), vec![token], "rearm with data queued fires at once");
+
+        set.delete(&ours).unwrap();
+        set.add(&ours, token, READ).unwrap();
+        set.delete(&ours).unwrap();
+        assert!(ready(&set).is_empty(), "after delete, nothing");
+        assert_eq!(
+            set.rearm(&ours, token, READ).unwrap_err().raw_os_error(),
+            Some(libc_enoent()),
+            "MOD of a deleted fd is ENOENT"
+        );
+    }
+
+    fn libc_enoent() -> i32 {
+        Errno::ENOENT as i32
+    }
+}

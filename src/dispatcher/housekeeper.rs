@@ -1,0 +1,77 @@
+//! The housekeeper: one thread that enforces deadlines and resumes paused
+//! listeners, so that no connection needs a timer or a thread of its own.
+//!
+//! Every tick it visits the connections no worker is holding (a held one is
+//! busy, hence not idle) and lets each check its idle, request and linger
+//! deadlines. It holds the slot lock while it does, which is what makes
+//! acting on an armed connection safe: a worker woken for that connection
+//! meanwhile waits for the lock, then finds either the same connection (and
+//! handles its event) or a new generation (and drops the event).
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use super::Shared;
+use crate::connection::{Scratch, LINGER};
+
+/// Tells the housekeeper to stop, and waits for it.
+#[derive(Debug)]
+pub(super) struct Handle {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: JoinHandle<()>,
+}
+
+impl Handle {
+    pub(super) fn stop(self) {
+        let (stopped, wake) = &*self.stop;
+        *stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        wake.notify_all();
+        let _ = self.thread.join();
+    }
+}
+
+pub(super) fn spawn(shared: Arc<Shared>) -> io::Result<Handle> {
+    let stop = Arc::new((Mutex::new(false), Condvar::new()));
+    let stop_seen = Arc::clone(&stop);
+    let thread = thread::Builder::new()
+        .name("oneshotd-timer".to_owned())
+        .spawn(move || run(&shared, &stop_seen))?;
+    Ok(Handle { stop, thread })
+}
+
+fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
+    let mut scratch = Scratch::new();
+    let (stopped, wake) = stop;
+    loop {
+        let limits = shared.limits();
+        let tick = (limits.idle_timeout.min(limits.request_timeout).min(LINGER) / 8)
+            .clamp(Duration::from_millis(5), Duration::from_millis(250));
+        let guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = wake
+            .wait_timeout_while(guard, tick, |stopped| !*stopped)
+            .unwrap_or_else(|p| p.into_inner());
+        if *guard {
+            return;
+        }
+        drop(guard);
+
+        shared.for_each_connection(false, |slot, state| {
+            let mut cx = shared.context(&mut scratch);
+            let connection = state.connection.as_mut().expect("visited slots are full");
+            if let Some(next) = connection.on_tick(&mut cx) {
+                shared.apply(slot, state, next);
+            }
+        });
+
+        if !shared.draining() {
+            for (index, listener) in shared.listeners.iter().enumerate() {
+                if listener.paused.swap(false, Ordering::AcqRel) {
+                    shared.rearm_listener(index);
+                }
+            }
+        }
+    }
+}

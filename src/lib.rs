@@ -1,0 +1,68 @@
+//! # oneshotd
+//!
+//! A line server built the way an `EPOLLONESHOT` worker pool should be: one
+//! epoll set, a pool of worker threads all waiting on it, and every client
+//! socket registered `EPOLLIN | EPOLLRDHUP | EPOLLONESHOT`, so that at any
+//! moment at most one worker touches a given connection. After each event
+//! the worker re-arms the socket (`EPOLL_CTL_MOD`) if the connection is
+//! still open, or deletes and closes it if not.
+//!
+//! ## The path of a byte
+//!
+//! listener → dispatcher → worker → connection → service, and back:
+//!
+//! 1. A [`listeners::Listener`] (from systemd socket activation or bound
+//!    from the configuration) is in the epoll set; a worker woken for it
+//!    accepts a batch of connections into the connection table.
+//! 2. The [`dispatcher`] hands each readiness event to one worker, which
+//!    owns the connection until it re-arms it.
+//! 3. The connection reads into the worker's scratch buffer and calls the
+//!    [`service::Service`] with the bytes it has not consumed yet.
+//! 4. The service (the default is [`upper::Upper`]) frames requests and
+//!    appends replies; the connection writes them, keeping only what the
+//!    kernel did not take, and says what to wait for next.
+//!
+//! Nothing points backwards: the service never sees a socket, the
+//! connection never sees epoll, the dispatcher never sees a line.
+//!
+//! ## Layout
+//!
+//! - [`config`]: TOML → validated [`config::Config`], errors with file,
+//!   line and key.
+//! - [`listeners`]: `LISTEN_FDS` or bind; TCP and Unix stream.
+//! - [`dispatcher`]: the epoll set, tokens, the worker pool, the connection
+//!   table, the housekeeper (timeouts); [`dispatcher::Server`] is the
+//!   entry point for running it in-process.
+//! - `connection`: buffers, framing calls, throttling, half-close, linger.
+//! - [`service`]: the protocol seam; [`upper`]: the default protocol.
+//! - [`lifecycle`]: signals, reload, drain; [`notify`]: sd_notify;
+//!   [`logging`]: journal or stderr; [`cli`]: the command line.
+//!
+//! ## Using it as a library
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use oneshotd::{config::Config, dispatcher::Server, listeners, upper::Upper};
+//!
+//! let config = Config::default();
+//! let sockets = listeners::bind(&config.listen)?;
+//! let server = Server::start(&config, sockets, Arc::new(Upper))?;
+//! // ... serve until told to stop, then:
+//! server.drain(config.drain_timeout);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+pub mod cli;
+pub mod config;
+mod connection;
+pub mod dispatcher;
+pub mod lifecycle;
+pub mod listeners;
+pub mod logging;
+pub mod notify;
+pub mod service;
+pub mod upper;

@@ -1,0 +1,204 @@
+//! Listening sockets: inherited from systemd (`LISTEN_FDS`) or bound from
+//! the `listen` configuration.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
+
+use crate::config::ListenAddr;
+
+/// A listening stream socket, nonblocking.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP over IPv4 or IPv6.
+    Tcp(TcpListener),
+    /// A Unix stream socket.
+    Unix(UnixListener),
+}
+
+/// Who is on the other end of an accepted connection (for logs).
+#[derive(Debug, Clone)]
+pub enum Peer {
+    /// A TCP peer.
+    Tcp(SocketAddr),
+    /// A Unix stream peer (usually unnamed).
+    Unix,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(addr) => write!(f, "{addr}"),
+            Peer::Unix => f.write_str("unix"),
+        }
+    }
+}
+
+impl Listener {
+    /// Accepts one connection and makes it nonblocking (and `TCP_NODELAY`:
+    /// replies are written whole, so Nagle would only delay them).
+    pub fn accept(&self) -> io::Result<(OwnedFd, Peer)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, peer) = l.accept()?;
+                stream.set_nonblocking(true)?;
+                stream.set_nodelay(true)?;
+                Ok((stream.into(), Peer::Tcp(peer)))
+            }
+            Listener::Unix(l) => {
+                let (stream, _) = l.accept()?;
+                stream.set_nonblocking(true)?;
+                Ok((stream.into(), Peer::Unix))
+            }
+        }
+    }
+
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.set_nonblocking(true),
+            Listener::Unix(l) => l.set_nonblocking(true),
+        }
+    }
+
+    /// The address it listens on, as a human reads it.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|e| format!("tcp (unknown address: {e})"), |a| a.to_string()),
+            Listener::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_else(|| "unix (unnamed)".to_owned()),
+        }
+    }
+
+    /// The TCP address, if this is a TCP listener.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Unix(_) => None,
+        }
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        }
+    }
+}
+
+/// Where the listening sockets came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Handed in by systemd (or `systemd-socket-activate`).
+    Activated,
+    /// Bound by us from `listen`.
+    Bound,
+}
+
+/// Takes the sockets passed by socket activation, if `LISTEN_FDS` is set.
+///
+/// Must run first thing in `main`, before any thread exists: `listenfd`
+/// removes `LISTEN_PID`/`LISTEN_FDS`/`LISTEN_FDNAMES` from the environment,
+/// which is only sound while the process is single-threaded.
+pub fn from_systemd() -> io::Result<Option<Vec<Listener>>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let mut listeners = Vec::with_capacity(fds.len());
+    for index in 0..fds.len() {
+        let listener = match fds.take_tcp_listener(index) {
+            Ok(Some(tcp)) => Listener::Tcp(tcp),
+            _ => match fds.take_unix_listener(index)? {
+                Some(unix) => Listener::Unix(unix),
+                None => continue,
+            },
+        };
+        // listenfd leaves the inherited sockets blocking.
+        listener.set_nonblocking()?;
+        listeners.push(listener);
+    }
+    Ok(Some(listeners))
+}
+
+/// Binds every `listen` entry.
+pub fn bind(addrs: &[ListenAddr]) -> io::Result<Vec<Listener>> {
+    addrs
+        .iter()
+        .map(|addr| {
+            let listener = match addr {
+                ListenAddr::Tcp(sa) => TcpListener::bind(sa).map(Listener::Tcp),
+                ListenAddr::Unix(path) => bind_unix(path).map(Listener::Unix),
+            }
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            listener.set_nonblocking()?;
+            Ok(listener)
+        })
+        .collect()
+}
+
+/// Binds a Unix socket, first removing a stale socket file left by a
+/// previous run. A socket someone still answers on is not removed.
+fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another process is listening there",
+                ));
+            }
+            warn!(path = %path.display(), "removing stale socket file");
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket",
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    UnixListener::bind(path)
+}
+
+/// Socket activation if present, else the configured addresses.
+pub fn open(
+    activated: Option<Vec<Listener>>,
+    addrs: &[ListenAddr],
+) -> io::Result<(Vec<Listener>, Origin)> {
+    match activated {
+        Some(listeners) => {
+            info!(
+                count = listeners.len(),
+                "using sockets from socket activation; `listen` is ignored"
+            );
+            Ok((listeners, Origin::Activated))
+        }
+        None => Ok((bind(addrs)?, Origin::Bound)),
+    }
+}
+
+/// The Unix socket paths we bound, to remove when we stop.
+pub fn bound_unix_paths(addrs: &[ListenAddr]) -> Vec<PathBuf> {
+    addrs
+        .iter()
+        .filter_map(|a| match a {
+            ListenAddr::Unix(p) => Some(p.clone()),
+            ListenAddr::Tcp(_) => None,
+        })
+        .collect()
+}

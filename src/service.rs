@@ -1,0 +1,71 @@
+//! The protocol seam: what the dispatcher asks of a service, and what a
+//! service may and may not do.
+//!
+//! A [`Service`] turns the bytes a client sent into the bytes it gets back.
+//! It never sees a socket, epoll or a thread: the dispatcher reads, calls
+//! [`Service::serve`] with everything not yet consumed, writes what the
+//! service appended to `output`, and keeps the unconsumed tail for the next
+//! call. So framing (lines, here) is entirely the service's business, and
+//! the dispatcher stays the same for any request/reply protocol.
+//!
+//! The dispatcher guarantees that calls for one connection never overlap
+//! (that is what `EPOLLONESHOT` buys) and come in stream order; calls for
+//! different connections run concurrently on different workers, hence
+//! `Send + Sync`.
+
+use std::fmt;
+
+/// Identifies a connection for as long as it is open; never reused while
+/// the daemon runs. Also the `conn` field of per-connection log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What the dispatcher hands a service.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The connection these bytes came from.
+    pub connection: ConnectionId,
+    /// Bytes received and not yet consumed, in stream order: the tail the
+    /// previous call left unconsumed, followed by what arrived since.
+    pub bytes: &'a [u8],
+    /// The client has half-closed: no more bytes will follow `bytes`, so an
+    /// incomplete request at the end is all there will ever be of it.
+    pub eof: bool,
+    /// The largest request the service should accept (`max_line_bytes` for
+    /// a line protocol). Unconsumed bytes beyond it must be refused, or the
+    /// client could make the server buffer without limit.
+    pub max_request_bytes: usize,
+}
+
+/// What a service did with an [`Input`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    /// How many leading bytes of `Input::bytes` were used up. The rest is
+    /// handed back on the next call, after more bytes have arrived.
+    pub consumed: usize,
+    /// Close the connection once `output` has been delivered: no further
+    /// input is read or served.
+    pub close: bool,
+}
+
+/// A request/reply protocol served by the dispatcher.
+///
+/// Implementations must be deterministic in what they consume: a request
+/// left unconsumed is presented again with more bytes after it, and must
+/// then be either consumed whole or refused.
+pub trait Service: Send + Sync + 'static {
+    /// Serves every complete request at the start of `input.bytes`,
+    /// appending the replies to `output` in request order.
+    fn serve(&self, input: Input<'_>, output: &mut Vec<u8>) -> Served;
+
+    /// Appends the reply for a request that did not complete within
+    /// `request_timeout_ms` of its first byte. The connection is closed
+    /// once the replies before it and this one have been delivered.
+    fn request_timeout(&self, connection: ConnectionId, output: &mut Vec<u8>);
+}
