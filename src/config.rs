@@ -168,8 +168,7 @@ fn at_line(line: Option<usize>) -> String {
 
 impl Default for Config {
     fn default() -> Self {
-        Config::from_raw(RawConfig::default(), "")
-            .expect("the built-in defaults are valid")
+        Config::from_raw(RawConfig::default(), "").expect("the built-in defaults are valid")
     }
 }
 
@@ -239,7 +238,13 @@ impl Config {
             10,
             DAY_MS,
         )?;
-        let drain = ranged("drain_timeout_ms", raw.drain_timeout_ms, 10_000, 0, 3_600_000)?;
+        let drain = ranged(
+            "drain_timeout_ms",
+            raw.drain_timeout_ms,
+            10_000,
+            0,
+            3_600_000,
+        )?;
 
         let listen_line = || key_line(text, "listen");
         let entries = raw
@@ -332,12 +337,13 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 /// The 1-based line on which `key` is assigned, for range errors (which
 /// serde reports without a position).
 fn key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|line| {
-        line.trim_start()
-            .strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|line| {
+            line.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]
@@ -422,7 +428,10 @@ mod tests {
     #[test]
     fn unknown_key_is_an_error() {
         let msg = parse("workers = 2\n\nwrokers = 3\n").unwrap_err();
-        assert!(msg.starts_with("test.toml: 3:1: unknown field `wrokers`"), "{msg}");
+        assert!(
+            msg.starts_with("test.toml: 3:1: unknown field `wrokers`"),
+            "{msg}"
+        );
     }
 
     #[test]

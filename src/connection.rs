@@ -20,6 +20,7 @@ use nix::sys::socket::{self, MsgFlags, Shutdown};
 
 use crate::dispatcher::epoll::{Interest, Readiness};
 use crate::service::{ConnectionId, Input, Service};
+use crate::sys;
 
 /// Pending output past which the connection stops reading: a client that
 /// sends but never reads is throttled here instead of growing our memory.
@@ -207,7 +208,7 @@ impl Connection {
             return Next::Close(CloseReason::Error(error));
         }
         if let Phase::Lingering { why, .. } = self.phase {
-            return self.discard_input(why);
+            return self.linger(why, cx);
         }
         if ready.hangup {
             // Both directions are gone (typically a reset): nothing we
@@ -236,6 +237,9 @@ impl Connection {
                     other => other.reason(),
                 }));
             }
+            // A lingering connection gets no event when the client reads
+            // our last bytes; during a drain, look again each tick.
+            Phase::Lingering { why, .. } if cx.draining => return Some(self.linger(why, cx)),
             Phase::Open => {
                 // A throttled connection is not reading, so its incomplete
                 // request cannot be the client's fault.
@@ -260,10 +264,17 @@ impl Connection {
     }
 
     /// Reads what may be read now and serves it. Bounded per event unless
-    /// draining, when everything the kernel holds is read.
+    /// draining, when everything the kernel held is read, even past the
+    /// throttle: at most a receive buffer's worth, so that a client still
+    /// sending cannot keep the drain reading forever.
     fn read_and_serve(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let mut reads = 0;
-        while self.phase == Phase::Open && !self.peer_closed {
+        let mut drain_budget = if cx.draining {
+            socket::getsockopt(&self.fd, socket::sockopt::RcvBuf).unwrap_or(1 << 20)
+        } else {
+            usize::MAX
+        };
+        while self.phase == Phase::Open && !self.peer_closed && drain_budget > 0 {
             if self.throttled() && !cx.draining {
                 break;
             }
@@ -281,6 +292,7 @@ impl Connection {
             self.last_progress = cx.now;
             self.serve(n, cx)?;
             reads += 1;
+            drain_budget = drain_budget.saturating_sub(n);
             // A short read means the socket is (very likely) empty; skipping
             // the read that would return EAGAIN is safe because re-arming
             // re-checks readiness.
@@ -373,16 +385,23 @@ impl Connection {
     }
 
     /// Reads and drops input while lingering; closes at the client's EOF.
-    fn discard_input(&mut self, why: Closing) -> Next {
+    /// During a drain it closes as soon as nothing is left in either queue:
+    /// no client bytes unread (so the close sends a FIN, not a reset) and
+    /// none of ours unacknowledged (so nothing a reset could destroy).
+    fn linger(&mut self, why: Closing, cx: &Context<'_>) -> Next {
         let mut sink = [0u8; 4096];
         loop {
             match nix::unistd::read(&self.fd, &mut sink) {
                 Ok(0) => return Next::Close(why.reason()),
                 Ok(_) | Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return Next::Rearm(READ_ONLY),
+                Err(Errno::EAGAIN) => break,
                 Err(_) => return Next::Close(why.reason()),
             }
         }
+        if cx.draining && matches!(sys::unsent_bytes(self.fd.as_fd()), Ok(0)) {
+            return Next::Close(why.reason());
+        }
+        Next::Rearm(READ_ONLY)
     }
 
     /// The decision after a step: what to wait for, or close.
@@ -403,7 +422,7 @@ impl Connection {
                 write: true,
             }),
             Phase::Closing(why) => {
-                if self.peer_closed || cx.draining {
+                if self.peer_closed {
                     return Next::Close(why.reason());
                 }
                 // Closing now with client bytes unread would send a reset,
@@ -411,11 +430,8 @@ impl Connection {
                 // it. Shut our side down and drain theirs for a while.
                 match socket::shutdown(self.fd.as_raw_fd(), Shutdown::Write) {
                     Ok(()) => {
-                        self.phase = Phase::Lingering {
-                            since: cx.now,
-                            why,
-                        };
-                        self.discard_input(why)
+                        self.phase = Phase::Lingering { since: cx.now, why };
+                        self.linger(why, cx)
                     }
                     Err(_) => Next::Close(why.reason()),
                 }

@@ -65,4 +65,6 @@ pub mod listeners;
 pub mod logging;
 pub mod notify;
 pub mod service;
+#[allow(unsafe_code)]
+mod sys;
 pub mod upper;

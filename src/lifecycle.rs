@@ -96,7 +96,11 @@ impl Signals {
         wake.set_nonblocking(true)?;
         let hangup = Arc::new(AtomicBool::new(false));
         let terminate = Arc::new(AtomicBool::new(false));
-        for (signal, flag) in [(SIGHUP, &hangup), (SIGTERM, &terminate), (SIGINT, &terminate)] {
+        for (signal, flag) in [
+            (SIGHUP, &hangup),
+            (SIGTERM, &terminate),
+            (SIGINT, &terminate),
+        ] {
             signal_hook::flag::register(signal, Arc::clone(flag))?;
             signal_hook::low_level::pipe::register(signal, poke.try_clone()?)?;
         }
@@ -190,7 +194,10 @@ fn reload(
         Ok(new) => new,
         Err(e) => {
             error!(error = %e, "reload failed; keeping the running configuration");
-            notifier.status(&format!("reload failed: {e}; {}", status_line("serving", before)));
+            notifier.status(&format!(
+                "reload failed: {e}; {}",
+                status_line("serving", before)
+            ));
             notifier.ready(&status_line("serving", before));
             return;
         }

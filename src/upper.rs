@@ -73,22 +73,44 @@ mod tests {
 
     #[test]
     fn framing_table() {
-        // (input, eof, max, consumed, close, output)
-        let cases: &[(&[u8], bool, usize, usize, bool, &[u8])] = &[
+        /// (input, eof, max, consumed, close, output)
+        type Case = (&'static [u8], bool, usize, usize, bool, &'static [u8]);
+        let cases: &[Case] = &[
             (b"", false, 8, 0, false, b""),
             (b"hello\n", false, 8, 6, false, b"HELLO\n"),
             (b"hel", false, 8, 0, false, b""),
             (b"a\nb\nc", false, 8, 4, false, b"A\nB\n"),
             (b"a\nb\nc", true, 8, 5, false, b"A\nB\nC\n"),
             (b"\n\n", false, 8, 2, false, b"\n\n"),
-            (b"mIxEd 123 z{\r\n", false, 64, 14, false, b"MIXED 123 Z{\r\n"),
-            ("grüße\n".as_bytes(), false, 64, 8, false, "GRüßE\n".as_bytes()),
+            (
+                b"mIxEd 123 z{\r\n",
+                false,
+                64,
+                14,
+                false,
+                b"MIXED 123 Z{\r\n",
+            ),
+            (
+                "grüße\n".as_bytes(),
+                false,
+                64,
+                8,
+                false,
+                "GRüßE\n".as_bytes(),
+            ),
             (b"\x00\xffab\n", false, 8, 5, false, b"\x00\xffAB\n"),
             (b"12345678\n", false, 8, 9, false, b"12345678\n"),
             (b"123456789\n", false, 8, 10, true, LINE_TOO_LONG),
             (b"123456789", false, 8, 9, true, LINE_TOO_LONG),
             (b"12345678", false, 8, 0, false, b""),
-            (b"ok\n123456789\nlater\n", false, 8, 19, true, b"OK\nERR line too long\n"),
+            (
+                b"ok\n123456789\nlater\n",
+                false,
+                8,
+                19,
+                true,
+                b"OK\nERR line too long\n",
+            ),
             (b"", true, 8, 0, false, b""),
         ];
         for &(input, eof, max, consumed, close, output) in cases {

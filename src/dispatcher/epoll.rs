@@ -94,7 +94,10 @@ impl EventSet {
     /// was disarmed, it fires again at once, so stopping after a bounded
     /// batch (or a short read) loses no wake-up.
     pub(crate) fn rearm(&self, fd: impl AsFd, token: Token, interest: Interest) -> io::Result<()> {
-        debug_assert!(interest.read || interest.write, "an empty interest never fires");
+        debug_assert!(
+            interest.read || interest.write,
+            "an empty interest never fires"
+        );
         let mut event = EpollEvent::new(flags(interest), token.to_u64());
         Ok(self.epoll.modify(fd, &mut event)?)
     }
@@ -149,10 +152,7 @@ mod tests {
     fn ready(set: &EventSet) -> Vec<Token> {
         let mut buf = vec![EpollEvent::empty(); 8];
         let n = set.epoll.wait(&mut buf, EpollTimeout::ZERO).unwrap();
-        buf[..n]
-            .iter()
-            .map(|e| Token::from_u64(e.data()))
-            .collect()
+        buf[..n].iter().map(|e| Token::from_u64(e.data())).collect()
     }
 
     #[test]
@@ -169,10 +169,17 @@ mod tests {
         theirs.write_all(b"a").unwrap();
         assert_eq!(ready(&set), vec![token], "an armed fd fires once");
         theirs.write_all(b"b").unwrap();
-        assert!(ready(&set).is_empty(), "disarmed: more data brings no event");
+        assert!(
+            ready(&set).is_empty(),
+            "disarmed: more data brings no event"
+        );
 
         set.rearm(&ours, token, READ).unwrap();
-        assert_eq!(ready(&set), vec![token], "rearm with data queued fires at once");
+        assert_eq!(
+            ready(&set),
+            vec![token],
+            "rearm with data queued fires at once"
+        );
 
         set.delete(&ours).unwrap();
         set.add(&ours, token, READ).unwrap();

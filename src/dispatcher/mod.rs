@@ -495,7 +495,11 @@ impl Shared {
             let Some(slot) = self.table.slot(index) else {
                 continue;
             };
-            let state = if wait { Some(slot.lock()) } else { slot.try_lock() };
+            let state = if wait {
+                Some(slot.lock())
+            } else {
+                slot.try_lock()
+            };
             if let Some(mut state) = state {
                 if state.connection.is_some() {
                     f(index, &mut state);

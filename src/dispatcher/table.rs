@@ -35,7 +35,9 @@ impl Slot {
     /// Locks the slot. A panic while a slot was held (a service bug) has
     /// already closed that connection, so a poisoned lock is still sound.
     pub(crate) fn lock(&self) -> MutexGuard<'_, SlotState> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, SlotState>> {

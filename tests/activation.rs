@@ -1,0 +1,95 @@
+//! Socket activation with the real `systemd-socket-activate`.
+
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// Connects, retrying while the activator is starting up.
+fn connect_when_up(addr: SocketAddr) -> TcpStream {
+    let deadline = Instant::now() + SOON;
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(stream) => {
+                stream.set_read_timeout(Some(SOON)).unwrap();
+                return stream;
+            }
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("connect {addr}: {e}"),
+        }
+    }
+}
+
+fn unix_connect_when_up(path: &std::path::Path) -> UnixStream {
+    let deadline = Instant::now() + SOON;
+    loop {
+        match UnixStream::connect(path) {
+            Ok(stream) => {
+                stream.set_read_timeout(Some(SOON)).unwrap();
+                return stream;
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("connect {}: {e}", path.display()),
+        }
+    }
+}
+
+#[test]
+fn serves_an_inherited_tcp_socket_and_a_unix_socket() {
+    let sockets = TestDir::new("activation-sockets");
+    let unix_path = sockets.join("activated.sock");
+    let port = free_port();
+    let tcp: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // `listen` names a different port: under activation it must be ignored.
+    let ignored = free_port();
+    let mut daemon = Daemon::builder("activation")
+        .config(&format!("listen = [\"127.0.0.1:{ignored}\"]"))
+        .activate(&[tcp.to_string(), path_str(&unix_path)])
+        .spawn();
+
+    // The daemon is exec'd on the first connection.
+    let mut first = connect_when_up(tcp);
+    first.write_all(b"activated over tcp\n").unwrap();
+    first.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&first), b"ACTIVATED OVER TCP\n");
+    daemon.expect_notify_from(0, |l| l == "READY=1");
+
+    let mut unix = unix_connect_when_up(&unix_path);
+    unix.write_all(b"activated over unix\n").unwrap();
+    unix.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&unix), b"ACTIVATED OVER UNIX\n");
+
+    let log = daemon.stderr();
+    assert!(log.contains("socket activation"), "{log}");
+    assert_eq!(log.matches(" listening ").count(), 2, "{log}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", ignored)).is_err(),
+        "the configured address must not be bound under activation"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn serves_an_inherited_ipv6_socket() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        panic!("this test needs IPv6 loopback");
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("[::1]:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let mut daemon = Daemon::builder("activation-v6")
+        .activate(&[addr.to_string()])
+        .spawn();
+    let mut client = connect_when_up(addr);
+    client.write_all(b"six\n").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&client), b"SIX\n");
+    daemon.stop();
+}

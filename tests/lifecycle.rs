@@ -1,0 +1,179 @@
+//! Notifications, reload and drain, with real signals.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::util::*;
+
+#[test]
+fn ready_and_status_report_the_pool() {
+    let mut daemon = Daemon::builder("ready").config("workers = 3").spawn();
+    daemon.expect_notify_from(0, |l| l == "STATUS=serving: workers=3 connections=0");
+    let _client = connect(daemon.addr());
+    daemon.expect_notify_from(0, |l| {
+        l.starts_with("STATUS=") && l.contains("connections=1")
+    });
+    daemon.stop();
+    daemon.expect_notify_from(0, |l| l == "STOPPING=1");
+}
+
+#[test]
+fn reload_resizes_the_pool_and_keeps_connections() {
+    let mut daemon = Daemon::builder("reload").config("workers = 2").spawn();
+    let base_threads = daemon.threads();
+    let mut client = connect(daemon.addr());
+    assert_eq!(roundtrip(&mut client, "before\n"), "BEFORE\n");
+
+    for workers in [6, 1] {
+        let text = std::fs::read_to_string(&daemon.config).unwrap();
+        let text = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("workers") {
+                    format!("workers = {workers}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&daemon.config, text).unwrap();
+        let from = daemon.notify.seen.len();
+        daemon.signal(Signal::SIGHUP);
+        daemon.expect_notify_from(from, |l| l == "RELOADING=1");
+        daemon.expect_notify_from(from, |l| l.starts_with("MONOTONIC_USEC="));
+        daemon.expect_notify_from(from, |l| l.contains(&format!("workers={workers} ")));
+        daemon.expect_notify_from(from, |l| l == "READY=1");
+        let expected = base_threads - 2 + workers;
+        daemon.wait_until("thread count to follow the pool", SOON, |d| {
+            d.threads() == expected
+        });
+        assert_eq!(roundtrip(&mut client, "after\n"), "AFTER\n");
+    }
+    assert!(daemon.stderr().contains("reload applied"));
+    daemon.stop();
+}
+
+#[test]
+fn a_broken_reload_keeps_the_old_config() {
+    let mut daemon = Daemon::builder("badreload").config("workers = 2").spawn();
+    std::fs::write(&daemon.config, "workers = 0\n").unwrap();
+    let from = daemon.notify.seen.len();
+    daemon.signal(Signal::SIGHUP);
+    let status = daemon.expect_notify_from(from, |l| l.contains("reload failed"));
+    assert!(status.contains("workers = 0 is out of range"), "{status}");
+    daemon.expect_notify_from(from, |l| l == "READY=1");
+    let mut client = connect(daemon.addr());
+    assert_eq!(roundtrip(&mut client, "still\n"), "STILL\n");
+    assert_eq!(daemon.threads(), daemon.threads());
+    daemon.stop();
+}
+
+#[test]
+fn drain_answers_what_was_sent_and_exits_zero() {
+    let mut daemon = Daemon::builder("drain").config("workers = 2").spawn();
+    let client = connect(daemon.addr());
+    // Pipeline 4 MiB without reading; whatever the kernel took must be answered.
+    let line = "drain line abcdefghijklmnopqrstuvwxyz\n";
+    let mut sent = 0usize;
+    client.set_nonblocking(true).unwrap();
+    let payload = line.repeat(1024);
+    while sent < 4 << 20 {
+        match (&client).write(payload.as_bytes()) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    client.set_nonblocking(false).unwrap();
+    // What the daemon's kernel has acknowledged by now was "received before
+    // the signal": all of it must be answered.
+    let mut unacked = usize::MAX;
+    daemon.wait_until("the client's send queue to settle", SOON, |_| {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = unacked_bytes(&client);
+        std::mem::replace(&mut unacked, now) == now
+    });
+    let acked_lines = (sent - unacked) / line.len();
+    daemon.signal(Signal::SIGTERM);
+    let replies = read_to_end(&client);
+    assert_eq!(
+        replies.len() % line.len(),
+        0,
+        "replies end on a line boundary"
+    );
+    let answered = replies.len() / line.len();
+    eprintln!("drain: sent {sent} bytes, {acked_lines} lines acknowledged, {answered} answered");
+    assert!(answered >= acked_lines, "{answered} < {acked_lines}");
+    assert!(answered <= sent / line.len());
+    assert!(replies
+        .chunks(line.len())
+        .all(|r| r == line.to_ascii_uppercase().as_bytes()));
+    daemon.expect_notify_from(0, |l| l == "STOPPING=1");
+    let status = daemon.wait_exit(SOON);
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn drain_with_only_idle_connections_is_quick() {
+    let mut daemon = Daemon::builder("idledrain").spawn();
+    let clients: Vec<_> = (0..20).map(|_| connect(daemon.addr())).collect();
+    let mut first = connect(daemon.addr());
+    assert_eq!(roundtrip(&mut first, "hi\n"), "HI\n");
+    daemon.expect_notify_from(0, |l| l.contains("connections=21"));
+    let start = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    let status = daemon.wait_exit(SOON);
+    let took = start.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took < Duration::from_millis(900),
+        "idle drain took {took:?}"
+    );
+    for client in clients {
+        assert_eq!(read_to_end(client), b"");
+    }
+}
+
+#[test]
+fn drain_timeout_closes_a_client_that_never_reads() {
+    let mut daemon = Daemon::builder("draintimeout")
+        .config("drain_timeout_ms = 500")
+        .spawn();
+    let client = connect(daemon.addr());
+    let written = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        let written = Arc::clone(&written);
+        std::thread::spawn(move || {
+            let chunk = "x\n".repeat(32 * 1024);
+            while client.write_all(chunk.as_bytes()).is_ok() {
+                written.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+        })
+    };
+    // Wait until the daemon throttles this client: the writer stops moving.
+    let mut last = usize::MAX;
+    daemon.wait_until("the writer to be throttled", SOON, |_| {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = written.load(Ordering::Relaxed);
+        std::mem::replace(&mut last, now) == now && now > 0
+    });
+    let start = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    let status = daemon.wait_exit(SOON);
+    let took = start.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_millis(1500), "drain took {took:?}");
+    assert!(
+        daemon.stderr().contains("drain timed out"),
+        "{}",
+        daemon.stderr()
+    );
+    drop(client);
+    let _ = writer.join();
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real binary (or the library's dispatcher, for
+//! tests that need a custom service) over real sockets.
+
+mod util;
+
+mod activation;
+mod config;
+mod lifecycle;
+mod protocol;
+mod stress;
