@@ -6,5 +6,6 @@ mod util;
 mod activation;
 mod config;
 mod lifecycle;
+mod limits;
 mod protocol;
 mod stress;

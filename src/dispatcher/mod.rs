@@ -430,18 +430,25 @@ impl Shared {
 
     /// Out of descriptors: frees the reserve, accepts and closes one
     /// connection, and takes the reserve back. Returns false if there was
-    /// no reserve to use (the caller pauses the listener).
+    /// no reserve to use or it could not be taken back (the caller pauses
+    /// the listener; the housekeeper resumes it).
     fn refuse_with_reserve(&self, slot: &ListenerSlot) -> bool {
         let mut reserve = self.reserve_fd.lock().unwrap_or_else(|p| p.into_inner());
+        if reserve.is_none() {
+            // Lost on an earlier attempt; descriptors may have been freed.
+            *reserve = File::open("/dev/null").ok();
+        }
         if reserve.take().is_none() {
             return false;
         }
-        let refused = slot.listener.accept();
+        // Dropped at once: the refused connection's descriptor must be
+        // closed before the reserve is reopened in its place.
+        let refused = slot.listener.accept().is_ok();
         *reserve = File::open("/dev/null").ok();
         if let Some(suppressed) = self.refusals.allow() {
             warn!(listener = %slot.listener.describe(), connections = self.table.live(), suppressed, "out of file descriptors; closing new connections");
         }
-        refused.is_ok() && reserve.is_some()
+        refused && reserve.is_some()
     }
 
     /// A worker took the wake-up event: retire if the pool is too big, and

@@ -140,6 +140,7 @@ pub struct DaemonBuilder {
     config: String,
     env: Vec<(String, String)>,
     activate: Vec<String>,
+    wrapper: Vec<String>,
 }
 
 impl DaemonBuilder {
@@ -152,6 +153,12 @@ impl DaemonBuilder {
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Run the daemon through a command that execs it (e.g. `prlimit`).
+    pub fn wrap(mut self, command: &[&str]) -> Self {
+        self.wrapper = command.iter().map(|s| s.to_string()).collect();
         self
     }
 
@@ -176,7 +183,12 @@ impl DaemonBuilder {
         let stderr_path = dir.join("stderr.log");
         let stderr = fs::File::create(&stderr_path).unwrap();
 
-        let mut command = if self.activate.is_empty() {
+        let mut command = if !self.wrapper.is_empty() {
+            let mut c = Command::new(&self.wrapper[0]);
+            c.args(&self.wrapper[1..]).arg(BIN);
+            c.env("NOTIFY_SOCKET", &notify.path);
+            c
+        } else if self.activate.is_empty() {
             let mut c = Command::new(BIN);
             c.env("NOTIFY_SOCKET", &notify.path);
             for (k, v) in &self.env {
@@ -228,6 +240,7 @@ impl Daemon {
             config: String::new(),
             env: Vec::new(),
             activate: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -335,6 +348,18 @@ impl Daemon {
     /// Resident memory of the daemon process, in KiB.
     pub fn rss_kib(&self) -> u64 {
         proc_status_field(self.pid(), "VmRSS:")
+    }
+
+    /// CPU time (user + system) the daemon has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields of the whole line, in clock ticks.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // USER_HZ, which /proc reports in, is 100 on every Linux ABI.
+        Duration::from_millis(ticks * 10)
     }
 
     pub fn threads(&self) -> u64 {
