@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -41,14 +41,24 @@ pub struct SystemdEnv {
     pub notify_socket: Option<String>,
     /// `JOURNAL_STREAM`.
     pub journal_stream: Option<String>,
+    /// `WATCHDOG_USEC`, if set and meant for this process (`WATCHDOG_PID`
+    /// absent or ours).
+    pub watchdog: Option<Duration>,
 }
 
 impl SystemdEnv {
     /// Reads the variables from the environment.
     pub fn from_env() -> Self {
+        let var = |name| std::env::var(name).ok();
+        let for_us = var("WATCHDOG_PID")
+            .is_none_or(|pid| pid.parse::<u32>().ok() == Some(std::process::id()));
         SystemdEnv {
-            notify_socket: std::env::var("NOTIFY_SOCKET").ok(),
-            journal_stream: std::env::var("JOURNAL_STREAM").ok(),
+            notify_socket: var("NOTIFY_SOCKET"),
+            journal_stream: var("JOURNAL_STREAM"),
+            watchdog: var("WATCHDOG_USEC")
+                .and_then(|usec| usec.parse::<u64>().ok())
+                .filter(|&usec| usec > 0 && for_us)
+                .map(Duration::from_micros),
         }
     }
 }
@@ -74,7 +84,7 @@ pub fn run(cli: Cli, activated: Option<Vec<Listener>>, env: SystemdEnv) -> ExitC
         logging::stderr_is_journal(env.journal_stream.as_deref()),
     );
     let notifier = Notifier::new(env.notify_socket.as_deref());
-    match serve(source, config, activated, &log, notifier) {
+    match serve(source, config, activated, &log, notifier, env.watchdog) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -128,6 +138,7 @@ fn serve(
     activated: Option<Vec<Listener>>,
     log: &LogControl,
     notifier: Notifier,
+    watchdog: Option<Duration>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     info!(version = env!("CARGO_PKG_VERSION"), config = %source, "starting");
     if source == ConfigSource::BuiltIn {
@@ -147,8 +158,15 @@ fn serve(
     notifier.ready(&status_line("serving", shown));
     info!(workers = shown.workers, "ready");
 
+    let mut watchdog = watchdog.map(|period| Watchdog::new(period, &server));
+    let tick = watchdog
+        .as_ref()
+        .map_or(STATUS_INTERVAL, |w| STATUS_INTERVAL.min(w.interval / 4));
     loop {
-        signals.wait(STATUS_INTERVAL);
+        signals.wait(tick);
+        if let Some(watchdog) = &mut watchdog {
+            watchdog.tick(&server, notifier);
+        }
         if signals.terminate.swap(false, Ordering::AcqRel) {
             break;
         }
@@ -222,4 +240,47 @@ fn reload(
         connections: server.status().connections,
     };
     notifier.ready(&status_line("serving", status));
+}
+
+/// Sends `WATCHDOG=1` every half `WatchdogSec=`, but only while the worker
+/// pool is taking events: each keep-alive needs a worker to have answered a
+/// probe sent through the same epoll set as client events. A wedged pool
+/// therefore lets systemd's watchdog fire instead of being papered over by
+/// this thread, which would otherwise carry on regardless.
+struct Watchdog {
+    interval: Duration,
+    next: Instant,
+    probe_mark: u64,
+    stalled: bool,
+}
+
+impl Watchdog {
+    fn new(period: Duration, server: &Server) -> Self {
+        let interval = period / 2;
+        info!(watchdog_ms = period.as_millis() as u64, "watchdog enabled");
+        Watchdog {
+            interval,
+            next: Instant::now(),
+            probe_mark: server.probe(),
+            stalled: false,
+        }
+    }
+
+    fn tick(&mut self, server: &Server, notifier: Notifier) {
+        let now = Instant::now();
+        if now < self.next {
+            return;
+        }
+        if server.heartbeat() == self.probe_mark {
+            if !self.stalled {
+                warn!("worker pool has not answered the watchdog probe; withholding WATCHDOG=1");
+                self.stalled = true;
+            }
+            return;
+        }
+        self.stalled = false;
+        notifier.watchdog();
+        self.next = now + self.interval;
+        self.probe_mark = server.probe();
+    }
 }

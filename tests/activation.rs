@@ -93,3 +93,32 @@ fn serves_an_inherited_ipv6_socket() {
     assert_eq!(read_to_end(&client), b"SIX\n");
     daemon.stop();
 }
+
+#[test]
+fn a_restart_loses_no_connection_attempt() {
+    // The test plays systemd: it owns the listening socket for the whole
+    // test and hands a copy to each daemon instance.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+
+    let mut first = Daemon::builder("restart-1").inherit(fd).spawn();
+    let mut client = connect(addr);
+    assert_eq!(roundtrip(&mut client, "first\n"), "FIRST\n");
+    drop(client);
+    first.stop();
+    assert!(
+        first.stderr().contains("socket activation"),
+        "{}",
+        first.stderr()
+    );
+
+    // No daemon runs now; the connection waits in the socket's backlog.
+    let mut queued = connect(addr);
+    queued.write_all(b"queued meanwhile\n").unwrap();
+
+    let mut second = Daemon::builder("restart-2").inherit(fd).spawn();
+    queued.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&queued), b"QUEUED MEANWHILE\n");
+    second.stop();
+}

@@ -1,7 +1,7 @@
 //! Notifications, reload and drain, with real signals.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,11 +22,31 @@ fn ready_and_status_report_the_pool() {
 }
 
 #[test]
-fn reload_resizes_the_pool_and_keeps_connections() {
+fn reload_resizes_the_pool_under_load_without_dropping_anything() {
     let mut daemon = Daemon::builder("reload").config("workers = 2").spawn();
+    let addr = daemon.addr();
     let base_threads = daemon.threads();
-    let mut client = connect(daemon.addr());
-    assert_eq!(roundtrip(&mut client, "before\n"), "BEFORE\n");
+
+    // 50 clients keep talking through both reloads; each reply is checked
+    // and any error (reset, timeout, wrong reply) fails the test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..50)
+        .map(|c| {
+            let stop = Arc::clone(&stop);
+            let answered = Arc::clone(&answered);
+            std::thread::spawn(move || {
+                let mut client = connect(addr);
+                let mut r = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = roundtrip(&mut client, &format!("client {c} request {r}\n"));
+                    assert_eq!(reply, format!("CLIENT {c} REQUEST {r}\n"));
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    r += 1;
+                }
+            })
+        })
+        .collect();
 
     for workers in [6, 1] {
         let text = std::fs::read_to_string(&daemon.config).unwrap();
@@ -43,6 +63,7 @@ fn reload_resizes_the_pool_and_keeps_connections() {
             .join("\n");
         std::fs::write(&daemon.config, text).unwrap();
         let from = daemon.notify.seen.len();
+        let before = answered.load(Ordering::Relaxed);
         daemon.signal(Signal::SIGHUP);
         daemon.expect_notify_from(from, |l| l == "RELOADING=1");
         daemon.expect_notify_from(from, |l| l.starts_with("MONOTONIC_USEC="));
@@ -52,9 +73,25 @@ fn reload_resizes_the_pool_and_keeps_connections() {
         daemon.wait_until("thread count to follow the pool", SOON, |d| {
             d.threads() == expected
         });
-        assert_eq!(roundtrip(&mut client, "after\n"), "AFTER\n");
+        daemon.wait_until("clients to make progress", SOON, |_| {
+            answered.load(Ordering::Relaxed) > before + 1000
+        });
     }
-    assert!(daemon.stderr().contains("reload applied"));
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("a client saw an error");
+    }
+    eprintln!(
+        "reload under load: {} requests answered",
+        answered.load(Ordering::Relaxed)
+    );
+    let log = daemon.stderr();
+    assert!(
+        log.contains("reload applied")
+            && log.contains("workers=2 -> 6")
+            && log.contains("workers=6 -> 1"),
+        "{log}"
+    );
     daemon.stop();
 }
 
@@ -65,11 +102,19 @@ fn a_broken_reload_keeps_the_old_config() {
     let from = daemon.notify.seen.len();
     daemon.signal(Signal::SIGHUP);
     let status = daemon.expect_notify_from(from, |l| l.contains("reload failed"));
-    assert!(status.contains("workers = 0 is out of range"), "{status}");
+    assert!(
+        status.contains("oneshotd.toml: 1: workers = 0 is out of range"),
+        "{status}"
+    );
+    assert!(status.contains("workers=2 "), "old figures stay: {status}");
     daemon.expect_notify_from(from, |l| l == "READY=1");
     let mut client = connect(daemon.addr());
     assert_eq!(roundtrip(&mut client, "still\n"), "STILL\n");
-    assert_eq!(daemon.threads(), daemon.threads());
+    assert!(
+        daemon.stderr().contains("reload failed"),
+        "{}",
+        daemon.stderr()
+    );
     daemon.stop();
 }
 
@@ -176,4 +221,63 @@ fn drain_timeout_closes_a_client_that_never_reads() {
     );
     drop(client);
     let _ = writer.join();
+}
+
+#[test]
+fn watchdog_keepalives_arrive_at_half_the_period() {
+    let mut daemon = Daemon::builder("watchdog")
+        .env("WATCHDOG_USEC", "400000")
+        .spawn();
+    let start = Instant::now();
+    let mut arrivals = Vec::new();
+    let mut from = daemon.notify.seen.len();
+    for _ in 0..5 {
+        daemon.expect_notify_from(from, |l| l == "WATCHDOG=1");
+        from = daemon.notify.seen.len();
+        arrivals.push(start.elapsed());
+    }
+    let gaps: Vec<_> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("watchdog gaps: {gaps:?}");
+    for gap in gaps {
+        assert!(
+            gap >= Duration::from_millis(150) && gap <= Duration::from_millis(300),
+            "WATCHDOG=1 every {gap:?}, expected about 200 ms"
+        );
+    }
+    daemon.stop();
+}
+
+#[test]
+fn watchdog_for_another_pid_is_ignored() {
+    let mut daemon = Daemon::builder("watchdog-other")
+        .env("WATCHDOG_USEC", "200000")
+        .env("WATCHDOG_PID", "1")
+        .spawn();
+    let mut client = connect(daemon.addr());
+    assert_eq!(roundtrip(&mut client, "x\n"), "X\n");
+    daemon.stop();
+    daemon.expect_notify_from(0, |l| l == "STOPPING=1");
+    assert!(!daemon.notify.seen.iter().any(|l| l == "WATCHDOG=1"));
+}
+
+#[test]
+fn a_second_sigterm_during_a_drain_is_harmless() {
+    let mut daemon = Daemon::builder("twice")
+        .config("drain_timeout_ms = 400")
+        .spawn();
+    // A client that never reads keeps the drain busy until its timeout.
+    let client = connect(daemon.addr());
+    let mut writer = client.try_clone().unwrap();
+    let hog = std::thread::spawn(move || {
+        let chunk = "y\n".repeat(32 * 1024);
+        while writer.write_all(chunk.as_bytes()).is_ok() {}
+    });
+    daemon.expect_notify_from(0, |l| l.contains("connections=1"));
+    daemon.signal(Signal::SIGTERM);
+    daemon.expect_notify_from(0, |l| l == "STOPPING=1");
+    daemon.signal(Signal::SIGTERM);
+    daemon.signal(Signal::SIGINT);
+    assert_eq!(daemon.wait_exit(SOON).code(), Some(0));
+    drop(client);
+    let _ = hog.join();
 }

@@ -197,14 +197,23 @@ fn run(o: &Options) -> io::Result<Totals> {
         }
         let n = epoll
             .wait(&mut events, EpollTimeout::from(100u16))
-            .or_else(|e| if e == nix::errno::Errno::EINTR { Ok(0) } else { Err(e) })?;
+            .or_else(|e| {
+                if e == nix::errno::Errno::EINTR {
+                    Ok(0)
+                } else {
+                    Err(e)
+                }
+            })?;
         for ev in &events[..n] {
             let i = ev.data() as usize;
             let c = &mut conns[i];
             if ev.events().contains(EpollFlags::EPOLLOUT) {
                 flush(&epoll, i, c)?;
             }
-            if !ev.events().intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
+            if !ev
+                .events()
+                .intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
+            {
                 continue;
             }
             let got = match c.stream.read(&mut buf) {
@@ -241,7 +250,9 @@ fn run(o: &Options) -> io::Result<Totals> {
                 outstanding -= 1;
                 if sent >= measure_from && now <= stop_sending {
                     totals.measured += 1;
-                    totals.latencies_us.push((now - sent).as_micros().min(u32::MAX as u128) as u32);
+                    totals
+                        .latencies_us
+                        .push((now - sent).as_micros().min(u32::MAX as u128) as u32);
                 }
                 if now < stop_sending {
                     new_requests += 1;

@@ -119,6 +119,9 @@ struct Shared {
     wake: EventFd,
     pool: pool::Counts,
     draining: AtomicBool,
+    /// Bumped by the worker that takes a wake-up event: proof for the
+    /// watchdog that the pool is still taking events.
+    heartbeat: AtomicU64,
     next_connection_id: AtomicU64,
     /// Held open so that, out of descriptors, one can be freed to accept
     /// and close a connection instead of leaving it in the backlog.
@@ -169,6 +172,7 @@ impl Server {
             wake,
             pool: pool::Counts::default(),
             draining: AtomicBool::new(false),
+            heartbeat: AtomicU64::new(0),
             next_connection_id: AtomicU64::new(1),
             reserve_fd: Mutex::new(File::open("/dev/null").ok()),
             refusals: RateLimited::new(Duration::from_secs(10)),
@@ -198,6 +202,20 @@ impl Server {
     pub fn reconfigure(&self, config: &Config) -> io::Result<()> {
         self.shared.set_limits(config);
         self.pool.resize(&self.shared, config.workers)
+    }
+
+    /// Asks the pool to prove it is alive: one worker will take a wake-up
+    /// event through the same epoll set as client events, advancing
+    /// [`Server::heartbeat`]. Returns the heartbeat before the probe.
+    pub fn probe(&self) -> u64 {
+        let before = self.shared.heartbeat.load(Ordering::Acquire);
+        let _ = self.shared.wake.write(1);
+        before
+    }
+
+    /// How many wake-up events workers have taken so far.
+    pub fn heartbeat(&self) -> u64 {
+        self.shared.heartbeat.load(Ordering::Acquire)
     }
 
     /// The listening sockets, in registration order.
@@ -455,6 +473,7 @@ impl Shared {
     /// pass the wake-up on while it still is.
     fn on_wake(&self) -> bool {
         let _ = self.wake.read();
+        self.heartbeat.fetch_add(1, Ordering::AcqRel);
         let retire = self.pool.try_retire();
         if self.pool.excess() > 0 {
             let _ = self.wake.write(1);

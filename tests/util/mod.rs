@@ -141,6 +141,7 @@ pub struct DaemonBuilder {
     env: Vec<(String, String)>,
     activate: Vec<String>,
     wrapper: Vec<String>,
+    inherit: Option<std::os::fd::RawFd>,
 }
 
 impl DaemonBuilder {
@@ -153,6 +154,14 @@ impl DaemonBuilder {
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Hand the daemon this listening socket the way systemd does: as fd 3,
+    /// with `LISTEN_FDS=1` and `LISTEN_PID` set to the daemon's pid. The
+    /// test keeps its own copy, as systemd keeps the socket unit's.
+    pub fn inherit(mut self, listener: std::os::fd::RawFd) -> Self {
+        self.inherit = Some(listener);
         self
     }
 
@@ -183,7 +192,31 @@ impl DaemonBuilder {
         let stderr_path = dir.join("stderr.log");
         let stderr = fs::File::create(&stderr_path).unwrap();
 
-        let mut command = if !self.wrapper.is_empty() {
+        let mut command = if let Some(fd) = self.inherit {
+            // `sh` learns its own pid ($$) and execs the daemon, which keeps it.
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+                .arg(BIN)
+                .env("NOTIFY_SOCKET", &notify.path);
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls (dup2, fcntl) run between
+            // fork and exec, on descriptors this process owns.
+            unsafe {
+                c.pre_exec(move || {
+                    use nix::libc;
+                    if fd == 3 {
+                        if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(fd, 3) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            c
+        } else if !self.wrapper.is_empty() {
             let mut c = Command::new(&self.wrapper[0]);
             c.args(&self.wrapper[1..]).arg(BIN);
             c.env("NOTIFY_SOCKET", &notify.path);
@@ -209,9 +242,10 @@ impl DaemonBuilder {
             c
         };
         command.arg("--config").arg(&config_path);
+        if self.inherit.is_none() {
+            command.env_remove("LISTEN_FDS").env_remove("LISTEN_PID");
+        }
         command
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
             .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -241,6 +275,7 @@ impl Daemon {
             env: Vec::new(),
             activate: Vec::new(),
             wrapper: Vec::new(),
+            inherit: None,
         }
     }
 
