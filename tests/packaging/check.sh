@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Static checks of the Debian package and the systemd units:
+#  - systemd-analyze verify on both units is clean;
+#  - systemd-analyze security exposure of the service is at most 1.0;
+#  - the .deb builds with cargo-deb, lintian reports no error, its contents
+#    list every expected path, /etc/oneshotd.toml is a conffile, and its
+#    Depends come from the binary's real shared-library dependencies.
+# Usage: tests/packaging/check.sh   (prints the .deb path on success)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+fail() { echo "packaging check FAILED: $*" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+echo "== building the package"
+cargo deb --locked -p oneshotd >"$work/deb.log" 2>&1 || { cat "$work/deb.log"; fail "cargo deb"; }
+deb=$(ls -t target/debian/oneshotd_*_amd64.deb | head -n1)
+
+echo "== systemd-analyze verify"
+# Verify the units as installed, with ExecStart pointing at the built binary
+# (verify checks that it exists and is executable).
+mkdir -p "$work/units"
+for unit in oneshotd.socket oneshotd.service; do
+    sed "s|/usr/sbin/oneshotd|$PWD/target/release/oneshotd|g" "packaging/systemd/$unit" >"$work/units/$unit"
+done
+if ! out=$(cd "$work/units" && systemd-analyze verify --man=no oneshotd.socket oneshotd.service 2>&1) || [ -n "$out" ]; then
+    echo "$out"
+    fail "systemd-analyze verify is not clean"
+fi
+
+echo "== systemd-analyze security"
+exposure=$(systemd-analyze security --offline=true --man=no packaging/systemd/oneshotd.service 2>&1 \
+    | sed -n 's/.*Overall exposure level for oneshotd.service: \([0-9.]*\).*/\1/p')
+[ -n "$exposure" ] || fail "no exposure figure"
+echo "exposure $exposure"
+awk -v e="$exposure" 'BEGIN { exit !(e <= 1.0) }' || fail "exposure $exposure > 1.0"
+
+echo "== lintian"
+# One warning is expected and accepted: initial-upload-closes-no-bugs (this
+# package is not uploaded to Debian, so there is no ITP bug to close).
+lintian --allow-root "$deb" >"$work/lintian.txt" 2>&1 || true
+cat "$work/lintian.txt"
+if grep -q '^E:' "$work/lintian.txt"; then fail "lintian reports errors"; fi
+if grep -v 'initial-upload-closes-no-bugs' "$work/lintian.txt" | grep -q '^W:'; then
+    fail "lintian reports unexpected warnings"
+fi
+
+echo "== contents"
+dpkg-deb --contents "$deb" | awk '{print $6}' >"$work/contents"
+for path in ./usr/sbin/oneshotd ./etc/oneshotd.toml \
+    ./lib/systemd/system/oneshotd.socket ./lib/systemd/system/oneshotd.service \
+    ./usr/share/man/man8/oneshotd.8.gz ./usr/share/man/man5/oneshotd.toml.5.gz \
+    ./usr/share/doc/oneshotd/copyright ./usr/share/doc/oneshotd/changelog.Debian.gz; do
+    grep -qx "$path" "$work/contents" || fail "missing $path"
+done
+dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -qx /etc/oneshotd.toml \
+    || fail "/etc/oneshotd.toml is not a conffile"
+for script in postinst prerm postrm; do
+    dpkg-deb --ctrl-tarfile "$deb" | tar -t | grep -qx "./$script" || fail "no $script"
+done
+
+echo "== depends"
+depends=$(dpkg-deb --field "$deb" Depends)
+echo "Depends: $depends"
+for lib in $(objdump -p target/release/oneshotd | awk '/NEEDED/ {print $2}'); do
+    pkg=$(dpkg -S "$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')" 2>/dev/null | cut -d: -f1 | head -n1)
+    [ -n "$pkg" ] || fail "cannot find the package of $lib"
+    # cargo-deb leaves out libgcc-s1 on purpose: it is Protected/required in
+    # Debian and guaranteed by the LSB, like dh_shlibdeps' own practice.
+    case "$pkg" in libgcc-s1) continue;; esac
+    case "$depends" in *"$pkg"*) ;; *) fail "Depends lacks $pkg (for $lib)";; esac
+done
+case "$depends" in *procps*) ;; *) fail "Depends lacks procps (/bin/kill in ExecReload)";; esac
+
+echo "packaging checks passed: $deb"
