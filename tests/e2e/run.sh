@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# End-to-end test of the Debian package under a real systemd (PID 1).
+#
+# Boots a debootstrapped Debian 12 in systemd-nspawn (the rootfs is cached
+# outside the repo, in $ONESHOTD_E2E_CACHE, default /var/cache/oneshotd-e2e,
+# keyed by suite, package list and mirror; each run gets a fresh overlay),
+# installs the freshly built .deb with dpkg -i and checks what an operator
+# relies on: socket activation, STATUS, reload (good and broken), restart
+# and upgrade without a refused connection, the journal, stop, remove,
+# reinstall and purge.
+#
+# The container shares the host's network namespace, so the clients
+# (tests/e2e/client.py) run on the host against 127.0.0.1:7878.
+#
+# Needs root, debootstrap, systemd-container, python3 and a reachable Debian
+# mirror (the one apt is configured with). Usage: tests/e2e/run.sh
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+CACHE=${ONESHOTD_E2E_CACHE:-/var/cache/oneshotd-e2e}
+SUITE=bookworm
+INCLUDE=systemd,systemd-sysv,dbus,procps
+CLIENT="python3 $HERE/client.py"
+
+step() { printf '\n== %s\n' "$*"; }
+fail() { echo "E2E FAILED: $*" >&2; exit 1; }
+
+if [ "${1:-}" != --inside ]; then
+    [ "$(id -u)" = 0 ] || fail "needs root"
+    for tool in debootstrap systemd-nspawn unshare nsenter python3 cargo-deb; do
+        command -v "$tool" >/dev/null || fail "missing $tool"
+    done
+    if python3 -c 'import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(("127.0.0.1",7878))!=0)'; then
+        fail "something already listens on 127.0.0.1:7878"
+    fi
+
+    step "building the package, and the same rebuilt as a newer version"
+    mkdir -p "$ROOT/target/e2e"
+    (cd "$ROOT" && cargo deb --locked -p oneshotd -o target/e2e/oneshotd_1.deb >/dev/null &&
+        cargo deb --locked -p oneshotd --no-build --deb-revision 2 -o target/e2e/oneshotd_2.deb >/dev/null)
+
+    mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+    [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+    key=$(printf '%s %s %s' "$SUITE" "$INCLUDE" "$mirror" | sha256sum | cut -c1-12)
+    rootfs=$CACHE/rootfs-$key
+    if [ ! -e "$rootfs/.complete" ]; then
+        step "debootstrap $SUITE from $mirror into $rootfs (cached for later runs)"
+        mkdir -p "$CACHE"
+        rm -rf "$rootfs.tmp"
+        debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$rootfs.tmp" "$mirror" >"$CACHE/debootstrap.log" 2>&1 ||
+            { tail -20 "$CACHE/debootstrap.log"; fail "debootstrap"; }
+        touch "$rootfs.tmp/.complete"
+        mv "$rootfs.tmp" "$rootfs"
+    fi
+    # A private mount namespace: tmpfs on /run and /tmp (nspawn refuses to
+    # clean the host's on-disk /run), overlay mounts that vanish with us.
+    exec unshare --mount --propagation private "$0" --inside "$rootfs" "$ROOT/target/e2e"
+fi
+
+rootfs=$2
+debs=$3
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+w=$(mktemp -d /tmp/oneshotd-e2e.XXXXXX)
+mkdir "$w/upper" "$w/work" "$w/root"
+mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$w/upper,workdir=$w/work" "$w/root"
+cp "$debs/oneshotd_1.deb" "$debs/oneshotd_2.deb" "$w/root/root/"
+
+# A cgroup of our own for the container (nspawn --keep-unit uses ours).
+cgroup=oneshotd-e2e-$$
+hierarchies=()
+for h in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do
+    if [ -e "$h/cgroup.procs" ] && mkdir "$h/$cgroup" 2>/dev/null; then
+        echo $$ >"$h/$cgroup/cgroup.procs"
+        hierarchies+=("$h")
+        [ "$h" = /sys/fs/cgroup ] && break
+    fi
+done
+
+systemd-nspawn -b --register=no --keep-unit -D "$w/root" -M oneshotd-e2e >"$w/boot.log" 2>&1 &
+nspawn=$!
+cleanup() {
+    local rc=$?
+    if [ -n "${pid1:-}" ] && kill -0 "$pid1" 2>/dev/null; then
+        nsenter -t "$pid1" -a systemctl poweroff >/dev/null 2>&1 || true
+    fi
+    for _ in $(seq 100); do kill -0 "$nspawn" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$nspawn" 2>/dev/null || true
+    wait "$nspawn" 2>/dev/null || true
+    if [ $rc -ne 0 ]; then
+        echo "--- container journal (oneshotd):"
+        cat "$w/journal.txt" 2>/dev/null | tail -40 || true
+        echo "--- boot log:"
+        tail -20 "$w/boot.log" || true
+    fi
+    for h in "${hierarchies[@]}"; do
+        echo $$ >"$h/cgroup.procs" 2>/dev/null || true
+        find "$h/$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+    umount "$w/root" 2>/dev/null || true
+    exit $rc
+}
+trap cleanup EXIT
+
+for _ in $(seq 100); do
+    pid1=$(pgrep -P "$nspawn" -x systemd || true)
+    [ -n "$pid1" ] && break
+    sleep 0.1
+done
+[ -n "${pid1:-}" ] || { cat "$w/boot.log"; fail "the container did not start"; }
+inside() { nsenter -t "$pid1" -a "$@"; }
+# Until PID 1 answers on its bus, systemctl fails at once; then --wait
+# blocks until boot is finished.
+state=
+for _ in $(seq 600); do
+    state=$(inside systemctl is-system-running --wait 2>/dev/null || true)
+    case "$state" in running | degraded) break ;; esac
+    sleep 0.1
+done
+case "$state" in running | degraded) ;; *) cat "$w/boot.log"; fail "boot did not finish: '$state'" ;; esac
+step "container booted: $state (systemd $(inside systemctl --version | head -n1 | cut -d' ' -f2))"
+journal() { inside journalctl -u oneshotd --no-pager "$@" >"$w/journal.txt" 2>&1 || true; }
+status_text() { inside systemctl show -p StatusText --value oneshotd.service; }
+wait_status() {
+    local want=$1
+    for _ in $(seq 200); do
+        case "$(status_text)" in *"$want"*) return 0 ;; esac
+        sleep 0.05
+    done
+    fail "STATUS never showed '$want' (it is '$(status_text)')"
+}
+expect() { [ "$2" = "$3" ] || fail "$1: expected '$3', got '$2'"; }
+set_workers() { inside sed -i "s/^#\?workers = .*/workers = $1/" /etc/oneshotd.toml; }
+
+step "install: dpkg -i enables and starts the socket"
+inside dpkg -i /root/oneshotd_1.deb >"$w/dpkg.log" 2>&1 || { cat "$w/dpkg.log"; fail "dpkg -i"; }
+expect "socket enabled" "$(inside systemctl is-enabled oneshotd.socket)" enabled
+expect "socket active" "$(inside systemctl is-active oneshotd.socket)" active
+expect "service before the first connection" "$(inside systemctl is-active oneshotd.service || true)" inactive
+
+step "the first connection starts the service"
+expect "reply" "$($CLIENT once hello)" HELLO
+expect "service active" "$(inside systemctl is-active oneshotd.service)" active
+wait_status "workers="
+inside systemctl status --no-pager oneshotd.service | grep -q 'Status: "serving: workers=[0-9]* connections=[0-9]*"' ||
+    fail "systemctl status shows no STATUS line"
+echo "STATUS: $(status_text)"
+
+step "reload with workers = 3 and debug logs; a connection held across it keeps working"
+$CLIENT hold "$w/go" "$w/held" >"$w/hold.out" 2>&1 &
+holder=$!
+for _ in $(seq 100); do [ -e "$w/held" ] && break; sleep 0.05; done
+[ -e "$w/held" ] || fail "the held connection did not start"
+set_workers 3
+inside sed -i 's/^log_level = .*/log_level = "debug"/' /etc/oneshotd.toml
+inside systemctl reload oneshotd
+wait_status "workers=3 "
+touch "$w/go"
+wait "$holder" || { cat "$w/hold.out"; fail "the held connection broke across the reload"; }
+expect "held reply" "$(cat "$w/hold.out")" "HELD AFTER"
+
+step "a broken config is refused by reload; the old figures stay"
+inside sed -i 's/^workers = .*/workers = 0/' /etc/oneshotd.toml
+if inside systemctl reload oneshotd 2>"$w/reload.err"; then fail "a broken reload was accepted"; fi
+expect "service after the refused reload" "$(inside systemctl is-active oneshotd.service)" active
+case "$(status_text)" in *"workers=3 "*) ;; *) fail "figures changed: $(status_text)" ;; esac
+inside journalctl -u oneshotd --no-pager | grep -q "workers = 0 is out of range" ||
+    fail "the refusal is not explained in the journal"
+expect "reply" "$($CLIENT once "still serving")" "STILL SERVING"
+set_workers 3
+
+step "restart while a client connects continuously: nothing refused or lost"
+rm -f "$w/stop"
+$CLIENT loop 60 "$w/stop" >"$w/loop.out" 2>&1 &
+looper=$!
+sleep 1
+old_pid=$(inside systemctl show -p MainPID --value oneshotd.service)
+inside systemctl restart oneshotd.service
+new_pid=$(inside systemctl show -p MainPID --value oneshotd.service)
+[ "$old_pid" != "$new_pid" ] || fail "the service was not restarted"
+sleep 1
+touch "$w/stop"
+wait "$looper" || { cat "$w/loop.out"; fail "connections failed across the restart"; }
+echo "restart: $(cat "$w/loop.out")"
+
+step "journal: start, reload and drain lines with structured fields"
+journal -o verbose
+for needle in "MESSAGE=starting" "MESSAGE=reload applied" "MESSAGE=draining" "MESSAGE=stopped" \
+    "MESSAGE=connection accepted" "CONN=" "PEER=127.0.0.1:" "WORKERS=2 -> 3"; do
+    grep -q "$needle" "$w/journal.txt" || fail "journal lacks '$needle'"
+done
+grep -q "SYSLOG_IDENTIFIER=oneshotd" "$w/journal.txt" || fail "journal lacks the identifier"
+
+step "upgrade with dpkg -i while a client connects continuously: nothing refused"
+rm -f "$w/stop"
+$CLIENT loop 60 "$w/stop" >"$w/loop.out" 2>&1 &
+looper=$!
+sleep 1
+old_pid=$(inside systemctl show -p MainPID --value oneshotd.service)
+inside dpkg -i --force-confold /root/oneshotd_2.deb >"$w/dpkg.log" 2>&1 || { cat "$w/dpkg.log"; fail "upgrade"; }
+expect "version" "$(inside dpkg-query -W -f '${Version}' oneshotd)" 0.1.0-2
+sleep 1
+touch "$w/stop"
+wait "$looper" || { cat "$w/loop.out"; fail "connections failed during the upgrade"; }
+echo "upgrade: $(cat "$w/loop.out")"
+new_pid=$(inside systemctl show -p MainPID --value oneshotd.service)
+[ "$old_pid" != "$new_pid" ] || fail "the upgrade did not restart the service"
+expect "socket after upgrade" "$(inside systemctl is-active oneshotd.socket)" active
+
+step "stop drains and exits 0"
+inside systemctl stop oneshotd.service oneshotd.socket
+expect "service result" "$(inside systemctl show -p Result --value oneshotd.service)" success
+expect "exit status" "$(inside systemctl show -p ExecMainStatus --value oneshotd.service)" 0
+
+step "remove, reinstall, purge"
+inside dpkg -r oneshotd >"$w/dpkg.log" 2>&1 || { cat "$w/dpkg.log"; fail "dpkg -r"; }
+if $CLIENT once gone >/dev/null 2>&1; then fail "still listening after dpkg -r"; fi
+inside test -e /etc/oneshotd.toml || fail "dpkg -r removed the conffile"
+inside dpkg -i /root/oneshotd_2.deb >"$w/dpkg.log" 2>&1 || { cat "$w/dpkg.log"; fail "reinstall"; }
+expect "reply after reinstall" "$($CLIENT once again)" AGAIN
+inside dpkg --purge oneshotd >"$w/dpkg.log" 2>&1 || { cat "$w/dpkg.log"; fail "dpkg --purge"; }
+if inside test -e /etc/oneshotd.toml; then fail "purge left /etc/oneshotd.toml"; fi
+if $CLIENT once gone >/dev/null 2>&1; then fail "still listening after purge"; fi
+
+step "end-to-end checks passed"
