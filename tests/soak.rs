@@ -1,0 +1,225 @@
+//! A bounded soak: a mix of well-behaved pipelining clients, slow readers,
+//! half-closers, resetters, connect-and-close churn and over-long lines,
+//! while the pool is resized by SIGHUP every second (workers 2 <-> 7).
+//! Every reply to a well-behaved client is verified; at the end the fd
+//! count is back to baseline, RSS stayed under a bound, and SIGTERM drains
+//! and exits 0.
+//!
+//! Runs for `ONESHOTD_SOAK_SECS` seconds (default 60). Its own test binary,
+//! so cargo runs it after the other integration tests, not beside them.
+
+#[allow(dead_code)]
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::socket::{setsockopt, sockopt};
+
+use util::*;
+
+/// RSS the daemon must stay under, whatever the clients do: two slow
+/// readers may each hold 1 MiB of pending replies, plus buffers per worker.
+const RSS_BOUND_KIB: u64 = 64 * 1024;
+
+#[derive(Default)]
+struct Counts {
+    connections: AtomicU64,
+    verified: AtomicU64,
+}
+
+fn spawn_loop(
+    stop: &Arc<AtomicBool>,
+    counts: &Arc<Counts>,
+    body: impl Fn(u64, &Counts) + Send + 'static,
+) -> JoinHandle<()> {
+    let stop = Arc::clone(stop);
+    let counts = Arc::clone(counts);
+    std::thread::spawn(move || {
+        let mut round = 0;
+        while !stop.load(Ordering::Relaxed) {
+            counts.connections.fetch_add(1, Ordering::Relaxed);
+            body(round, &counts);
+            round += 1;
+        }
+    })
+}
+
+/// Pipelines batches of lines on one connection and checks every reply.
+fn well_behaved(addr: SocketAddr, id: usize, round: u64, counts: &Counts) {
+    let mut client = connect(addr);
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    for batch in 0..20 {
+        let lines: Vec<String> = (0..25)
+            .map(|i| format!("client {id} round {round} batch {batch} line {i} mixed Case\n"))
+            .collect();
+        client.write_all(lines.concat().as_bytes()).unwrap();
+        for line in &lines {
+            let mut reply = String::new();
+            reader.read_line(&mut reply).unwrap();
+            assert_eq!(reply, line.to_ascii_uppercase());
+            counts.verified.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sends 2 MiB without reading, then reads it all back slowly.
+fn slow_reader(addr: SocketAddr, counts: &Counts) {
+    let client = connect(addr);
+    let line = "slow reader line abcdefghijklmnopqrstuvwxyz 0123456789\n";
+    const LINES: usize = (2 << 20) / 56;
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            client.write_all(line.repeat(LINES).as_bytes()).unwrap();
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let expected = line.to_ascii_uppercase();
+    let mut reader = BufReader::new(&client);
+    let mut reply = String::new();
+    for i in 0..LINES {
+        if i % 2048 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        reply.clear();
+        reader.read_line(&mut reply).unwrap();
+        assert_eq!(reply, expected);
+        counts.verified.fetch_add(1, Ordering::Relaxed);
+    }
+    writer.join().unwrap();
+}
+
+/// Half-closes after a pipeline ending in an unterminated line.
+fn half_closer(addr: SocketAddr, round: u64, counts: &Counts) {
+    let client = connect(addr);
+    let mut expected = String::new();
+    let mut sent = String::new();
+    for i in 0..30 {
+        sent.push_str(&format!("half {round} {i}\n"));
+        expected.push_str(&format!("HALF {round} {i}\n"));
+    }
+    sent.push_str("last without newline");
+    expected.push_str("LAST WITHOUT NEWLINE\n");
+    (&client).write_all(sent.as_bytes()).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(String::from_utf8(read_to_end(&client)).unwrap(), expected);
+    counts.verified.fetch_add(31, Ordering::Relaxed);
+}
+
+/// Sends requests and resets the connection (SO_LINGER 0) mid-reply.
+fn resetter(addr: SocketAddr) {
+    let mut client = connect(addr);
+    client
+        .write_all("reset me please\n".repeat(2000).as_bytes())
+        .unwrap();
+    let mut some = [0u8; 100];
+    let _ = client.read(&mut some);
+    setsockopt(
+        &client,
+        sockopt::Linger,
+        &nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .unwrap();
+    drop(client);
+}
+
+/// Connects and closes at once.
+fn churn(addr: SocketAddr) {
+    drop(TcpStream::connect(addr).unwrap());
+}
+
+/// Sends a line over the limit: expects the error, then EOF.
+fn over_long(addr: SocketAddr, counts: &Counts) {
+    let client = connect(addr);
+    (&client).write_all(b"short\n").unwrap();
+    (&client).write_all(&vec![b'z'; 3000]).unwrap();
+    (&client).write_all(b"\n").unwrap();
+    assert_eq!(read_to_end(&client), b"SHORT\nERR line too long\n");
+    counts.verified.fetch_add(2, Ordering::Relaxed);
+}
+
+#[test]
+fn soak() {
+    let secs: u64 = std::env::var("ONESHOTD_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let mut daemon = Daemon::builder("soak")
+        .config("workers = 2\nmax_line_bytes = 1024\nlog_level = \"info\"")
+        .spawn();
+    let addr = daemon.addr();
+    let baseline_fds = daemon.resting_fd_count();
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(Counts::default());
+
+    let mut threads = Vec::new();
+    for id in 0..8 {
+        threads.push(spawn_loop(&stop, &counts, move |round, c| {
+            well_behaved(addr, id, round, c)
+        }));
+    }
+    for _ in 0..2 {
+        threads.push(spawn_loop(&stop, &counts, move |_, c| slow_reader(addr, c)));
+        threads.push(spawn_loop(&stop, &counts, move |round, c| {
+            half_closer(addr, round, c)
+        }));
+        threads.push(spawn_loop(&stop, &counts, move |_, _| resetter(addr)));
+        threads.push(spawn_loop(&stop, &counts, move |_, _| churn(addr)));
+    }
+    threads.push(spawn_loop(&stop, &counts, move |_, c| over_long(addr, c)));
+
+    let start = Instant::now();
+    let mut reloads = 0;
+    let mut max_rss = 0;
+    let mut workers = 2;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let tick = Instant::now();
+        workers = if workers == 2 { 7 } else { 2 };
+        let text = std::fs::read_to_string(&daemon.config).unwrap();
+        let text: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("workers") {
+                    format!("workers = {workers}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        std::fs::write(&daemon.config, text.join("\n")).unwrap();
+        let from = daemon.notify.seen.len();
+        daemon.signal(Signal::SIGHUP);
+        daemon.expect_notify_from(from, |l| l.contains(&format!("workers={workers} ")));
+        reloads += 1;
+        while tick.elapsed() < Duration::from_secs(1) {
+            max_rss = max_rss.max(daemon.rss_kib());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        thread
+            .join()
+            .expect("a client saw a wrong reply or an error");
+    }
+    daemon.wait_until("fd count back to baseline", SOON, |d| {
+        d.fd_count() == baseline_fds
+    });
+    let connections = counts.connections.load(Ordering::Relaxed);
+    let verified = counts.verified.load(Ordering::Relaxed);
+    eprintln!(
+        "soak: {secs} s, {connections} connections, {verified} replies verified, {reloads} reloads, max RSS {max_rss} KiB"
+    );
+    assert!(max_rss < RSS_BOUND_KIB, "RSS {max_rss} KiB");
+    assert!(verified > 0 && reloads >= secs.saturating_sub(1));
+    daemon.stop();
+}
