@@ -8,7 +8,6 @@
 //! Runs for `ONESHOTD_SOAK_SECS` seconds (default 60). Its own test binary,
 //! so cargo runs it after the other integration tests, not beside them.
 
-#[allow(dead_code)]
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};

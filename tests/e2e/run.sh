@@ -61,12 +61,19 @@ fi
 
 rootfs=$2
 debs=$3
+# Everything needed from the host goes to the new /run before /tmp is
+# covered: the checkout itself may live under /tmp.
 mount -t tmpfs tmpfs /run
+stage=/run/oneshotd-e2e
+mkdir "$stage"
+cp "$debs/oneshotd_1.deb" "$debs/oneshotd_2.deb" "$HERE/client.py" "$stage/"
+CLIENT="python3 $stage/client.py"
 mount -t tmpfs tmpfs /tmp
+cd /
 w=$(mktemp -d /tmp/oneshotd-e2e.XXXXXX)
 mkdir "$w/upper" "$w/work" "$w/root"
 mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$w/upper,workdir=$w/work" "$w/root"
-cp "$debs/oneshotd_1.deb" "$debs/oneshotd_2.deb" "$w/root/root/"
+cp "$stage/oneshotd_1.deb" "$stage/oneshotd_2.deb" "$w/root/root/"
 
 # A cgroup of our own for the container (nspawn --keep-unit uses ours).
 cgroup=oneshotd-e2e-$$
@@ -83,6 +90,7 @@ systemd-nspawn -b --register=no --keep-unit -D "$w/root" -M oneshotd-e2e >"$w/bo
 nspawn=$!
 cleanup() {
     local rc=$?
+    if [ $rc -ne 0 ] && [ -n "${pid1:-}" ]; then journal 2>/dev/null || true; fi
     if [ -n "${pid1:-}" ] && kill -0 "$pid1" 2>/dev/null; then
         nsenter -t "$pid1" -a systemctl poweroff >/dev/null 2>&1 || true
     fi
