@@ -27,6 +27,9 @@ struct Options {
     bytes: usize,
     secs: f64,
     warmup: f64,
+    /// Idle mode: open this many connections, one exchange each, then hold
+    /// them for `secs` (for the server's memory per idle connection).
+    idle: usize,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -37,6 +40,7 @@ fn parse_args() -> Result<Options, String> {
         bytes: 64,
         secs: 5.0,
         warmup: 0.5,
+        idle: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -49,6 +53,7 @@ fn parse_args() -> Result<Options, String> {
             "--bytes" => o.bytes = value.parse().map_err(|e| bad(&e))?,
             "--secs" => o.secs = value.parse().map_err(|e| bad(&e))?,
             "--warmup" => o.warmup = value.parse().map_err(|e| bad(&e))?,
+            "--idle" => o.idle = value.parse().map_err(|e| bad(&e))?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -104,6 +109,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if o.idle > 0 {
+        return match hold_idle(&o) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(&o) {
         Ok(t) if t.errors == 0 => {
             report(&o, &t);
@@ -131,11 +145,12 @@ fn report(o: &Options, t: &Totals) {
     };
     let secs = o.secs - o.warmup;
     println!(
-        "conns={} pipeline={} bytes={} secs={:.1} requests={} req_per_s={:.0} p50_us={} p99_us={} p999_us={} errors={}",
+        "conns={} pipeline={} bytes={} secs={:.1} total={} requests={} req_per_s={:.0} p50_us={} p99_us={} p999_us={} errors={}",
         o.conns,
         o.pipeline,
         o.bytes,
         secs,
+        t.done,
         t.measured,
         t.measured as f64 / secs,
         pct(0.50),
@@ -143,6 +158,27 @@ fn report(o: &Options, t: &Totals) {
         pct(0.999),
         t.errors
     );
+}
+
+/// Opens `o.idle` connections, checks one exchange on each, prints
+/// `idle_ready`, and holds them open for `o.secs`.
+fn hold_idle(o: &Options) -> io::Result<()> {
+    let mut held = Vec::with_capacity(o.idle);
+    let mut reply = [0u8; 5];
+    for _ in 0..o.idle {
+        let mut stream = TcpStream::connect(o.addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"idle\n")?;
+        stream.read_exact(&mut reply)?;
+        if &reply != b"IDLE\n" {
+            return Err(io::Error::other(format!("wrong reply {reply:?}")));
+        }
+        held.push(stream);
+    }
+    println!("idle_ready connections={}", held.len());
+    io::stdout().flush()?;
+    std::thread::sleep(Duration::from_secs_f64(o.secs));
+    Ok(())
 }
 
 fn run(o: &Options) -> io::Result<Totals> {

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# oneshotd against the tokio baseline, one after the other in the same run,
+# with the same settings: req/s, latency percentiles, syscalls per reply
+# (perf stat, if available) and memory per idle connection. Loopback only;
+# every loadgen run verifies every reply byte and a run with errors fails.
+#
+# Settings (environment): WORKERS=2 SECS=5 BYTES=64 ROUNDS=1 IDLE=10000
+#   SCENARIOS="50x1 50x16 2000x1"  (connections x pipeline)
+# Usage: bench/run.sh            SMOKE=1 bench/run.sh (a few seconds, for CI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WORKERS=${WORKERS:-2}
+SECS=${SECS:-5}
+BYTES=${BYTES:-64}
+ROUNDS=${ROUNDS:-1}
+IDLE=${IDLE:-10000}
+SCENARIOS=${SCENARIOS:-"50x1 50x16 2000x1"}
+if [ -n "${SMOKE:-}" ]; then
+    SECS=1 IDLE=200 SCENARIOS="10x1 10x8"
+fi
+PORT_ONESHOTD=${PORT_ONESHOTD:-17878}
+PORT_TOKIO=${PORT_TOKIO:-17879}
+
+cargo build --release --locked -p oneshotd -p oneshotd-bench >/dev/null 2>&1 ||
+    cargo build --release --locked -p oneshotd -p oneshotd-bench
+ulimit -n 65536
+BIN=target/release
+tmp=$(mktemp -d)
+server=
+cleanup() {
+    [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+cat >"$tmp/oneshotd.toml" <<EOF
+workers = $WORKERS
+listen = ["127.0.0.1:$PORT_ONESHOTD"]
+max_connections = 100000
+log_level = "warn"
+EOF
+
+have_perf=
+if perf stat -e raw_syscalls:sys_enter -x, -o /dev/null -- true 2>/dev/null; then have_perf=1; fi
+
+# start_server oneshotd|tokio -> sets $server (pid) and $port
+start_server() {
+    case $1 in
+    oneshotd)
+        port=$PORT_ONESHOTD
+        "$BIN/oneshotd" --config "$tmp/oneshotd.toml" 2>"$tmp/server.log" &
+        ;;
+    tokio)
+        port=$PORT_TOKIO
+        "$BIN/tokio_upper" --addr "127.0.0.1:$port" --workers "$WORKERS" 2>"$tmp/server.log" &
+        ;;
+    esac
+    server=$!
+    for _ in $(seq 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    cat "$tmp/server.log"
+    echo "bench: $1 did not start" >&2
+    exit 1
+}
+
+stop_server() {
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+    server=
+}
+
+field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
+
+# load kind conns pipeline -> prints "req_per_s p50 p99 p999 syscalls_per_reply"
+load() {
+    local kind=$1 conns=$2 pipeline=$3 out syscalls total
+    start_server "$kind"
+    local cmd=("$BIN/loadgen" --addr "127.0.0.1:$port" --conns "$conns" --pipeline "$pipeline" --bytes "$BYTES" --secs "$SECS")
+    if [ -n "$have_perf" ]; then
+        out=$(perf stat -e raw_syscalls:sys_enter -x, -o "$tmp/perf.txt" -p "$server" -- "${cmd[@]}")
+        syscalls=$(awk -F, '/raw_syscalls/ {print $1}' "$tmp/perf.txt")
+    else
+        out=$("${cmd[@]}")
+        syscalls=
+    fi
+    stop_server
+    total=$(field total "$out")
+    local per_reply=n/a
+    [ -n "$syscalls" ] && per_reply=$(awk -v s="$syscalls" -v t="$total" 'BEGIN { printf "%.2f", s / t }')
+    echo "$(field req_per_s "$out") $(field p50_us "$out") $(field p99_us "$out") $(field p999_us "$out") $per_reply"
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# idle kind -> prints bytes of server RSS per idle connection
+idle() {
+    local kind=$1 before after
+    start_server "$kind"
+    before=$(rss_kib "$server")
+    "$BIN/loadgen" --addr "127.0.0.1:$port" --idle "$IDLE" --secs 30 >"$tmp/idle.out" &
+    local holder=$!
+    for _ in $(seq 600); do grep -q idle_ready "$tmp/idle.out" && break; sleep 0.05; done
+    grep -q idle_ready "$tmp/idle.out" || { echo "bench: idle connections not ready" >&2; exit 1; }
+    sleep 0.5
+    after=$(rss_kib "$server")
+    kill "$holder"
+    wait "$holder" 2>/dev/null || true
+    stop_server
+    awk -v b="$before" -v a="$after" -v n="$IDLE" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }'
+}
+
+echo "oneshotd vs tokio: workers=$WORKERS, ${BYTES}-byte lines, ${SECS} s per run, rounds=$ROUNDS"
+echo "note: this machine has $(nproc) cores, shared by the server and the load generator"
+[ -n "$have_perf" ] || echo "note: perf stat unavailable: syscalls per reply not measured (apt-get install linux-perf)"
+printf '\n%-8s %5s | %12s %12s %6s | %9s %9s | %9s %9s | %9s %9s | %8s %8s\n' \
+    scenario round "oneshotd r/s" "tokio r/s" ratio "p50 o" "p50 t" "p99 o" "p99 t" "p99.9 o" "p99.9 t" "sys/r o" "sys/r t"
+for scenario in $SCENARIOS; do
+    conns=${scenario%x*}
+    pipeline=${scenario#*x}
+    for round in $(seq "$ROUNDS"); do
+        read -r o_rps o_p50 o_p99 o_p999 o_sys <<<"$(load oneshotd "$conns" "$pipeline")"
+        read -r t_rps t_p50 t_p99 t_p999 t_sys <<<"$(load tokio "$conns" "$pipeline")"
+        ratio=$(awk -v o="$o_rps" -v t="$t_rps" 'BEGIN { printf "%.2f", o / t }')
+        printf '%-8s %5s | %12s %12s %6s | %9s %9s | %9s %9s | %9s %9s | %8s %8s\n' \
+            "$scenario" "$round" "$o_rps" "$t_rps" "$ratio" "$o_p50" "$t_p50" "$o_p99" "$t_p99" "$o_p999" "$t_p999" "$o_sys" "$t_sys"
+    done
+done
+o_idle=$(idle oneshotd)
+t_idle=$(idle tokio)
+printf '\nidle connections: %d; server RSS per connection: oneshotd %s B, tokio %s B\n' "$IDLE" "$o_idle" "$t_idle"
+echo "(latencies in microseconds; sys/r = system calls per reply, server process only)"
