@@ -24,7 +24,8 @@ PORT_TOKIO=${PORT_TOKIO:-17879}
 
 cargo build --release --locked -p oneshotd -p oneshotd-bench >/dev/null 2>&1 ||
     cargo build --release --locked -p oneshotd -p oneshotd-bench
-ulimit -n 65536
+# Enough descriptors for the idle scenario (each process needs IDLE + a few).
+ulimit -n "$(ulimit -Hn)"
 BIN=target/release
 tmp=$(mktemp -d)
 server=

@@ -281,3 +281,24 @@ fn a_second_sigterm_during_a_drain_is_harmless() {
     drop(client);
     let _ = hog.join();
 }
+
+#[test]
+fn under_journal_stream_logs_go_to_the_journal_or_say_why_not() {
+    let mut daemon = Daemon::builder("journal").journal_stream().spawn();
+    let mut client = connect(daemon.addr_from_notify_or_log());
+    assert_eq!(roundtrip(&mut client, "j\n"), "J\n");
+    daemon.stop();
+    let log = daemon.stderr();
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        assert!(
+            !log.contains("starting"),
+            "lifecycle lines must go to the journal:\n{log}"
+        );
+    } else {
+        assert_eq!(log.matches("cannot reach journald").count(), 1, "{log}");
+        assert!(
+            log.contains("INFO starting"),
+            "falls back to stderr:\n{log}"
+        );
+    }
+}

@@ -5,6 +5,7 @@ mod util;
 
 mod activation;
 mod config;
+mod hostile;
 mod isolation;
 mod lifecycle;
 mod limits;

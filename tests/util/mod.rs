@@ -142,6 +142,7 @@ pub struct DaemonBuilder {
     activate: Vec<String>,
     wrapper: Vec<String>,
     inherit: Option<std::os::fd::RawFd>,
+    journal_stream: bool,
 }
 
 impl DaemonBuilder {
@@ -162,6 +163,13 @@ impl DaemonBuilder {
     /// test keeps its own copy, as systemd keeps the socket unit's.
     pub fn inherit(mut self, listener: std::os::fd::RawFd) -> Self {
         self.inherit = Some(listener);
+        self
+    }
+
+    /// Set `JOURNAL_STREAM` to the device and inode of the daemon's stderr,
+    /// as systemd does when stderr is connected to the journal.
+    pub fn journal_stream(mut self) -> Self {
+        self.journal_stream = true;
         self
     }
 
@@ -191,6 +199,11 @@ impl DaemonBuilder {
         let notify = NotifySocket::bind(dir.join("notify.sock"));
         let stderr_path = dir.join("stderr.log");
         let stderr = fs::File::create(&stderr_path).unwrap();
+        let journal_stream = {
+            use std::os::unix::fs::MetadataExt;
+            let meta = stderr.metadata().unwrap();
+            format!("{}:{}", meta.dev(), meta.ino())
+        };
 
         let mut command = if let Some(fd) = self.inherit {
             // `sh` learns its own pid ($$) and execs the daemon, which keeps it.
@@ -245,11 +258,16 @@ impl DaemonBuilder {
         if self.inherit.is_none() {
             command.env_remove("LISTEN_FDS").env_remove("LISTEN_PID");
         }
+        if self.journal_stream {
+            command.env("JOURNAL_STREAM", &journal_stream);
+        }
         command
-            .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
+        if !self.journal_stream {
+            command.env_remove("JOURNAL_STREAM");
+        }
         let description = format!("{command:?}");
         let child = command.spawn().expect("spawn oneshotd");
         let mut daemon = Daemon {
@@ -276,6 +294,7 @@ impl Daemon {
             activate: Vec::new(),
             wrapper: Vec::new(),
             inherit: None,
+            journal_stream: false,
         }
     }
 
@@ -311,6 +330,35 @@ impl Daemon {
     /// The TCP address the daemon logged it listens on (first one).
     pub fn addr(&self) -> SocketAddr {
         self.addrs()[0]
+    }
+
+    /// Like [`Self::addr`]; when logs go to the journal instead of stderr,
+    /// asks the kernel which port the daemon's listener has (its only
+    /// listening TCP socket on 127.0.0.1).
+    pub fn addr_from_notify_or_log(&self) -> SocketAddr {
+        if let Some(addr) = self.addrs().first() {
+            return *addr;
+        }
+        let inodes: Vec<String> = fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+            .filter_map(|p| {
+                p.to_str()?
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')
+                    .map(str::to_owned)
+            })
+            .collect();
+        let tcp = fs::read_to_string("/proc/net/tcp").unwrap();
+        for row in tcp.lines().skip(1) {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            // local_address st ... inode; state 0A is LISTEN
+            if cols[3] == "0A" && inodes.iter().any(|i| i == cols[9]) {
+                let port = u16::from_str_radix(cols[1].split(':').nth(1).unwrap(), 16).unwrap();
+                return SocketAddr::from(([127, 0, 0, 1], port));
+            }
+        }
+        panic!("no listening socket found for the daemon");
     }
 
     pub fn addrs(&self) -> Vec<SocketAddr> {

@@ -1,0 +1,246 @@
+//! Hostile clients: slowloris, many clients that never read, garbage,
+//! resets and connect storms. The daemon keeps serving the others, keeps
+//! its memory bounded, and leaks nothing.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{setsockopt, sockopt};
+
+use crate::util::*;
+
+/// Round trips on one connection until `stop`; returns latencies in µs.
+fn measure_latency(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        let mut client = connect(addr);
+        let mut reader = BufReader::new(client.try_clone().unwrap());
+        let mut latencies = Vec::new();
+        let mut reply = String::new();
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let start = Instant::now();
+            client.write_all(format!("probe {n}\n").as_bytes()).unwrap();
+            reply.clear();
+            reader.read_line(&mut reply).unwrap();
+            assert_eq!(reply, format!("PROBE {n}\n"));
+            latencies.push(start.elapsed().as_micros() as u64);
+            n += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        latencies
+    })
+}
+
+fn p99(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+#[test]
+fn slowloris_clients_time_out_and_others_are_not_slowed() {
+    let daemon = Daemon::builder("slowloris")
+        .config("request_timeout_ms = 1000\nlog_level = \"info\"")
+        .spawn();
+    let addr = daemon.addr();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let quiet = measure_latency(addr, Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let before = p99(quiet.join().unwrap());
+
+    // 500 clients, one byte each every 100 ms, never a LF.
+    let mut loris: Vec<TcpStream> = (0..500).map(|_| connect(addr)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = measure_latency(addr, Arc::clone(&stop));
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1600) {
+        for client in &mut loris {
+            let _ = client.write_all(b"s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let during = p99(busy.join().unwrap());
+    eprintln!("slowloris: probe p99 {before} us before, {during} us during 500 trickling clients");
+
+    for (i, client) in loris.iter().enumerate() {
+        let mut got = Vec::new();
+        let _ = (&*client).read_to_end(&mut got);
+        assert_eq!(got, b"ERR request timeout\n", "client {i}");
+    }
+    // A gross-starvation guard, not a speed target: the figures are printed.
+    assert!(
+        during < before.max(1000) * 20,
+        "probe p99 {during} us during vs {before} us before"
+    );
+}
+
+#[test]
+fn a_hundred_clients_that_never_read_cannot_grow_memory() {
+    let daemon = Daemon::builder("nonreaders").config("workers = 2").spawn();
+    let addr = daemon.addr();
+    let baseline = daemon.rss_kib();
+    const CLIENTS: usize = 100;
+    const LINE: usize = 1024;
+    const LINES: usize = 8 * 1024; // 8 MiB per client
+    let line = |c: usize| {
+        let mut l = format!("client {c:03} ").repeat(LINE / 11);
+        l.truncate(LINE - 1);
+        l.push('\n');
+        l
+    };
+    let written = Arc::new(AtomicU64::new(0));
+    let clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(addr)).collect();
+    let writers: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(c, client)| {
+            let mut client = client.try_clone().unwrap();
+            client
+                .set_write_timeout(Some(Duration::from_secs(120)))
+                .unwrap();
+            let written = Arc::clone(&written);
+            let chunk = line(c).repeat(64);
+            std::thread::spawn(move || {
+                for _ in 0..LINES / 64 {
+                    client.write_all(chunk.as_bytes()).unwrap();
+                    written.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    // Wait until every writer is stuck: the daemon stopped reading.
+    let mut last = u64::MAX;
+    daemon.wait_until(
+        "the writers to be throttled",
+        Duration::from_secs(60),
+        |_| {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = written.load(Ordering::Relaxed);
+            std::mem::replace(&mut last, now) == now
+        },
+    );
+    let stalled = daemon.rss_kib();
+    let growth = stalled.saturating_sub(baseline);
+    eprintln!(
+        "100 non-readers: {} MiB accepted from clients, daemon RSS {baseline} -> {stalled} KiB (+{growth} KiB)",
+        written.load(Ordering::Relaxed) >> 20
+    );
+    // Bound: 1 MiB of pending replies per client plus a read's worth.
+    assert!(growth < 160 * 1024, "RSS grew by {growth} KiB");
+    assert!(
+        writers.iter().any(|w| !w.is_finished()),
+        "the writers must be throttled"
+    );
+
+    // Now read everything back: nothing lost.
+    let readers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, client)| {
+            let expected = line(c).to_ascii_uppercase();
+            std::thread::spawn(move || {
+                client
+                    .set_read_timeout(Some(Duration::from_secs(120)))
+                    .unwrap();
+                let mut reader = BufReader::with_capacity(1 << 16, client);
+                let mut reply = String::new();
+                for i in 0..LINES {
+                    reply.clear();
+                    reader.read_line(&mut reply).unwrap();
+                    assert!(reply == expected, "client {c} reply {i}");
+                }
+            })
+        })
+        .collect();
+    for t in writers.into_iter().chain(readers) {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn garbage_resets_and_storms_leave_others_unaffected() {
+    let daemon = Daemon::builder("garbage")
+        .config("max_line_bytes = 4096")
+        .spawn();
+    let addr = daemon.addr();
+    let baseline = daemon.resting_fd_count();
+    let stop = Arc::new(AtomicBool::new(false));
+    let probe = measure_latency(addr, Arc::clone(&stop));
+
+    // Random binary bytes (LF included), with and without reading back.
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..50 {
+        let client = connect(addr);
+        let bytes: Vec<u8> = (0..2000).map(|_| (random() >> 32) as u8).collect();
+        (&client).write_all(&bytes).unwrap();
+        if round % 2 == 0 {
+            client.shutdown(Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            let _ = (&client).read_to_end(&mut got);
+            assert!(got.iter().filter(|&&b| b == b'\n').count() >= 1 || got.is_empty());
+        }
+    }
+    // NUL bytes are ordinary bytes.
+    let mut client = connect(addr);
+    assert_eq!(roundtrip(&mut client, "a\0b\0\n"), "A\0B\0\n");
+    // A huge line: refused, connection closed.
+    let huge = connect(addr);
+    let writer = {
+        let mut huge = huge.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let _ = huge.write_all(&vec![b'h'; 1 << 20]);
+            let _ = huge.shutdown(Shutdown::Write);
+        })
+    };
+    assert_eq!(read_to_end(&huge), b"ERR line too long\n");
+    writer.join().unwrap();
+    // Resets in the middle of a reply.
+    for _ in 0..50 {
+        let mut client = connect(addr);
+        client
+            .write_all("reset mid reply\n".repeat(5000).as_bytes())
+            .unwrap();
+        let mut some = [0u8; 64];
+        let _ = client.read(&mut some);
+        setsockopt(
+            &client,
+            sockopt::Linger,
+            &nix::libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            },
+        )
+        .unwrap();
+    }
+    // A connect-and-close storm.
+    for _ in 0..1000 {
+        drop(TcpStream::connect(addr).unwrap());
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let latencies = probe.join().expect("the well-behaved client saw an error");
+    eprintln!(
+        "garbage: probe p99 {} us over {} round trips",
+        p99(latencies.clone()),
+        latencies.len()
+    );
+    let mut after = connect(addr);
+    assert_eq!(roundtrip(&mut after, "still alive\n"), "STILL ALIVE\n");
+    drop(after);
+    drop(client);
+    daemon.wait_until("fd count back to baseline", SOON, |d| {
+        d.fd_count() == baseline
+    });
+}
