@@ -81,10 +81,10 @@ load() {
     start_server "$kind"
     local cmd=("$BIN/loadgen" --addr "127.0.0.1:$port" --conns "$conns" --pipeline "$pipeline" --bytes "$BYTES" --secs "$SECS")
     if [ -n "$have_perf" ]; then
-        out=$(perf stat -e raw_syscalls:sys_enter -x, -o "$tmp/perf.txt" -p "$server" -- "${cmd[@]}")
+        out=$(perf stat -e raw_syscalls:sys_enter -x, -o "$tmp/perf.txt" -p "$server" -- "${cmd[@]}") || { stop_server; return 1; }
         syscalls=$(awk -F, '/raw_syscalls/ {print $1}' "$tmp/perf.txt")
     else
-        out=$("${cmd[@]}")
+        out=$("${cmd[@]}") || { stop_server; return 1; }
         syscalls=
     fi
     stop_server
@@ -122,14 +122,19 @@ for scenario in $SCENARIOS; do
     conns=${scenario%x*}
     pipeline=${scenario#*x}
     for round in $(seq "$ROUNDS"); do
-        read -r o_rps o_p50 o_p99 o_p999 o_sys <<<"$(load oneshotd "$conns" "$pipeline")"
-        read -r t_rps t_p50 t_p99 t_p999 t_sys <<<"$(load tokio "$conns" "$pipeline")"
+        # A loadgen run with errors fails the whole benchmark.
+        load oneshotd "$conns" "$pipeline" >"$tmp/o.txt" || { echo "bench: oneshotd run failed" >&2; exit 1; }
+        load tokio "$conns" "$pipeline" >"$tmp/t.txt" || { echo "bench: tokio run failed" >&2; exit 1; }
+        read -r o_rps o_p50 o_p99 o_p999 o_sys <"$tmp/o.txt"
+        read -r t_rps t_p50 t_p99 t_p999 t_sys <"$tmp/t.txt"
         ratio=$(awk -v o="$o_rps" -v t="$t_rps" 'BEGIN { printf "%.2f", o / t }')
         printf '%-8s %5s | %12s %12s %6s | %9s %9s | %9s %9s | %9s %9s | %8s %8s\n' \
             "$scenario" "$round" "$o_rps" "$t_rps" "$ratio" "$o_p50" "$t_p50" "$o_p99" "$t_p99" "$o_p999" "$t_p999" "$o_sys" "$t_sys"
     done
 done
-o_idle=$(idle oneshotd)
-t_idle=$(idle tokio)
+idle oneshotd >"$tmp/o.txt" || exit 1
+idle tokio >"$tmp/t.txt" || exit 1
+o_idle=$(cat "$tmp/o.txt")
+t_idle=$(cat "$tmp/t.txt")
 printf '\nidle connections: %d; server RSS per connection: oneshotd %s B, tokio %s B\n' "$IDLE" "$o_idle" "$t_idle"
 echo "(latencies in microseconds; sys/r = system calls per reply, server process only)"

@@ -7,3 +7,4 @@ cd "$(dirname "$0")/.."
 cargo test --locked
 bash tests/packaging/check.sh
 bash tests/e2e/run.sh
+SMOKE=1 bash bench/run.sh
