@@ -36,6 +36,12 @@ const READS_PER_EVENT: usize = 4;
 /// last reply into a reset.
 pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
+/// How long a drain waits for the first request of a connection that was
+/// accepted but has not sent a byte yet. Clients send right after connecting,
+/// but the drain can catch a connection between the two; closing it then
+/// would lose a connection attempt that was already accepted.
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_millis(250);
+
 /// The per-worker buffers a connection borrows while it is being handled.
 #[derive(Debug)]
 pub(crate) struct Scratch {
@@ -164,6 +170,9 @@ pub(crate) struct Connection {
     request_started: Option<Instant>,
     /// The client half-closed (read returned 0).
     peer_closed: bool,
+    /// The client has sent at least one byte. Until then `last_progress`
+    /// is the time the connection was accepted.
+    spoke: bool,
     phase: Phase,
 }
 
@@ -179,6 +188,7 @@ impl Connection {
             last_progress: now,
             request_started: None,
             peer_closed: false,
+            spoke: false,
             phase: Phase::Open,
         }
     }
@@ -221,10 +231,16 @@ impl Connection {
         if let Err(e) = self.read_and_serve(cx) {
             return Next::Close(CloseReason::Error(e));
         }
-        if cx.draining && self.phase == Phase::Open {
+        if cx.draining && self.phase == Phase::Open && !self.awaiting_first_request(cx.now) {
             self.stop_input(Closing::Drain);
         }
         self.next(cx)
+    }
+
+    /// Accepted moments ago and silent so far: a drain gives it
+    /// [`DRAIN_GRACE`] to send its request rather than closing it unanswered.
+    fn awaiting_first_request(&self, now: Instant) -> bool {
+        !self.spoke && !self.peer_closed && now < self.last_progress + DRAIN_GRACE
     }
 
     /// Checks the connection's deadlines; `None` leaves it as it is.
@@ -240,6 +256,11 @@ impl Connection {
             // A lingering connection gets no event when the client reads
             // our last bytes; during a drain, look again each tick.
             Phase::Lingering { why, .. } if cx.draining => return Some(self.linger(why, cx)),
+            Phase::Open if cx.draining && !self.awaiting_first_request(now) => {
+                // Its drain grace ended without a request.
+                self.stop_input(Closing::Drain);
+                return Some(self.next(cx));
+            }
             Phase::Open => {
                 // A throttled connection is not reading, so its incomplete
                 // request cannot be the client's fault.
@@ -290,6 +311,7 @@ impl Connection {
                 break;
             }
             self.last_progress = cx.now;
+            self.spoke = true;
             self.serve(n, cx)?;
             reads += 1;
             drain_budget = drain_budget.saturating_sub(n);

@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{setsockopt, sockopt};
-
 use crate::util::*;
 
 /// Round trips on one connection until `stop`; returns latencies in µs.
@@ -214,15 +212,7 @@ fn garbage_resets_and_storms_leave_others_unaffected() {
             .unwrap();
         let mut some = [0u8; 64];
         let _ = client.read(&mut some);
-        setsockopt(
-            &client,
-            sockopt::Linger,
-            &nix::libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            },
-        )
-        .unwrap();
+        reset(client);
     }
     // A connect-and-close storm.
     for _ in 0..1000 {

@@ -49,19 +49,7 @@ fn reload_resizes_the_pool_under_load_without_dropping_anything() {
         .collect();
 
     for workers in [6, 1] {
-        let text = std::fs::read_to_string(&daemon.config).unwrap();
-        let text = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("workers") {
-                    format!("workers = {workers}")
-                } else {
-                    l.to_owned()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        std::fs::write(&daemon.config, text).unwrap();
+        daemon.set_config("workers", &workers.to_string());
         let from = daemon.notify.seen.len();
         let before = answered.load(Ordering::Relaxed);
         daemon.signal(Signal::SIGHUP);
@@ -98,7 +86,7 @@ fn reload_resizes_the_pool_under_load_without_dropping_anything() {
 #[test]
 fn a_broken_reload_keeps_the_old_config() {
     let mut daemon = Daemon::builder("badreload").config("workers = 2").spawn();
-    std::fs::write(&daemon.config, "workers = 0\n").unwrap();
+    daemon.set_config("workers", "0");
     let from = daemon.notify.seen.len();
     daemon.signal(Signal::SIGHUP);
     let status = daemon.expect_notify_from(from, |l| l.contains("reload failed"));
@@ -301,4 +289,27 @@ fn under_journal_stream_logs_go_to_the_journal_or_say_why_not() {
             "falls back to stderr:\n{log}"
         );
     }
+}
+
+#[test]
+fn a_connection_accepted_just_before_a_drain_still_gets_its_reply() {
+    // The drain can catch a client between its connect and its first
+    // request; that accepted connection attempt must not be lost.
+    let mut daemon = Daemon::builder("drain-grace").spawn();
+    let mut client = connect(daemon.addr());
+    daemon.wait_until("the connection to be accepted", SOON, |d| {
+        d.stderr().contains("connection accepted")
+    });
+    daemon.signal(Signal::SIGTERM);
+    daemon.expect_notify_from(0, |l| l == "STOPPING=1");
+    daemon.wait_until("the drain to start", SOON, |d| {
+        d.stderr().contains("draining")
+    });
+    // Deliberately late, yet inside the drain's grace for a silent new
+    // connection (250 ms): the drain has already visited this connection.
+    std::thread::sleep(Duration::from_millis(100));
+    client.write_all(b"just in time\n").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&client), b"JUST IN TIME\n");
+    assert_eq!(daemon.wait_exit(SOON).code(), Some(0));
 }

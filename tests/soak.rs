@@ -18,7 +18,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use nix::sys::socket::{setsockopt, sockopt};
 
 use util::*;
 
@@ -119,16 +118,7 @@ fn resetter(addr: SocketAddr) {
         .unwrap();
     let mut some = [0u8; 100];
     let _ = client.read(&mut some);
-    setsockopt(
-        &client,
-        sockopt::Linger,
-        &nix::libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        },
-    )
-    .unwrap();
-    drop(client);
+    reset(client);
 }
 
 /// Connects and closes at once.
@@ -183,18 +173,7 @@ fn soak() {
     while start.elapsed() < Duration::from_secs(secs) {
         let tick = Instant::now();
         workers = if workers == 2 { 7 } else { 2 };
-        let text = std::fs::read_to_string(&daemon.config).unwrap();
-        let text: Vec<String> = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("workers") {
-                    format!("workers = {workers}")
-                } else {
-                    l.to_owned()
-                }
-            })
-            .collect();
-        std::fs::write(&daemon.config, text.join("\n")).unwrap();
+        daemon.set_config("workers", &workers.to_string());
         let from = daemon.notify.seen.len();
         daemon.signal(Signal::SIGHUP);
         daemon.expect_notify_from(from, |l| l.contains(&format!("workers={workers} ")));

@@ -47,8 +47,13 @@ fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
     let (stopped, wake) = stop;
     loop {
         let limits = shared.limits();
-        let tick = (limits.idle_timeout.min(limits.request_timeout).min(LINGER) / 8)
-            .clamp(Duration::from_millis(5), Duration::from_millis(250));
+        // A drain is short and waits on deadlines (grace, linger): look often.
+        let tick = if shared.draining() {
+            Duration::from_millis(10)
+        } else {
+            (limits.idle_timeout.min(limits.request_timeout).min(LINGER) / 8)
+                .clamp(Duration::from_millis(5), Duration::from_millis(250))
+        };
         let guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
         let (guard, _) = wake
             .wait_timeout_while(guard, tick, |stopped| !*stopped)

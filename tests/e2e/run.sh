@@ -179,19 +179,27 @@ inside journalctl -u oneshotd --no-pager | grep -q "workers = 0 is out of range"
 expect "reply" "$($CLIENT once "still serving")" "STILL SERVING"
 set_workers 3
 
+# while_connecting WHAT COMMAND...: runs COMMAND while a client makes new
+# connections continuously; fails if a single one is refused or loses its reply.
+while_connecting() {
+    local what=$1 looper
+    shift
+    rm -f "$w/stop"
+    $CLIENT loop 60 "$w/stop" >"$w/loop.out" 2>&1 &
+    looper=$!
+    sleep 1
+    "$@"
+    sleep 1
+    touch "$w/stop"
+    wait "$looper" || { cat "$w/loop.out"; fail "connections failed during the $what"; }
+    echo "$what: $(cat "$w/loop.out")"
+}
+
 step "restart while a client connects continuously: nothing refused or lost"
-rm -f "$w/stop"
-$CLIENT loop 60 "$w/stop" >"$w/loop.out" 2>&1 &
-looper=$!
-sleep 1
 old_pid=$(inside systemctl show -p MainPID --value oneshotd.service)
-inside systemctl restart oneshotd.service
+while_connecting restart inside systemctl restart oneshotd.service
 new_pid=$(inside systemctl show -p MainPID --value oneshotd.service)
 [ "$old_pid" != "$new_pid" ] || fail "the service was not restarted"
-sleep 1
-touch "$w/stop"
-wait "$looper" || { cat "$w/loop.out"; fail "connections failed across the restart"; }
-echo "restart: $(cat "$w/loop.out")"
 
 step "journal: start, reload and drain lines with structured fields"
 journal -o verbose
@@ -202,17 +210,12 @@ done
 grep -q "SYSLOG_IDENTIFIER=oneshotd" "$w/journal.txt" || fail "journal lacks the identifier"
 
 step "upgrade with dpkg -i while a client connects continuously: nothing refused"
-rm -f "$w/stop"
-$CLIENT loop 60 "$w/stop" >"$w/loop.out" 2>&1 &
-looper=$!
-sleep 1
 old_pid=$(inside systemctl show -p MainPID --value oneshotd.service)
-inside dpkg -i --force-confold /root/oneshotd_2.deb >"$w/dpkg.log" 2>&1 || { cat "$w/dpkg.log"; fail "upgrade"; }
+upgrade() {
+    inside dpkg -i --force-confold /root/oneshotd_2.deb >"$w/dpkg.log" 2>&1 || { cat "$w/dpkg.log"; fail "upgrade"; }
+}
+while_connecting upgrade upgrade
 expect "version" "$(inside dpkg-query -W -f '${Version}' oneshotd)" 0.1.0-2
-sleep 1
-touch "$w/stop"
-wait "$looper" || { cat "$w/loop.out"; fail "connections failed during the upgrade"; }
-echo "upgrade: $(cat "$w/loop.out")"
 new_pid=$(inside systemctl show -p MainPID --value oneshotd.service)
 [ "$old_pid" != "$new_pid" ] || fail "the upgrade did not restart the service"
 expect "socket after upgrade" "$(inside systemctl is-active oneshotd.socket)" active

@@ -327,6 +327,28 @@ impl Daemon {
         }
     }
 
+    /// Rewrites `key = ...` in the daemon's config file (appending it if
+    /// absent), for reload tests.
+    pub fn set_config(&self, key: &str, value: &str) {
+        let text = fs::read_to_string(&self.config).unwrap();
+        let mut found = false;
+        let mut lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.split('=').next().map(str::trim) == Some(key) {
+                    found = true;
+                    format!("{key} = {value}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        if !found {
+            lines.push(format!("{key} = {value}"));
+        }
+        fs::write(&self.config, lines.join("\n") + "\n").unwrap();
+    }
+
     /// The TCP address the daemon logged it listens on (first one).
     pub fn addr(&self) -> SocketAddr {
         self.addrs()[0]
@@ -487,6 +509,15 @@ pub fn proc_status_field(pid: u32, field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Closes with a reset (`SO_LINGER` 0) instead of a FIN.
+pub fn reset(stream: TcpStream) {
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &linger).unwrap();
 }
 
 /// A TCP client with timeouts, so no test can hang on a read.
