@@ -4,10 +4,10 @@
 //! `config/oneshotd.toml`). Parsing happens in two steps so that every error
 //! can name what an operator needs to fix it:
 //!
-//! 1. TOML → [`RawConfig`], whose numbers are `i64` so that a negative or huge
+//! 1. TOML → `RawConfig`, whose numbers are `i64` so that a negative or huge
 //!    value reaches validation instead of failing as a type error, and whose
 //!    `deny_unknown_fields` turns a typo into an error with line and column.
-//! 2. [`RawConfig`] → [`Config`], checking each value against its allowed
+//! 2. `RawConfig` → [`Config`], checking each value against its allowed
 //!    range and naming the key, its line and the range on failure.
 
 use std::fmt;

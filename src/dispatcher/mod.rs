@@ -7,7 +7,7 @@
 //! is always the same four steps:
 //!
 //! 1. **wait** — `epoll_wait` returns a token (slot + generation, never an
-//!    fd; see [`token`]);
+//!    fd; see `token.rs`);
 //! 2. **own** — lock the slot; if its generation moved on, the event is
 //!    stale (the connection closed meanwhile) and is dropped;
 //! 3. **handle** — the connection flushes, reads, serves, flushes;
@@ -15,7 +15,7 @@
 //!    connection now has (`EPOLLIN` unless throttled or half-closed,
 //!    `EPOLLOUT` while replies are pending), or `EPOLL_CTL_DEL` and close.
 //!
-//! How each event flag is acted on (see [`crate::connection`]):
+//! How each event flag is acted on (see `connection.rs`):
 //!
 //! | flag | meaning | action |
 //! |---|---|---|
