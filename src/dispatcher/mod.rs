@@ -617,3 +617,46 @@ const _: () = {
     assert_send_sync::<Shared>();
     assert_send::<Connection>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upper::Upper;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    /// A failed re-arm (here ENOENT: the fd is not in the epoll set, as
+    /// after a second owner's delete) closes that connection and nothing
+    /// else: no panic, the slot is freed, the peer sees EOF.
+    #[test]
+    fn a_failed_rearm_closes_the_connection() {
+        let config = Config {
+            workers: 1,
+            ..Config::default()
+        };
+        let server = Server::start(&config, Vec::new(), Arc::new(Upper)).unwrap();
+        let shared = &server.shared;
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        assert!(shared.table.reserve(10));
+        let connection = Connection::new(ours.into(), ConnectionId(7), Instant::now());
+        // Stored but never registered with epoll.
+        let token = shared.table.insert(connection, |_, _| Ok(())).unwrap();
+        let Token::Connection { slot, generation } = token else {
+            unreachable!()
+        };
+        assert_eq!(shared.table.live(), 1);
+
+        let mut state = shared.table.slot(slot).unwrap().lock();
+        shared.apply(slot, &mut state, Next::Rearm(READ_ONLY));
+        assert!(state.connection.is_none(), "closed");
+        assert_ne!(
+            state.generation, generation,
+            "a stale event can no longer match"
+        );
+        drop(state);
+        assert_eq!(shared.table.live(), 0);
+        let mut buf = [0u8; 1];
+        assert_eq!(peer.read(&mut buf).unwrap(), 0, "the peer sees EOF");
+        server.drain(Duration::from_millis(100));
+    }
+}
