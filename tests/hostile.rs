@@ -230,7 +230,45 @@ fn garbage_resets_and_storms_leave_others_unaffected() {
     assert_eq!(roundtrip(&mut after, "still alive\n"), "STILL ALIVE\n");
     drop(after);
     drop(client);
-    daemon.wait_until("fd count back to baseline", SOON, |d| {
-        d.fd_count() == baseline
-    });
+    daemon.wait_fds_back_to(baseline, SOON);
+}
+
+#[test]
+fn a_throttled_client_that_half_closes_does_not_make_the_daemon_spin() {
+    // The client sends more than the daemon may answer while the client
+    // reads nothing, then half-closes: the daemon is throttled with the
+    // FIN already received. It must wait for the client to read, not spin.
+    let daemon = Daemon::builder("halfclose-throttled").spawn();
+    let client = connect(daemon.addr());
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            client
+                .write_all("fill\n".repeat(1 << 20).as_bytes())
+                .unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let start = Instant::now();
+    while !writer.is_finished() {
+        assert!(
+            start.elapsed() < SOON,
+            "5 MiB did not fit in the socket buffers"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    writer.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let before = daemon.cpu_time();
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu = daemon.cpu_time() - before;
+    eprintln!("throttled + half-closed: {cpu:?} CPU in 1 s");
+    assert!(
+        cpu < Duration::from_millis(200),
+        "the daemon spins: {cpu:?} CPU in 1 s"
+    );
+    // Everything is still answered once the client reads.
+    let replies = read_to_end(&client);
+    assert_eq!(replies.len(), 5 << 20);
+    assert!(replies.chunks(5).all(|r| r == b"FILL\n"));
 }

@@ -189,9 +189,7 @@ fn soak() {
             .join()
             .expect("a client saw a wrong reply or an error");
     }
-    daemon.wait_until("fd count back to baseline", SOON, |d| {
-        d.fd_count() == baseline_fds
-    });
+    daemon.wait_fds_back_to(baseline_fds, Duration::from_secs(30));
     let connections = counts.connections.load(Ordering::Relaxed);
     let verified = counts.verified.load(Ordering::Relaxed);
     eprintln!(

@@ -124,9 +124,7 @@ fn every_request_answered_and_no_fd_leaks() {
     let took = start.elapsed();
     eprintln!("200 x 500 requests answered in {took:?}");
     assert!(took < Duration::from_secs(60), "{took:?}");
-    daemon.wait_until("fd count back to baseline", SOON, |d| {
-        d.fd_count() == baseline
-    });
+    daemon.wait_fds_back_to(baseline, SOON);
 }
 
 #[test]
@@ -190,7 +188,5 @@ fn replies_never_reach_the_wrong_client_while_fds_are_reused() {
     for t in steady.into_iter().chain(churn) {
         t.join().unwrap();
     }
-    daemon.wait_until("fd count back to baseline", SOON, |d| {
-        d.fd_count() == baseline
-    });
+    daemon.wait_fds_back_to(baseline, SOON);
 }

@@ -62,11 +62,13 @@ pub(crate) struct EventSet {
 }
 
 fn flags(interest: Interest) -> EpollFlags {
-    // RDHUP is always asked for: a peer's half-close must wake the owner even
-    // when it is only waiting to write, so it can stop expecting input.
-    let mut flags = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
+    // RDHUP goes with IN: a connection that waits only to write (throttled,
+    // or closing) must not be woken by a FIN it will not read yet, because
+    // the half-close stays pending and would fire again at every re-arm, a
+    // busy loop. HUP and ERR are reported whatever the interest.
+    let mut flags = EpollFlags::EPOLLONESHOT;
     if interest.read {
-        flags |= EpollFlags::EPOLLIN;
+        flags |= EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
     }
     if interest.write {
         flags |= EpollFlags::EPOLLOUT;

@@ -450,6 +450,45 @@ impl Daemon {
             .unwrap()
     }
 
+    /// Waits until the daemon holds exactly `baseline` descriptors again;
+    /// on timeout, lists what it still holds (with each TCP socket's state)
+    /// before panicking.
+    pub fn wait_fds_back_to(&self, baseline: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.fd_count() != baseline {
+            if Instant::now() >= deadline {
+                let fds: Vec<String> = fs::read_dir(format!("/proc/{}/fd", self.pid()))
+                    .unwrap()
+                    .filter_map(|e| {
+                        let e = e.ok()?;
+                        let target = fs::read_link(e.path()).ok()?;
+                        Some(format!(
+                            "{} -> {}",
+                            e.file_name().to_string_lossy(),
+                            target.display()
+                        ))
+                    })
+                    .collect();
+                let tcp = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+                let states: Vec<&str> = tcp
+                    .lines()
+                    .filter(|row| {
+                        fds.iter().any(|f| {
+                            let inode = row.split_whitespace().nth(9).unwrap_or("-");
+                            f.ends_with(&format!("socket:[{inode}]"))
+                        })
+                    })
+                    .collect();
+                self.report();
+                panic!(
+                    "fd count {} != baseline {baseline} after {timeout:?}\nfds: {fds:#?}\ntcp rows (st: 01 ESTABLISHED, 07 CLOSE, 08 CLOSE_WAIT, 0A LISTEN): {states:#?}",
+                    self.fd_count()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Resident memory of the daemon process, in KiB.
     pub fn rss_kib(&self) -> u64 {
         proc_status_field(self.pid(), "VmRSS:")
