@@ -183,7 +183,9 @@ fn serve(
     }
 
     notifier.stopping(&status_line("draining", server.status()));
-    let report = server.drain(config.drain_timeout);
+    let report = server.drain_reporting(config.drain_timeout, STATUS_INTERVAL, |status| {
+        notifier.status(&status_line("draining", status))
+    });
     if report.abandoned > 0 {
         warn!(
             connections = report.abandoned,

@@ -196,12 +196,22 @@ fn drain_timeout_closes_a_client_that_never_reads() {
         let now = written.load(Ordering::Relaxed);
         std::mem::replace(&mut last, now) == now && now > 0
     });
+    // An idle bystander, closed at once by the drain: STATUS follows.
+    let idle = connect(daemon.addr());
+    daemon.expect_notify_from(0, |l| l.contains("connections=2"));
     let start = Instant::now();
     daemon.signal(Signal::SIGTERM);
     let status = daemon.wait_exit(SOON);
     let took = start.elapsed();
     assert_eq!(status.code(), Some(0));
     assert!(took < Duration::from_millis(1500), "drain took {took:?}");
+    daemon.expect_notify_from(0, |l| {
+        l.starts_with("STATUS=draining:") && l.contains("connections=2")
+    });
+    daemon.expect_notify_from(0, |l| {
+        l.starts_with("STATUS=draining:") && l.contains("connections=1")
+    });
+    assert_eq!(read_to_end(idle), b"");
     assert!(
         daemon.stderr().contains("drain timed out"),
         "{}",

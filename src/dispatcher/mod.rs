@@ -228,11 +228,33 @@ impl Server {
     /// none is left or `timeout` has passed (closing the rest). Then stops
     /// the pool. The listening sockets are not closed here: under socket
     /// activation they belong to systemd too.
-    pub fn drain(mut self, timeout: Duration) -> DrainReport {
+    pub fn drain(self, timeout: Duration) -> DrainReport {
+        self.drain_reporting(timeout, Duration::MAX, |_| {})
+    }
+
+    /// [`Server::drain`], calling `progress` with the status whenever the
+    /// number of connections left has changed, at most once per `every`
+    /// (for STATUS updates during a long drain).
+    pub fn drain_reporting(
+        mut self,
+        timeout: Duration,
+        every: Duration,
+        mut progress: impl FnMut(Status),
+    ) -> DrainReport {
         let deadline = Instant::now() + timeout;
         self.shared.start_drain();
+        let mut reported = self.status();
+        let mut next_report = Instant::now().checked_add(every);
         while self.shared.table.live() > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(2));
+            if next_report.is_some_and(|at| Instant::now() >= at) {
+                let now = self.status();
+                if now != reported {
+                    progress(now);
+                    reported = now;
+                }
+                next_report = Instant::now().checked_add(every);
+            }
         }
         let abandoned = self.shared.close_all();
         self.stop();
