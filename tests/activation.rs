@@ -8,35 +8,27 @@ use std::time::{Duration, Instant};
 use crate::util::*;
 
 /// Connects, retrying while the activator is starting up.
-fn connect_when_up(addr: SocketAddr) -> TcpStream {
+fn when_up<S>(what: &str, mut connect: impl FnMut() -> std::io::Result<S>) -> S {
     let deadline = Instant::now() + SOON;
     loop {
-        match TcpStream::connect(addr) {
-            Ok(stream) => {
-                stream.set_read_timeout(Some(SOON)).unwrap();
-                return stream;
-            }
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("connect {addr}: {e}"),
+        match connect() {
+            Ok(stream) => return stream,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("connect {what}: {e}"),
         }
     }
 }
 
+fn connect_when_up(addr: SocketAddr) -> TcpStream {
+    let stream = when_up(&addr.to_string(), || TcpStream::connect(addr));
+    stream.set_read_timeout(Some(SOON)).unwrap();
+    stream
+}
+
 fn unix_connect_when_up(path: &std::path::Path) -> UnixStream {
-    let deadline = Instant::now() + SOON;
-    loop {
-        match UnixStream::connect(path) {
-            Ok(stream) => {
-                stream.set_read_timeout(Some(SOON)).unwrap();
-                return stream;
-            }
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("connect {}: {e}", path.display()),
-        }
-    }
+    let stream = when_up(&path.display().to_string(), || UnixStream::connect(path));
+    stream.set_read_timeout(Some(SOON)).unwrap();
+    stream
 }
 
 #[test]
