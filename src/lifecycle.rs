@@ -84,7 +84,7 @@ pub fn run(cli: Cli, activated: Option<Vec<Listener>>, env: SystemdEnv) -> ExitC
         logging::stderr_is_journal(env.journal_stream.as_deref()),
     );
     let notifier = Notifier::new(env.notify_socket.as_deref());
-    match serve(source, config, activated, &log, notifier, env.watchdog) {
+    match serve(source, config, activated, &log, &notifier, env.watchdog) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -137,7 +137,7 @@ fn serve(
     mut config: Config,
     activated: Option<Vec<Listener>>,
     log: &LogControl,
-    notifier: Notifier,
+    notifier: &Notifier,
     watchdog: Option<Duration>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     info!(version = env!("CARGO_PKG_VERSION"), config = %source, "starting");
@@ -206,7 +206,7 @@ fn reload(
     config: &mut Config,
     server: &Server,
     log: &LogControl,
-    notifier: Notifier,
+    notifier: &Notifier,
 ) {
     notifier.reloading();
     let before = server.status();
@@ -268,7 +268,7 @@ impl Watchdog {
         }
     }
 
-    fn tick(&mut self, server: &Server, notifier: Notifier) {
+    fn tick(&mut self, server: &Server, notifier: &Notifier) {
         let now = Instant::now();
         if now < self.next {
             return;

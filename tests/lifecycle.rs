@@ -323,3 +323,29 @@ fn a_connection_accepted_just_before_a_drain_still_gets_its_reply() {
     assert_eq!(read_to_end(&client), b"JUST IN TIME\n");
     assert_eq!(daemon.wait_exit(SOON).code(), Some(0));
 }
+
+#[test]
+fn a_manager_that_stops_reading_does_not_stall_the_daemon() {
+    // The test never reads its NOTIFY_SOCKET after READY: its queue fills
+    // (10 datagrams by default) with STATUS updates. SIGTERM must still be
+    // handled promptly, and no descriptor may be stuck in a blocked send.
+    let mut daemon = Daemon::builder("deaf-manager").spawn();
+    let addr = daemon.addr();
+    let baseline = daemon.resting_fd_count();
+    // A growing number of connections: every STATUS sample differs.
+    let mut clients = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(4000) {
+        let mut client = connect(addr);
+        assert_eq!(roundtrip(&mut client, "more\n"), "MORE\n");
+        clients.push(client);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(clients);
+    daemon.wait_fds_back_to(baseline, SOON);
+    let stop = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(SOON).code(), Some(0));
+    let took = stop.elapsed();
+    assert!(took < Duration::from_secs(3), "SIGTERM took {took:?}");
+}

@@ -437,9 +437,8 @@ impl Daemon {
             .count()
     }
 
-    /// The daemon's descriptors at rest. sd_notify opens a datagram socket
-    /// for each message, for microseconds; the least of a few samples
-    /// leaves it out.
+    /// The daemon's descriptors at rest: the least of a few samples, so
+    /// that nothing momentary (a log file reopened, a probe) is counted.
     pub fn resting_fd_count(&self) -> usize {
         (0..5)
             .map(|_| {
