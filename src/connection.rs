@@ -423,7 +423,7 @@ impl Connection {
         if cx.draining && matches!(sys::unsent_bytes(self.fd.as_fd()), Ok(0)) {
             return Next::Close(why.reason());
         }
-        Next::Rearm(READ_ONLY)
+        Next::Rearm(Interest::READ)
     }
 
     /// The decision after a step: what to wait for, or close.
@@ -458,15 +458,10 @@ impl Connection {
                     Err(_) => Next::Close(why.reason()),
                 }
             }
-            Phase::Lingering { .. } => Next::Rearm(READ_ONLY),
+            Phase::Lingering { .. } => Next::Rearm(Interest::READ),
         }
     }
 }
-
-const READ_ONLY: Interest = Interest {
-    read: true,
-    write: false,
-};
 
 /// Writes as much of `bytes` as the socket takes without blocking. Uses
 /// `MSG_NOSIGNAL`: a peer that has gone away is an `EPIPE` for this
@@ -535,14 +530,7 @@ mod tests {
                 now,
                 draining: false,
             };
-            let ready = Readiness {
-                readable: true,
-                writable: true,
-                read_closed: false,
-                hangup: false,
-                error: false,
-            };
-            let next = connection.on_event(ready, &mut cx);
+            let next = connection.on_event(Readiness::ASSUMED, &mut cx);
             let mut buf = [0u8; 4096];
             while let Ok(n) = (&reader).read(&mut buf) {
                 if n == 0 {

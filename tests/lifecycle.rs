@@ -283,7 +283,7 @@ fn a_second_sigterm_during_a_drain_is_harmless() {
 #[test]
 fn under_journal_stream_logs_go_to_the_journal_or_say_why_not() {
     let mut daemon = Daemon::builder("journal").journal_stream().spawn();
-    let mut client = connect(daemon.addr_from_notify_or_log());
+    let mut client = connect(daemon.listening_addr());
     assert_eq!(roundtrip(&mut client, "j\n"), "J\n");
     daemon.stop();
     let log = daemon.stderr();

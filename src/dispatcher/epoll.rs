@@ -18,6 +18,15 @@ pub(crate) struct Interest {
     pub write: bool,
 }
 
+impl Interest {
+    /// Input only: listeners, the wake-up eventfd, a fresh or lingering
+    /// connection.
+    pub(crate) const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+}
+
 /// What an event reported, decoded from the epoll flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Readiness {
@@ -33,6 +42,18 @@ pub(crate) struct Readiness {
     pub hangup: bool,
     /// `EPOLLERR`: a socket error is pending (reading it returns the error).
     pub error: bool,
+}
+
+impl Readiness {
+    /// What a step taken without an event assumes (a drain visiting every
+    /// connection): try to read and to write; errors show up as such.
+    pub(crate) const ASSUMED: Readiness = Readiness {
+        readable: true,
+        writable: true,
+        read_closed: false,
+        hangup: false,
+        error: false,
+    };
 }
 
 /// A ready event: which descriptor, and what it reported.
@@ -145,10 +166,7 @@ mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
 
-    const READ: Interest = Interest {
-        read: true,
-        write: false,
-    };
+    const READ: Interest = Interest::READ;
 
     /// Polls once without blocking (a set with nothing ready returns 0).
     fn ready(set: &EventSet) -> Vec<Token> {

@@ -148,9 +148,9 @@ impl Server {
     ) -> io::Result<Server> {
         let events = EventSet::new()?;
         let wake = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
-        events.add(wake.as_fd(), Token::Wake, READ_ONLY)?;
+        events.add(wake.as_fd(), Token::Wake, Interest::READ)?;
         for (index, listener) in listeners.iter().enumerate() {
-            events.add(listener, Token::Listener(index as u32), READ_ONLY)?;
+            events.add(listener, Token::Listener(index as u32), Interest::READ)?;
         }
         let shared = Arc::new(Shared {
             events,
@@ -276,11 +276,6 @@ impl Drop for Server {
         self.stop();
     }
 }
-
-const READ_ONLY: Interest = Interest {
-    read: true,
-    write: false,
-};
 
 impl Shared {
     fn set_limits(&self, config: &Config) {
@@ -439,7 +434,7 @@ impl Shared {
         let listener = &self.listeners[index].listener;
         if let Err(e) = self
             .events
-            .rearm(listener, Token::Listener(index as u32), READ_ONLY)
+            .rearm(listener, Token::Listener(index as u32), Interest::READ)
         {
             if !self.draining() {
                 error!(listener = %listener.describe(), error = %e, "cannot re-arm listener");
@@ -460,7 +455,7 @@ impl Shared {
         let id = ConnectionId(self.next_connection_id.fetch_add(1, Ordering::Relaxed));
         let connection = Connection::new(fd, id, Instant::now());
         let registered = self.table.insert(connection, |connection, token| {
-            self.events.add(connection.fd(), token, READ_ONLY)
+            self.events.add(connection.fd(), token, Interest::READ)
         });
         match registered {
             Ok(_) => debug!(conn = %id, %peer, "connection accepted"),
@@ -500,7 +495,10 @@ impl Shared {
         if self.pool.excess() > 0 {
             let _ = self.wake.write(1);
         }
-        if let Err(e) = self.events.rearm(self.wake.as_fd(), Token::Wake, READ_ONLY) {
+        if let Err(e) = self
+            .events
+            .rearm(self.wake.as_fd(), Token::Wake, Interest::READ)
+        {
             error!(error = %e, "cannot re-arm the wake-up descriptor");
         }
         retire
@@ -519,7 +517,7 @@ impl Shared {
             let mut cx = self.context(&mut scratch);
             let connection = state.connection.as_mut().expect("visited slots are full");
             let next = guard_panics(connection.id(), || {
-                connection.on_event(ASSUME_READABLE, &mut cx)
+                connection.on_event(Readiness::ASSUMED, &mut cx)
             });
             self.apply(slot, state, next);
         });
@@ -556,15 +554,6 @@ impl Shared {
         }
     }
 }
-
-/// The readiness a drain step assumes: read whatever is there.
-const ASSUME_READABLE: Readiness = Readiness {
-    readable: true,
-    writable: true,
-    read_closed: false,
-    hangup: false,
-    error: false,
-};
 
 /// Runs one connection step; a panic (a service bug) closes that connection
 /// instead of unwinding through the worker.
@@ -669,7 +658,7 @@ mod tests {
         assert_eq!(shared.table.live(), 1);
 
         let mut state = shared.table.slot(slot).unwrap().lock();
-        shared.apply(slot, &mut state, Next::Rearm(READ_ONLY));
+        shared.apply(slot, &mut state, Next::Rearm(Interest::READ));
         assert!(state.connection.is_none(), "closed");
         assert_ne!(
             state.generation, generation,

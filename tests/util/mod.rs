@@ -357,7 +357,7 @@ impl Daemon {
     /// Like [`Self::addr`]; when logs go to the journal instead of stderr,
     /// asks the kernel which port the daemon's listener has (its only
     /// listening TCP socket on 127.0.0.1).
-    pub fn addr_from_notify_or_log(&self) -> SocketAddr {
+    pub fn listening_addr(&self) -> SocketAddr {
         if let Some(addr) = self.addrs().first() {
             return *addr;
         }
