@@ -1,8 +1,10 @@
-//! A panicking service closes one connection; the daemon carries on.
+//! A panicking service closes one connection; a request stuck in the
+//! service holds up only its own connection. The daemon carries on.
 
 use std::io::Write;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use oneshotd::config::{Config, ListenAddr};
 use oneshotd::dispatcher::Server;
@@ -28,20 +30,21 @@ impl Service for Fragile {
     }
 }
 
-#[test]
-fn a_panic_closes_only_its_connection() {
+/// Starts a server for `service` on an ephemeral loopback port.
+fn start(workers: usize, service: Arc<dyn Service>) -> (Server, std::net::SocketAddr) {
     let config = Config {
-        workers: 2,
+        workers,
         listen: vec![ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())],
         ..Config::default()
     };
-    let server = Server::start(
-        &config,
-        listeners::bind(&config.listen).unwrap(),
-        Arc::new(Fragile),
-    )
-    .unwrap();
+    let server = Server::start(&config, listeners::bind(&config.listen).unwrap(), service).unwrap();
     let addr = server.listeners().next().unwrap().tcp_addr().unwrap();
+    (server, addr)
+}
+
+#[test]
+fn a_panic_closes_only_its_connection() {
+    let (server, addr) = start(2, Arc::new(Fragile));
 
     let mut bystanders: Vec<_> = (0..4).map(|_| connect(addr)).collect();
     for client in &mut bystanders {
@@ -64,5 +67,69 @@ fn a_panic_closes_only_its_connection() {
     let status = server.status();
     assert_eq!(status.workers, 2);
     assert_eq!(status.connections, 4);
+    assert_eq!(server.drain(Duration::from_secs(1)).abandoned, 0);
+}
+
+/// "upper", except that the line `block` holds its worker until the test
+/// releases it.
+struct Blocking {
+    entered: Mutex<Sender<()>>,
+    release: Mutex<Receiver<()>>,
+}
+
+impl Service for Blocking {
+    fn serve(&self, input: Input<'_>, output: &mut Vec<u8>) -> Served {
+        if input.bytes.starts_with(b"block\n") {
+            self.entered.lock().unwrap().send(()).unwrap();
+            let released = self.release.lock().unwrap().recv_timeout(SOON);
+            assert!(released.is_ok(), "the test never released the request");
+        }
+        Upper.serve(input, output)
+    }
+
+    fn request_timeout(&self, connection: ConnectionId, output: &mut Vec<u8>) {
+        Upper.request_timeout(connection, output)
+    }
+}
+
+/// Workers take turns waiting on the epoll set (see `dispatcher/leader.rs`);
+/// a worker stuck in a request must not keep the others from serving, both
+/// connections that already exist and new ones.
+#[test]
+fn a_stuck_request_holds_up_only_its_connection() {
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let service = Blocking {
+        entered: Mutex::new(entered_tx),
+        release: Mutex::new(release_rx),
+    };
+    let (server, addr) = start(2, Arc::new(service));
+    let mut bystanders: Vec<_> = (0..8).map(|_| connect(addr)).collect();
+    for client in &mut bystanders {
+        assert_eq!(roundtrip(client, "before\n"), "BEFORE\n");
+    }
+
+    let mut stuck = connect(addr);
+    stuck.write_all(b"block\n").unwrap();
+    entered
+        .recv_timeout(SOON)
+        .expect("the request reached the service");
+    // One worker is now held; the other serves everyone else, repeatedly.
+    let start = Instant::now();
+    for round in 0..20 {
+        for client in &mut bystanders {
+            assert_eq!(roundtrip(client, "during\n"), "DURING\n", "round {round}");
+        }
+        let mut newcomer = connect(addr);
+        assert_eq!(roundtrip(&mut newcomer, "new\n"), "NEW\n");
+    }
+    eprintln!(
+        "stuck request: 180 round trips of others in {:?}",
+        start.elapsed()
+    );
+    release.send(()).unwrap();
+    let mut reply = [0u8; 6];
+    std::io::Read::read_exact(&mut stuck, &mut reply).unwrap();
+    assert_eq!(&reply, b"BLOCK\n");
     assert_eq!(server.drain(Duration::from_secs(1)).abandoned, 0);
 }

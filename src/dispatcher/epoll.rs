@@ -135,7 +135,7 @@ impl EventSet {
     pub(crate) fn wait<'a>(
         &self,
         buffer: &'a mut EventBuffer,
-    ) -> io::Result<impl Iterator<Item = Event> + 'a> {
+    ) -> io::Result<impl ExactSizeIterator<Item = Event> + 'a> {
         let n = loop {
             match self.epoll.wait(&mut buffer.0, EpollTimeout::NONE) {
                 Ok(n) => break n,

@@ -25,6 +25,15 @@ pub(super) struct Handle {
 }
 
 impl Handle {
+    /// Makes the housekeeper look again at once, e.g. because a drain began
+    /// and it must switch to the drain's short tick.
+    pub(super) fn nudge(&self) {
+        let (stopped, wake) = &*self.stop;
+        // Taken so the nudge cannot fall between its check and its wait.
+        let _guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
+        wake.notify_all();
+    }
+
     pub(super) fn stop(self) {
         let (stopped, wake) = &*self.stop;
         *stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
@@ -47,8 +56,9 @@ fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
     let (stopped, wake) = stop;
     loop {
         let limits = shared.limits();
+        let draining = shared.draining();
         // A drain is short and waits on deadlines (grace, linger): look often.
-        let tick = if shared.draining() {
+        let tick = if draining {
             Duration::from_millis(10)
         } else {
             (limits.idle_timeout.min(limits.request_timeout).min(LINGER) / 8)
@@ -56,7 +66,9 @@ fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
         };
         let guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
         let (guard, _) = wake
-            .wait_timeout_while(guard, tick, |stopped| !*stopped)
+            .wait_timeout_while(guard, tick, |stopped| {
+                !*stopped && shared.draining() == draining
+            })
             .unwrap_or_else(|p| p.into_inner());
         if *guard {
             return;

@@ -1,13 +1,16 @@
 //! The dispatcher: one epoll set, a pool of workers, a connection table.
 //!
-//! Every worker waits on the same epoll set. Client sockets are registered
+//! The workers share one epoll set. Client sockets are registered
 //! `EPOLLIN | EPOLLRDHUP | EPOLLONESHOT`, so each readiness event goes to
 //! exactly one worker and disarms the socket: from then until that worker
-//! re-arms it, the worker is the connection's only owner. Handling an event
-//! is always the same four steps:
+//! re-arms it, the worker is the connection's only owner, whichever worker
+//! waits next. Handling an event is always the same four steps:
 //!
 //! 1. **wait** — `epoll_wait` returns a token (slot + generation, never an
-//!    fd; see `token.rs`);
+//!    fd; see `token.rs`). Workers take turns waiting (`leader.rs`): one
+//!    waits and handles its batch while the others sleep, so an event that
+//!    arrives while it is busy wakes nobody, unless its batch was full or it
+//!    is stuck on one request;
 //! 2. **own** — lock the slot; if its generation moved on, the event is
 //!    stale (the connection closed meanwhile) and is dropped;
 //! 3. **handle** — the connection flushes, reads, serves, flushes;
@@ -33,6 +36,7 @@
 
 pub(crate) mod epoll;
 mod housekeeper;
+mod leader;
 mod pool;
 mod table;
 pub(crate) mod token;
@@ -59,8 +63,10 @@ use table::{ConnectionTable, SlotState};
 use token::Token;
 
 /// Events taken per `epoll_wait`. Each is owned by the worker that took it
-/// (oneshot), so a batch is safe; a small one keeps idle workers busy.
-const EVENTS_PER_WAIT: usize = 8;
+/// (oneshot), so a batch is safe. Large, so that one wait collects what
+/// arrived while the last batch was handled (fewer waits per request); a
+/// full batch is the sign to share the load (`leader.rs`).
+const EVENTS_PER_WAIT: usize = 64;
 /// Connections accepted per listener event before the listener is re-armed
 /// and the worker moves on.
 const ACCEPT_BATCH: usize = 64;
@@ -117,6 +123,8 @@ struct Shared {
     limits: LimitSettings,
     /// Wakes one waiting worker (oneshot) to check whether it must retire.
     wake: EventFd,
+    /// Which worker waits on `events`.
+    leadership: leader::Leadership,
     pool: pool::Counts,
     draining: AtomicBool,
     /// Bumped by the worker that takes a wake-up event: proof for the
@@ -170,6 +178,7 @@ impl Server {
                 request_timeout_ms: AtomicU64::new(0),
             },
             wake,
+            leadership: leader::Leadership::default(),
             pool: pool::Counts::default(),
             draining: AtomicBool::new(false),
             heartbeat: AtomicU64::new(0),
@@ -233,8 +242,9 @@ impl Server {
     }
 
     /// [`Server::drain`], calling `progress` with the status whenever the
-    /// number of connections left has changed, at most once per `every`
-    /// (for STATUS updates during a long drain).
+    /// number of connections left has changed, at most once per `every`,
+    /// and once more at the deadline if connections are left (for STATUS
+    /// updates during a long drain).
     pub fn drain_reporting(
         mut self,
         timeout: Duration,
@@ -243,6 +253,9 @@ impl Server {
     ) -> DrainReport {
         let deadline = Instant::now() + timeout;
         self.shared.start_drain();
+        if let Some(housekeeper) = &self.housekeeper {
+            housekeeper.nudge();
+        }
         let mut reported = self.status();
         let mut next_report = Instant::now().checked_add(every);
         while self.shared.table.live() > 0 && Instant::now() < deadline {
@@ -255,6 +268,12 @@ impl Server {
                 }
                 next_report = Instant::now().checked_add(every);
             }
+        }
+        // What the deadline left behind is worth reporting even if the
+        // last report was moments ago.
+        let left = self.status();
+        if left.connections > 0 && left != reported {
+            progress(left);
         }
         let abandoned = self.shared.close_all();
         self.stop();
@@ -313,31 +332,48 @@ impl Shared {
         }
     }
 
-    /// One worker's life: wait, dispatch each event, until told to retire.
+    /// One worker's life: take the lead, wait, dispatch each event, until
+    /// told to retire. See `leader.rs` for who waits when.
     fn work(&self) {
         let mut scratch = Scratch::new();
         let mut buffer = EventBuffer::new(EVENTS_PER_WAIT);
         loop {
-            let events = match self.events.wait(&mut buffer) {
-                Ok(events) => events,
-                Err(e) => {
-                    error!(error = %e, "epoll_wait failed");
-                    thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            };
-            let mut retire = false;
-            for event in events {
-                match event.token {
-                    Token::Connection { slot, generation } => {
-                        self.on_connection_event(slot, generation, event.readiness, &mut scratch)
+            let term = self.leadership.follow();
+            loop {
+                let events = match self.leadership.wait(|| self.events.wait(&mut buffer)) {
+                    Ok(events) => events,
+                    Err(e) => {
+                        error!(error = %e, "epoll_wait failed");
+                        thread::sleep(Duration::from_millis(100));
+                        continue;
                     }
-                    Token::Listener(index) => self.on_listener_event(index as usize),
-                    Token::Wake => retire |= self.on_wake(),
+                };
+                // A full batch: more events are probably waiting than this
+                // worker will reach soon; let another wait for them.
+                let full = events.len() == EVENTS_PER_WAIT;
+                if full {
+                    self.leadership.step_down(&term);
                 }
-            }
-            if retire {
-                return;
+                let mut retire = false;
+                for event in events {
+                    match event.token {
+                        Token::Connection { slot, generation } => self.on_connection_event(
+                            slot,
+                            generation,
+                            event.readiness,
+                            &mut scratch,
+                        ),
+                        Token::Listener(index) => self.on_listener_event(index as usize),
+                        Token::Wake => retire |= self.on_wake(),
+                    }
+                }
+                if retire {
+                    self.leadership.step_down(&term);
+                    return;
+                }
+                if full || !self.leadership.leads(&term) {
+                    break;
+                }
             }
         }
     }
