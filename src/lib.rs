@@ -1,11 +1,14 @@
 //! # oneshotd
 //!
 //! A line server built the way an `EPOLLONESHOT` worker pool should be: one
-//! epoll set, a pool of worker threads all waiting on it, and every client
-//! socket registered `EPOLLIN | EPOLLRDHUP | EPOLLONESHOT`, so that at any
-//! moment at most one worker touches a given connection. After each event
-//! the worker re-arms the socket (`EPOLL_CTL_MOD`) if the connection is
-//! still open, or deletes and closes it if not.
+//! epoll set, a pool of worker threads serving it, and every client socket
+//! registered `EPOLLIN | EPOLLRDHUP | EPOLLONESHOT`, so that at any moment
+//! at most one worker touches a given connection, whichever workers are
+//! waiting. After each event the worker re-arms the socket
+//! (`EPOLL_CTL_MOD`) if the connection is still open, or deletes and closes
+//! it if not. The workers take turns waiting (leader/followers), so that an
+//! event arriving while one worker is busy does not wake another for
+//! nothing.
 //!
 //! ## The path of a byte
 //!

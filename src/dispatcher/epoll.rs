@@ -76,7 +76,8 @@ impl EventBuffer {
 /// `EPOLLONESHOT`: the kernel disarms a descriptor as it hands one event for
 /// it to one waiting worker, and nothing more is reported for it until that
 /// worker re-arms it with [`EventSet::rearm`]. Any number of threads may
-/// wait on the set at once.
+/// wait on the set at once (the pool usually lets one at a time wait: see
+/// `leader.rs`).
 #[derive(Debug)]
 pub(crate) struct EventSet {
     epoll: Epoll,
