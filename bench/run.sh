@@ -76,24 +76,24 @@ stop_server() {
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 # load kind conns pipeline -> prints
-#   "req_per_s p50 p99 p999 syscalls_per_reply cpu_us_per_reply"
-# (the last two "n/a" without perf; CPU is the server's, all threads).
+#   "req_per_s p50 p99 p999 syscalls_per_reply cpu_us_per_reply switches_per_reply"
+# (the last three "n/a" without perf; all the server's threads together).
 load() {
     local kind=$1 conns=$2 pipeline=$3 out total
     start_server "$kind"
     local cmd=("$BIN/loadgen" --addr "127.0.0.1:$port" --conns "$conns" --pipeline "$pipeline" --bytes "$BYTES" --secs "$SECS")
     if [ -n "$have_perf" ]; then
-        out=$(perf stat -e raw_syscalls:sys_enter,task-clock -x, -o "$tmp/perf.txt" -p "$server" -- "${cmd[@]}") || { stop_server; return 1; }
+        out=$(perf stat -e raw_syscalls:sys_enter,task-clock,context-switches -x, -o "$tmp/perf.txt" -p "$server" -- "${cmd[@]}") || { stop_server; return 1; }
     else
         out=$("${cmd[@]}") || { stop_server; return 1; }
     fi
     stop_server
     total=$(field total "$out")
-    local per_reply="n/a n/a"
+    local per_reply="n/a n/a n/a"
     if [ -n "$have_perf" ]; then
         # task-clock is in milliseconds.
-        per_reply=$(awk -F, -v t="$total" '/raw_syscalls/ {s = $1} /task-clock/ {c = $1}
-            END { printf "%.2f %.2f", s / t, c * 1000 / t }' "$tmp/perf.txt")
+        per_reply=$(awk -F, -v t="$total" '/raw_syscalls/ {s = $1} /task-clock/ {c = $1} /context-switches/ {w = $1}
+            END { printf "%.2f %.2f %.3f", s / t, c * 1000 / t, w / t }' "$tmp/perf.txt")
     fi
     echo "$(field req_per_s "$out") $(field p50_us "$out") $(field p99_us "$out") $(field p999_us "$out") $per_reply"
 }
@@ -123,8 +123,8 @@ idle() {
 echo "oneshotd vs tokio: workers=$WORKERS, ${BYTES}-byte lines, ${SECS} s per run, rounds=$ROUNDS"
 echo "note: this machine has $(nproc) cores, shared by the server and the load generator"
 [ -n "$have_perf" ] || echo "note: perf stat unavailable: syscalls per reply not measured (apt-get install linux-perf)"
-printf '\n%-8s %5s | %12s %12s %6s | %9s %9s | %9s %9s | %9s %9s | %8s %8s | %8s %8s\n' \
-    scenario round "oneshotd r/s" "tokio r/s" ratio "p50 o" "p50 t" "p99 o" "p99 t" "p99.9 o" "p99.9 t" "sys/r o" "sys/r t" "cpu/r o" "cpu/r t"
+printf '\n%-8s %5s | %12s %12s %6s | %9s %9s | %9s %9s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' \
+    scenario round "oneshotd r/s" "tokio r/s" ratio "p50 o" "p50 t" "p99 o" "p99 t" "p99.9 o" "p99.9 t" "sys/r o" "sys/r t" "cpu/r o" "cpu/r t" "cs/r o" "cs/r t"
 : >"$tmp/rounds.txt"
 for scenario in $SCENARIOS; do
     conns=${scenario%x*}
@@ -133,22 +133,22 @@ for scenario in $SCENARIOS; do
         # A loadgen run with errors fails the whole benchmark.
         load oneshotd "$conns" "$pipeline" >"$tmp/o.txt" || { echo "bench: oneshotd run failed" >&2; exit 1; }
         load tokio "$conns" "$pipeline" >"$tmp/t.txt" || { echo "bench: tokio run failed" >&2; exit 1; }
-        read -r o_rps o_p50 o_p99 o_p999 o_sys o_cpu <"$tmp/o.txt"
-        read -r t_rps t_p50 t_p99 t_p999 t_sys t_cpu <"$tmp/t.txt"
+        read -r o_rps o_p50 o_p99 o_p999 o_sys o_cpu o_cs <"$tmp/o.txt"
+        read -r t_rps t_p50 t_p99 t_p999 t_sys t_cpu t_cs <"$tmp/t.txt"
         ratio=$(awk -v o="$o_rps" -v t="$t_rps" 'BEGIN { printf "%.2f", o / t }')
-        printf '%-8s %5s | %12s %12s %6s | %9s %9s | %9s %9s | %9s %9s | %8s %8s | %8s %8s\n' \
-            "$scenario" "$round" "$o_rps" "$t_rps" "$ratio" "$o_p50" "$t_p50" "$o_p99" "$t_p99" "$o_p999" "$t_p999" "$o_sys" "$t_sys" "$o_cpu" "$t_cpu"
-        echo "$scenario $ratio $o_p99 $t_p99 $o_sys $t_sys $o_cpu $t_cpu" >>"$tmp/rounds.txt"
+        printf '%-8s %5s | %12s %12s %6s | %9s %9s | %9s %9s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' \
+            "$scenario" "$round" "$o_rps" "$t_rps" "$ratio" "$o_p50" "$t_p50" "$o_p99" "$t_p99" "$o_p999" "$t_p999" "$o_sys" "$t_sys" "$o_cpu" "$t_cpu" "$o_cs" "$t_cs"
+        echo "$scenario $ratio $o_p99 $t_p99 $o_sys $t_sys $o_cpu $t_cpu $o_cs $t_cs" >>"$tmp/rounds.txt"
     done
 done
 if [ "$ROUNDS" -gt 1 ]; then
     # Runs on a shared machine differ by tens of percent: the median of
     # the per-round figures is the one to compare.
     printf '\nmedian of %d rounds:\n' "$ROUNDS"
-    printf '%-8s | %6s | %9s %9s | %8s %8s | %8s %8s\n' scenario ratio "p99 o" "p99 t" "sys/r o" "sys/r t" "cpu/r o" "cpu/r t"
+    printf '%-8s | %6s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' scenario ratio "p99 o" "p99 t" "sys/r o" "sys/r t" "cpu/r o" "cpu/r t" "cs/r o" "cs/r t"
     for scenario in $SCENARIOS; do
         col() { awk -v s="$scenario" -v c="$1" '$1 == s && $c != "n/a" { print $c }' "$tmp/rounds.txt" | median; }
-        printf '%-8s | %6s | %9s %9s | %8s %8s | %8s %8s\n' "$scenario" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)" "$(col 7)" "$(col 8)"
+        printf '%-8s | %6s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' "$scenario" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)" "$(col 7)" "$(col 8)" "$(col 9)" "$(col 10)"
     done
 fi
 idle oneshotd >"$tmp/o.txt" || exit 1
@@ -156,4 +156,4 @@ idle tokio >"$tmp/t.txt" || exit 1
 o_idle=$(cat "$tmp/o.txt")
 t_idle=$(cat "$tmp/t.txt")
 printf '\nidle connections: %d; server RSS per connection: oneshotd %s B, tokio %s B\n' "$IDLE" "$o_idle" "$t_idle"
-echo "(latencies in microseconds; sys/r = system calls and cpu/r = CPU microseconds per reply, server process only)"
+echo "(latencies in microseconds; per reply, server process only: sys/r system calls, cpu/r CPU microseconds, cs/r context switches)"
