@@ -83,9 +83,7 @@ impl Leadership {
             }
             if !state.watched {
                 state.watched = true;
-                let (guard, term) = self.watch(state);
-                drop(guard);
-                return term;
+                return self.watch(state);
             }
             state.sleeping += 1;
             state = self
@@ -141,8 +139,8 @@ impl Leadership {
         Term(self.term.fetch_add(1, SeqCst) + 1)
     }
 
-    /// The watcher's loop: returns when it leads, with the lock held.
-    fn watch<'a>(&'a self, mut state: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, Term) {
+    /// The watcher's loop: returns when it leads.
+    fn watch(&self, mut state: MutexGuard<'_, State>) -> Term {
         let mut seen = self.polls.load(SeqCst);
         loop {
             state = self
@@ -179,8 +177,7 @@ impl Leadership {
                 // Someone must watch the new leader.
                 self.followers.notify_one();
             }
-            let term = self.lead(&mut state);
-            return (state, term);
+            return self.lead(&mut state);
         }
     }
 }
