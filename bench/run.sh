@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# oneshotd against the tokio baseline, one after the other in the same run,
+# oneshotd against a baseline (tokio by default), one after the other in the same run,
 # with the same settings: req/s, latency percentiles, syscalls per reply
 # (perf stat, if available) and memory per idle connection. Loopback only;
 # every loadgen run verifies every reply byte and a run with errors fails.
 #
 # Settings (environment): WORKERS=2 SECS=5 BYTES=64 ROUNDS=1 IDLE=10000
 #   SCENARIOS="50x1 50x16 2000x1"  (connections x pipeline)
+#   BASELINE=tokio  (the issue's baseline: tokio_upper, idiomatic tokio)
+#   BASELINE=et     (et_upper: one thread, edge-triggered, no re-arm; the
+#                    practical ceiling on a 2-core machine, for reference)
 # Usage: bench/run.sh            SMOKE=1 bench/run.sh (a few seconds, for CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +19,16 @@ BYTES=${BYTES:-64}
 ROUNDS=${ROUNDS:-1}
 IDLE=${IDLE:-10000}
 SCENARIOS=${SCENARIOS:-"50x1 50x16 2000x1"}
+BASELINE=${BASELINE:-tokio}
+case $BASELINE in
+tokio | et) ;;
+*) echo "bench: BASELINE must be tokio or et" >&2; exit 2 ;;
+esac
 if [ -n "${SMOKE:-}" ]; then
     SECS=1 IDLE=200 SCENARIOS="10x1 10x8"
 fi
 PORT_ONESHOTD=${PORT_ONESHOTD:-17878}
-PORT_TOKIO=${PORT_TOKIO:-17879}
+PORT_BASELINE=${PORT_BASELINE:-17879}
 
 cargo build --release --locked -p oneshotd -p oneshotd-bench >/dev/null 2>&1 ||
     cargo build --release --locked -p oneshotd -p oneshotd-bench
@@ -45,16 +53,16 @@ EOF
 have_perf=
 if perf stat -e raw_syscalls:sys_enter -x, -o /dev/null -- true 2>/dev/null; then have_perf=1; fi
 
-# start_server oneshotd|tokio -> sets $server (pid) and $port
+# start_server oneshotd|tokio|et -> sets $server (pid) and $port
 start_server() {
     case $1 in
     oneshotd)
         port=$PORT_ONESHOTD
         "$BIN/oneshotd" --config "$tmp/oneshotd.toml" 2>"$tmp/server.log" &
         ;;
-    tokio)
-        port=$PORT_TOKIO
-        "$BIN/tokio_upper" --addr "127.0.0.1:$port" --workers "$WORKERS" 2>"$tmp/server.log" &
+    tokio | et)
+        port=$PORT_BASELINE
+        "$BIN/$1_upper" --addr "127.0.0.1:$port" --workers "$WORKERS" 2>"$tmp/server.log" &
         ;;
     esac
     server=$!
@@ -120,11 +128,11 @@ idle() {
     awk -v b="$before" -v a="$after" -v n="$IDLE" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }'
 }
 
-echo "oneshotd vs tokio: workers=$WORKERS, ${BYTES}-byte lines, ${SECS} s per run, rounds=$ROUNDS"
+echo "oneshotd vs $BASELINE: workers=$WORKERS, ${BYTES}-byte lines, ${SECS} s per run, rounds=$ROUNDS"
 echo "note: this machine has $(nproc) cores, shared by the server and the load generator"
 [ -n "$have_perf" ] || echo "note: perf stat unavailable: syscalls per reply not measured (apt-get install linux-perf)"
 printf '\n%-8s %5s | %12s %12s %6s | %9s %9s | %9s %9s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' \
-    scenario round "oneshotd r/s" "tokio r/s" ratio "p50 o" "p50 t" "p99 o" "p99 t" "p99.9 o" "p99.9 t" "sys/r o" "sys/r t" "cpu/r o" "cpu/r t" "cs/r o" "cs/r t"
+    scenario round "oneshotd r/s" "$BASELINE r/s" ratio "p50 o" "p50 b" "p99 o" "p99 b" "p99.9 o" "p99.9 b" "sys/r o" "sys/r b" "cpu/r o" "cpu/r b" "cs/r o" "cs/r b"
 : >"$tmp/rounds.txt"
 for scenario in $SCENARIOS; do
     conns=${scenario%x*}
@@ -132,7 +140,7 @@ for scenario in $SCENARIOS; do
     for round in $(seq "$ROUNDS"); do
         # A loadgen run with errors fails the whole benchmark.
         load oneshotd "$conns" "$pipeline" >"$tmp/o.txt" || { echo "bench: oneshotd run failed" >&2; exit 1; }
-        load tokio "$conns" "$pipeline" >"$tmp/t.txt" || { echo "bench: tokio run failed" >&2; exit 1; }
+        load "$BASELINE" "$conns" "$pipeline" >"$tmp/t.txt" || { echo "bench: $BASELINE run failed" >&2; exit 1; }
         read -r o_rps o_p50 o_p99 o_p999 o_sys o_cpu o_cs <"$tmp/o.txt"
         read -r t_rps t_p50 t_p99 t_p999 t_sys t_cpu t_cs <"$tmp/t.txt"
         ratio=$(awk -v o="$o_rps" -v t="$t_rps" 'BEGIN { printf "%.2f", o / t }')
@@ -145,15 +153,15 @@ if [ "$ROUNDS" -gt 1 ]; then
     # Runs on a shared machine differ by tens of percent: the median of
     # the per-round figures is the one to compare.
     printf '\nmedian of %d rounds:\n' "$ROUNDS"
-    printf '%-8s | %6s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' scenario ratio "p99 o" "p99 t" "sys/r o" "sys/r t" "cpu/r o" "cpu/r t" "cs/r o" "cs/r t"
+    printf '%-8s | %6s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' scenario ratio "p99 o" "p99 b" "sys/r o" "sys/r b" "cpu/r o" "cpu/r b" "cs/r o" "cs/r b"
     for scenario in $SCENARIOS; do
         col() { awk -v s="$scenario" -v c="$1" '$1 == s && $c != "n/a" { print $c }' "$tmp/rounds.txt" | median; }
         printf '%-8s | %6s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' "$scenario" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)" "$(col 7)" "$(col 8)" "$(col 9)" "$(col 10)"
     done
 fi
 idle oneshotd >"$tmp/o.txt" || exit 1
-idle tokio >"$tmp/t.txt" || exit 1
+idle "$BASELINE" >"$tmp/t.txt" || exit 1
 o_idle=$(cat "$tmp/o.txt")
 t_idle=$(cat "$tmp/t.txt")
-printf '\nidle connections: %d; server RSS per connection: oneshotd %s B, tokio %s B\n' "$IDLE" "$o_idle" "$t_idle"
-echo "(latencies in microseconds; per reply, server process only: sys/r system calls, cpu/r CPU microseconds, cs/r context switches)"
+printf '\nidle connections: %d; server RSS per connection: oneshotd %s B, %s %s B\n' "$IDLE" "$o_idle" "$BASELINE" "$t_idle"
+echo "(o = oneshotd, b = $BASELINE; latencies in microseconds; per reply, server process only: sys/r system calls, cpu/r CPU microseconds, cs/r context switches)"
