@@ -227,13 +227,7 @@ fn garbage_resets_and_storms_leave_others_unaffected() {
     writer.join().unwrap();
     // Resets in the middle of a reply.
     for _ in 0..50 {
-        let mut client = connect(addr);
-        client
-            .write_all("reset mid reply\n".repeat(5000).as_bytes())
-            .unwrap();
-        let mut some = [0u8; 64];
-        let _ = client.read(&mut some);
-        reset(client);
+        reset_mid_reply(addr, "reset mid reply\n", 5000);
     }
     // A connect-and-close storm.
     for _ in 0..1000 {

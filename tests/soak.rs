@@ -10,7 +10,7 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -110,17 +110,6 @@ fn half_closer(addr: SocketAddr, round: u64, counts: &Counts) {
     counts.verified.fetch_add(31, Ordering::Relaxed);
 }
 
-/// Sends requests and resets the connection (SO_LINGER 0) mid-reply.
-fn resetter(addr: SocketAddr) {
-    let mut client = connect(addr);
-    client
-        .write_all("reset me please\n".repeat(2000).as_bytes())
-        .unwrap();
-    let mut some = [0u8; 100];
-    let _ = client.read(&mut some);
-    reset(client);
-}
-
 /// Connects and closes at once.
 fn churn(addr: SocketAddr) {
     drop(TcpStream::connect(addr).unwrap());
@@ -161,7 +150,9 @@ fn soak() {
         threads.push(spawn_loop(&stop, &counts, move |round, c| {
             half_closer(addr, round, c)
         }));
-        threads.push(spawn_loop(&stop, &counts, move |_, _| resetter(addr)));
+        threads.push(spawn_loop(&stop, &counts, move |_, _| {
+            reset_mid_reply(addr, "reset me please\n", 2000)
+        }));
         threads.push(spawn_loop(&stop, &counts, move |_, _| churn(addr)));
     }
     threads.push(spawn_loop(&stop, &counts, move |_, c| over_long(addr, c)));

@@ -558,6 +558,16 @@ pub fn reset(stream: TcpStream) {
     nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &linger).unwrap();
 }
 
+/// Sends `line` `times` times, reads a little of the replies and resets
+/// the connection while the daemon is still writing the rest.
+pub fn reset_mid_reply(addr: SocketAddr, line: &str, times: usize) {
+    let mut client = connect(addr);
+    client.write_all(line.repeat(times).as_bytes()).unwrap();
+    let mut some = [0u8; 64];
+    let _ = client.read(&mut some);
+    reset(client);
+}
+
 /// A TCP client with timeouts, so no test can hang on a read.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
