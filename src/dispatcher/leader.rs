@@ -187,8 +187,20 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::sync::Arc;
-    use std::thread;
+    use std::thread::{self, JoinHandle};
     use std::time::Instant;
+
+    /// A thread that follows; the receiver hears when it leads.
+    fn follow_in_thread(leadership: &Arc<Leadership>) -> (mpsc::Receiver<()>, JoinHandle<Term>) {
+        let (sender, led) = mpsc::channel();
+        let leadership = Arc::clone(leadership);
+        let thread = thread::spawn(move || {
+            let term = leadership.follow();
+            sender.send(()).unwrap();
+            term
+        });
+        (led, thread)
+    }
 
     #[test]
     fn the_first_to_follow_leads_and_keeps_leading() {
@@ -205,18 +217,11 @@ mod tests {
         let leadership = Arc::new(Leadership::default());
         let term = leadership.follow();
         leadership.wait(|| ());
-        let (sender, led) = mpsc::channel();
-        let watcher = {
-            let leadership = Arc::clone(&leadership);
-            thread::spawn(move || {
-                let _term = leadership.follow();
-                sender.send(()).unwrap();
-            })
-        };
+        let (led, watcher) = follow_in_thread(&leadership);
         led.recv_timeout(Duration::from_secs(5))
             .expect("no takeover");
         assert!(!leadership.leads(&term), "the old term ended");
-        watcher.join().unwrap();
+        let _ = watcher.join().unwrap();
     }
 
     /// While the leader sleeps in `epoll_wait` the watcher parks instead of
@@ -236,15 +241,7 @@ mod tests {
         while !leadership.waiting.load(SeqCst) {
             thread::yield_now();
         }
-        let (sender, led) = mpsc::channel();
-        let watcher = {
-            let leadership = Arc::clone(&leadership);
-            thread::spawn(move || {
-                let term = leadership.follow();
-                sender.send(()).unwrap();
-                term
-            })
-        };
+        let (led, watcher) = follow_in_thread(&leadership);
         let deadline = Instant::now() + Duration::from_secs(5);
         while !leadership.watcher_parked.load(SeqCst) {
             assert!(Instant::now() < deadline, "the watcher never parked");
