@@ -11,50 +11,67 @@
 //! - one worker, the **leader**, waits on the set, handles the batch it
 //!   gets, and waits again;
 //! - the others are **followers**, asleep. One of them, the **watcher**,
-//!   looks every [`WATCH_PERIOD`] whether the leader is still making
-//!   progress;
+//!   sleeps on a watchdog timer (a `timerfd`) that the leader winds up
+//!   each time it comes back from `epoll_wait`;
 //! - a leader that gets a **full batch** steps down before handling it:
-//!   more events are probably ready than it will reach soon, so the watcher
-//!   leads (and waits on the set) meanwhile. The pool thus grows into the
-//!   load one worker per full batch;
-//! - the watcher **takes over** when the leader has been handling one batch
-//!   for a whole period (a slow request): it waits on the set in the
-//!   leader's place, and the old leader becomes a follower when it is done;
-//! - when the leader has slept in `epoll_wait` for a whole period (nothing
-//!   to do), the watcher sleeps without a deadline too, and the leader
-//!   wakes it when it leaves `epoll_wait`. An idle pool wakes no thread.
+//!   more events are probably ready than it will reach soon, so it fires
+//!   the watchdog and the watcher leads (and waits on the set) meanwhile.
+//!   The pool thus grows into the load one worker per full batch;
+//! - the watcher **takes over** when the watchdog expires while the leader
+//!   is neither waiting nor has wound it up since: the leader has been on
+//!   one batch for at least half a [`WATCH_PERIOD`] (a slow request). It
+//!   waits on the set in the leader's place, and the old leader becomes a
+//!   follower when it is done.
+//!
+//! A leader that keeps coming back from `epoll_wait` keeps the watchdog
+//! from expiring, so a busy pool wakes no follower at all, and winding it
+//! up costs at most one system call per half period, not one per batch. (A
+//! watcher that looked every period instead woke a thousand times a second
+//! under load, each time preempting whatever ran on another core.) A leader
+//! that goes idle lets the watchdog expire once per idle spell; the watcher
+//! finds it waiting in `epoll_wait` and sleeps until it is wound up again.
 //!
 //! The cost of a turn-taking pool is bounded lateness: a request that
-//! arrives while the leader is stuck is picked up after at most about two
-//! periods. Nothing here is needed for correctness: after a takeover, the
-//! old and the new leader may briefly wait on the set together, which is
-//! safe for the same oneshot reason.
+//! arrives while the leader is stuck is picked up after at most about one
+//! period. Nothing here is needed for correctness: after a takeover, the
+//! old and the new leader may briefly wait on the set together, and a
+//! watcher may take over from a leader that was not stuck after all; both
+//! are safe for the same oneshot reason.
 
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
-/// How long the leader may stay on one batch before the watcher waits on
-/// the set in its place.
-pub(super) const WATCH_PERIOD: Duration = Duration::from_millis(1);
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use tracing::error;
 
-/// Who leads, and the evidence the watcher reads to see the leader move.
-#[derive(Debug, Default)]
+/// The watchdog's period: a leader that has been on one batch for between
+/// half of this and all of it is taken over.
+pub(super) const WATCH_PERIOD: Duration = Duration::from_millis(2);
+
+/// Who leads, and the watchdog the watcher sleeps on.
+#[derive(Debug)]
 pub(super) struct Leadership {
     state: Mutex<State>,
-    /// Where the watcher sleeps.
-    watcher: Condvar,
-    /// Where the other followers sleep.
+    /// Where the followers other than the watcher sleep.
     followers: Condvar,
-    /// Times the leader has left `epoll_wait`: its progress.
-    polls: AtomicU64,
+    /// Wound up by the leader as it leaves `epoll_wait`, fired at once by
+    /// a step-down; the watcher blocks reading it.
+    watchdog: TimerFd,
+    /// When the watchdog is due, in nanoseconds since `epoch`: lets the
+    /// leader skip winding it up while it is still half a period away.
+    watchdog_due: AtomicU64,
+    epoch: Instant,
     /// The leader is in `epoll_wait`.
     waiting: AtomicBool,
-    /// The watcher sleeps without a deadline; the leader must wake it when
-    /// it leaves `epoll_wait`.
-    watcher_parked: AtomicBool,
     /// Changes whenever a worker takes the lead.
     term: AtomicU64,
+    /// Times the watcher woke and found the leader making progress.
+    #[cfg(test)]
+    spared: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +91,21 @@ struct State {
 pub(super) struct Term(u64);
 
 impl Leadership {
+    pub(super) fn new() -> io::Result<Leadership> {
+        let watchdog = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_CLOEXEC)?;
+        Ok(Leadership {
+            state: Mutex::default(),
+            followers: Condvar::new(),
+            watchdog,
+            watchdog_due: AtomicU64::new(0),
+            epoch: Instant::now(),
+            waiting: AtomicBool::new(false),
+            term: AtomicU64::new(0),
+            #[cfg(test)]
+            spared: AtomicU64::new(0),
+        })
+    }
+
     /// Blocks until the calling worker leads.
     pub(super) fn follow(&self) -> Term {
         let mut state = self.lock();
@@ -83,7 +115,8 @@ impl Leadership {
             }
             if !state.watched {
                 state.watched = true;
-                return self.watch(state);
+                drop(state);
+                return self.watch();
             }
             state.sleeping += 1;
             state = self
@@ -94,19 +127,15 @@ impl Leadership {
         }
     }
 
-    /// Runs the leader's `epoll_wait` (`wait`), keeping the watcher informed.
+    /// Runs the leader's `epoll_wait` (`wait`), winding up the watchdog as
+    /// it returns.
     pub(super) fn wait<T>(&self, wait: impl FnOnce() -> T) -> T {
         self.waiting.store(true, SeqCst);
         let result = wait();
-        // Progress first: a watcher that sees `waiting` cleared must also
-        // see the new count, or it would take a returning leader for stuck.
-        self.polls.fetch_add(1, SeqCst);
+        // Wound up before `waiting` is cleared: a watcher that sees the
+        // leader out of `epoll_wait` also sees the watchdog it set.
+        self.wind_up_watchdog();
         self.waiting.store(false, SeqCst);
-        if self.watcher_parked.load(SeqCst) {
-            // Taking the lock orders this after the watcher's wait began.
-            let _state = self.lock();
-            self.watcher.notify_one();
-        }
         result
     }
 
@@ -124,7 +153,8 @@ impl Leadership {
         }
         state.led = false;
         if state.watched {
-            self.watcher.notify_one();
+            // Fired now, the watchdog wakes the watcher, who finds no leader.
+            self.set_watchdog(Duration::from_nanos(1));
         } else if state.sleeping > 0 {
             self.followers.notify_one();
         }
@@ -139,38 +169,52 @@ impl Leadership {
         Term(self.term.fetch_add(1, SeqCst) + 1)
     }
 
+    /// Sets the watchdog a whole period ahead, unless it is still at least
+    /// half a period away.
+    fn wind_up_watchdog(&self) {
+        let now = self.nanos_since_epoch();
+        let half = WATCH_PERIOD.as_nanos() as u64 / 2;
+        if self.watchdog_due.load(SeqCst) >= now + half {
+            return;
+        }
+        self.set_watchdog(WATCH_PERIOD);
+    }
+
+    fn set_watchdog(&self, after: Duration) {
+        let due = self.nanos_since_epoch() + after.as_nanos() as u64;
+        self.watchdog_due.store(due, SeqCst);
+        let expiration = Expiration::OneShot(TimeSpec::from_duration(after));
+        if let Err(e) = self.watchdog.set(expiration, TimerSetTimeFlags::empty()) {
+            // Never seen (EINVAL would be a bug here); the watcher then
+            // only takes over at a step-down.
+            error!(error = %e, "cannot set the watchdog timer");
+        }
+    }
+
+    fn nanos_since_epoch(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
     /// The watcher's loop: returns when it leads.
-    fn watch(&self, mut state: MutexGuard<'_, State>) -> Term {
-        let mut seen = self.polls.load(SeqCst);
+    fn watch(&self) -> Term {
         loop {
-            state = self
-                .watcher
-                .wait_timeout(state, WATCH_PERIOD)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            if let Err(e) = self.watchdog.wait() {
+                error!(error = %e, "cannot read the watchdog timer");
+                thread::sleep(WATCH_PERIOD);
+            }
+            let mut state = self.lock();
             if state.led {
-                // `waiting` before `polls`: see `wait`.
+                // `waiting` before the watchdog: see `wait`.
                 let waiting = self.waiting.load(SeqCst);
-                let polls = self.polls.load(SeqCst);
-                if polls != seen {
-                    seen = polls;
+                if waiting || matches!(self.watchdog.get(), Ok(Some(_))) {
+                    // Asleep in `epoll_wait`, or back from it since the
+                    // watchdog expired: not stuck.
+                    #[cfg(test)]
+                    self.spared.fetch_add(1, SeqCst);
                     continue;
                 }
-                if waiting {
-                    // The leader has slept a whole period: nothing to
-                    // watch until it leaves `epoll_wait`.
-                    self.watcher_parked.store(true, SeqCst);
-                    while state.led && self.polls.load(SeqCst) == seen {
-                        state = self.watcher.wait(state).unwrap_or_else(|p| p.into_inner());
-                    }
-                    self.watcher_parked.store(false, SeqCst);
-                    seen = self.polls.load(SeqCst);
-                    if state.led {
-                        continue;
-                    }
-                }
-                // Otherwise the leader has spent a whole period on one
-                // batch: lead in its place.
+                // Otherwise the leader has spent at least half a period on
+                // one batch: lead in its place.
             }
             state.watched = false;
             if state.sleeping > 0 {
@@ -204,7 +248,7 @@ mod tests {
 
     #[test]
     fn the_first_to_follow_leads_and_keeps_leading() {
-        let leadership = Leadership::default();
+        let leadership = Leadership::new().unwrap();
         let term = leadership.follow();
         assert!(leadership.leads(&term));
         leadership.wait(|| ());
@@ -214,7 +258,7 @@ mod tests {
     /// A leader stuck outside `epoll_wait` is replaced.
     #[test]
     fn the_watcher_takes_over_from_a_stuck_leader() {
-        let leadership = Arc::new(Leadership::default());
+        let leadership = Arc::new(Leadership::new().unwrap());
         let term = leadership.follow();
         leadership.wait(|| ());
         let (led, watcher) = follow_in_thread(&leadership);
@@ -224,12 +268,15 @@ mod tests {
         let _ = watcher.join().unwrap();
     }
 
-    /// While the leader sleeps in `epoll_wait` the watcher parks instead of
-    /// taking over, and is woken when the leader leaves it.
+    /// While the leader sleeps in `epoll_wait` the watchdog expires, but
+    /// the watcher spares it; once the leader is back from the wait and
+    /// stays away, the watcher takes over.
     #[test]
-    fn the_watcher_parks_while_the_leader_waits() {
-        let leadership = Arc::new(Leadership::default());
+    fn the_watcher_spares_a_leader_asleep_in_epoll_wait() {
+        let leadership = Arc::new(Leadership::new().unwrap());
         let term = leadership.follow();
+        // A first batch winds the watchdog up.
+        leadership.wait(|| ());
         let (release, released) = mpsc::channel::<()>();
         let leader = {
             let leadership = Arc::clone(&leadership);
@@ -238,14 +285,15 @@ mod tests {
                 term
             })
         };
-        while !leadership.waiting.load(SeqCst) {
-            thread::yield_now();
-        }
         let (led, watcher) = follow_in_thread(&leadership);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !leadership.watcher_parked.load(SeqCst) {
-            assert!(Instant::now() < deadline, "the watcher never parked");
-            thread::sleep(WATCH_PERIOD);
+        while leadership.spared.load(SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the watchdog never expired");
+            assert!(
+                led.try_recv().is_err(),
+                "no takeover while the leader waits"
+            );
+            thread::sleep(WATCH_PERIOD / 2);
         }
         assert!(
             led.try_recv().is_err(),
@@ -253,7 +301,7 @@ mod tests {
         );
         release.send(()).unwrap();
         let term = leader.join().unwrap();
-        // Unparked, it now sees a leader that does not come back: takeover.
+        // Back from `epoll_wait`, the leader never returns to it: takeover.
         led.recv_timeout(Duration::from_secs(5))
             .expect("no takeover");
         assert!(!leadership.leads(&term));
@@ -262,7 +310,7 @@ mod tests {
 
     #[test]
     fn every_follower_gets_the_lead_in_turn() {
-        let leadership = Arc::new(Leadership::default());
+        let leadership = Arc::new(Leadership::new().unwrap());
         let term = leadership.follow();
         let (sender, led) = mpsc::channel();
         let followers: Vec<_> = (0..3)

@@ -178,7 +178,7 @@ impl Server {
                 request_timeout_ms: AtomicU64::new(0),
             },
             wake,
-            leadership: leader::Leadership::default(),
+            leadership: leader::Leadership::new()?,
             pool: pool::Counts::default(),
             draining: AtomicBool::new(false),
             heartbeat: AtomicU64::new(0),
