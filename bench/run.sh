@@ -138,9 +138,15 @@ for scenario in $SCENARIOS; do
     conns=${scenario%x*}
     pipeline=${scenario#*x}
     for round in $(seq "$ROUNDS"); do
-        # A loadgen run with errors fails the whole benchmark.
-        load oneshotd "$conns" "$pipeline" >"$tmp/o.txt" || { echo "bench: oneshotd run failed" >&2; exit 1; }
-        load "$BASELINE" "$conns" "$pipeline" >"$tmp/t.txt" || { echo "bench: $BASELINE run failed" >&2; exit 1; }
+        # A loadgen run with errors fails the whole benchmark. Who goes
+        # first alternates, so that a machine slowing down or speeding up
+        # during a round does not always favour the same server.
+        if [ $((round % 2)) = 1 ]; then order="oneshotd $BASELINE"; else order="$BASELINE oneshotd"; fi
+        for kind in $order; do
+            out_file="$tmp/t.txt"
+            [ "$kind" = oneshotd ] && out_file="$tmp/o.txt"
+            load "$kind" "$conns" "$pipeline" >"$out_file" || { echo "bench: $kind run failed" >&2; exit 1; }
+        done
         read -r o_rps o_p50 o_p99 o_p999 o_sys o_cpu o_cs <"$tmp/o.txt"
         read -r t_rps t_p50 t_p99 t_p999 t_sys t_cpu t_cs <"$tmp/t.txt"
         ratio=$(awk -v o="$o_rps" -v t="$t_rps" 'BEGIN { printf "%.2f", o / t }')
