@@ -285,6 +285,11 @@ mod tests {
                 term
             })
         };
+        // Watched only once it waits: the watchdog may expire before that
+        // (a slow machine), and the watcher must then find it waiting.
+        while !leadership.waiting.load(SeqCst) {
+            thread::yield_now();
+        }
         let (led, watcher) = follow_in_thread(&leadership);
         let deadline = Instant::now() + Duration::from_secs(5);
         while leadership.spared.load(SeqCst) == 0 {
