@@ -11,24 +11,24 @@
 //! - one worker, the **leader**, waits on the set, handles the batch it
 //!   gets, and waits again;
 //! - the others are **followers**, asleep. One of them, the **watcher**,
-//!   sleeps on a watchdog timer (a `timerfd`) that the leader winds up
+//!   sleeps on a stall alarm (a `timerfd`) that the leader winds up
 //!   each time it comes back from `epoll_wait`;
 //! - a leader that gets a **full batch** steps down before handling it:
 //!   more events are probably ready than it will reach soon, so it fires
-//!   the watchdog and the watcher leads (and waits on the set) meanwhile.
+//!   the alarm and the watcher leads (and waits on the set) meanwhile.
 //!   The pool thus grows into the load one worker per full batch;
-//! - the watcher **takes over** when the watchdog expires while the leader
+//! - the watcher **takes over** when the alarm expires while the leader
 //!   is neither waiting nor has wound it up since: the leader has been on
 //!   one batch for at least half a [`WATCH_PERIOD`] (a slow request). It
 //!   waits on the set in the leader's place, and the old leader becomes a
 //!   follower when it is done.
 //!
-//! A leader that keeps coming back from `epoll_wait` keeps the watchdog
+//! A leader that keeps coming back from `epoll_wait` keeps the alarm
 //! from expiring, so a busy pool wakes no follower at all, and winding it
 //! up costs at most one system call per half period, not one per batch. (A
 //! watcher that looked every period instead woke a thousand times a second
 //! under load, each time preempting whatever ran on another core.) A leader
-//! that goes idle lets the watchdog expire once per idle spell; the watcher
+//! that goes idle lets the alarm expire once per idle spell; the watcher
 //! finds it waiting in `epoll_wait` and sleeps until it is wound up again.
 //!
 //! The cost of a turn-taking pool is bounded lateness: a request that
@@ -48,11 +48,11 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use tracing::error;
 
-/// The watchdog's period: a leader that has been on one batch for between
+/// The alarm's period: a leader that has been on one batch for between
 /// half of this and all of it is taken over.
 pub(super) const WATCH_PERIOD: Duration = Duration::from_millis(2);
 
-/// Who leads, and the watchdog the watcher sleeps on.
+/// Who leads, and the alarm the watcher sleeps on.
 #[derive(Debug)]
 pub(super) struct Leadership {
     state: Mutex<State>,
@@ -60,10 +60,10 @@ pub(super) struct Leadership {
     followers: Condvar,
     /// Wound up by the leader as it leaves `epoll_wait`, fired at once by
     /// a step-down; the watcher blocks reading it.
-    watchdog: TimerFd,
-    /// When the watchdog is due, in nanoseconds since `epoch`: lets the
+    alarm: TimerFd,
+    /// When the alarm is due, in nanoseconds since `epoch`: lets the
     /// leader skip winding it up while it is still half a period away.
-    watchdog_due: AtomicU64,
+    alarm_due: AtomicU64,
     epoch: Instant,
     /// The leader is in `epoll_wait`.
     waiting: AtomicBool,
@@ -92,12 +92,12 @@ pub(super) struct Term(u64);
 
 impl Leadership {
     pub(super) fn new() -> io::Result<Leadership> {
-        let watchdog = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_CLOEXEC)?;
+        let alarm = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_CLOEXEC)?;
         Ok(Leadership {
             state: Mutex::default(),
             followers: Condvar::new(),
-            watchdog,
-            watchdog_due: AtomicU64::new(0),
+            alarm,
+            alarm_due: AtomicU64::new(0),
             epoch: Instant::now(),
             waiting: AtomicBool::new(false),
             term: AtomicU64::new(0),
@@ -127,14 +127,14 @@ impl Leadership {
         }
     }
 
-    /// Runs the leader's `epoll_wait` (`wait`), winding up the watchdog as
+    /// Runs the leader's `epoll_wait` (`wait`), winding up the alarm as
     /// it returns.
     pub(super) fn wait<T>(&self, wait: impl FnOnce() -> T) -> T {
         self.waiting.store(true, SeqCst);
         let result = wait();
         // Wound up before `waiting` is cleared: a watcher that sees the
-        // leader out of `epoll_wait` also sees the watchdog it set.
-        self.wind_up_watchdog();
+        // leader out of `epoll_wait` also sees the alarm it set.
+        self.wind_up_alarm();
         self.waiting.store(false, SeqCst);
         result
     }
@@ -153,8 +153,8 @@ impl Leadership {
         }
         state.led = false;
         if state.watched {
-            // Fired now, the watchdog wakes the watcher, who finds no leader.
-            self.set_watchdog(Duration::from_nanos(1));
+            // Fired now, the alarm wakes the watcher, who finds no leader.
+            self.set_alarm(Duration::from_nanos(1));
         } else if state.sleeping > 0 {
             self.followers.notify_one();
         }
@@ -169,25 +169,25 @@ impl Leadership {
         Term(self.term.fetch_add(1, SeqCst) + 1)
     }
 
-    /// Sets the watchdog a whole period ahead, unless it is still at least
+    /// Sets the alarm a whole period ahead, unless it is still at least
     /// half a period away.
-    fn wind_up_watchdog(&self) {
+    fn wind_up_alarm(&self) {
         let now = self.nanos_since_epoch();
         let half = WATCH_PERIOD.as_nanos() as u64 / 2;
-        if self.watchdog_due.load(SeqCst) >= now + half {
+        if self.alarm_due.load(SeqCst) >= now + half {
             return;
         }
-        self.set_watchdog(WATCH_PERIOD);
+        self.set_alarm(WATCH_PERIOD);
     }
 
-    fn set_watchdog(&self, after: Duration) {
+    fn set_alarm(&self, after: Duration) {
         let due = self.nanos_since_epoch() + after.as_nanos() as u64;
-        self.watchdog_due.store(due, SeqCst);
+        self.alarm_due.store(due, SeqCst);
         let expiration = Expiration::OneShot(TimeSpec::from_duration(after));
-        if let Err(e) = self.watchdog.set(expiration, TimerSetTimeFlags::empty()) {
+        if let Err(e) = self.alarm.set(expiration, TimerSetTimeFlags::empty()) {
             // Never seen (EINVAL would be a bug here); the watcher then
             // only takes over at a step-down.
-            error!(error = %e, "cannot set the watchdog timer");
+            error!(error = %e, "cannot set the stall alarm");
         }
     }
 
@@ -198,17 +198,17 @@ impl Leadership {
     /// The watcher's loop: returns when it leads.
     fn watch(&self) -> Term {
         loop {
-            if let Err(e) = self.watchdog.wait() {
-                error!(error = %e, "cannot read the watchdog timer");
+            if let Err(e) = self.alarm.wait() {
+                error!(error = %e, "cannot read the stall alarm");
                 thread::sleep(WATCH_PERIOD);
             }
             let mut state = self.lock();
             if state.led {
-                // `waiting` before the watchdog: see `wait`.
+                // `waiting` before the alarm: see `wait`.
                 let waiting = self.waiting.load(SeqCst);
-                if waiting || matches!(self.watchdog.get(), Ok(Some(_))) {
+                if waiting || matches!(self.alarm.get(), Ok(Some(_))) {
                     // Asleep in `epoll_wait`, or back from it since the
-                    // watchdog expired: not stuck.
+                    // alarm expired: not stuck.
                     #[cfg(test)]
                     self.spared.fetch_add(1, SeqCst);
                     continue;
@@ -268,14 +268,14 @@ mod tests {
         let _ = watcher.join().unwrap();
     }
 
-    /// While the leader sleeps in `epoll_wait` the watchdog expires, but
+    /// While the leader sleeps in `epoll_wait` the alarm expires, but
     /// the watcher spares it; once the leader is back from the wait and
     /// stays away, the watcher takes over.
     #[test]
     fn the_watcher_spares_a_leader_asleep_in_epoll_wait() {
         let leadership = Arc::new(Leadership::new().unwrap());
         let term = leadership.follow();
-        // A first batch winds the watchdog up.
+        // A first batch winds the alarm up.
         leadership.wait(|| ());
         let (release, released) = mpsc::channel::<()>();
         let leader = {
@@ -285,7 +285,7 @@ mod tests {
                 term
             })
         };
-        // Watched only once it waits: the watchdog may expire before that
+        // Watched only once it waits: the alarm may expire before that
         // (a slow machine), and the watcher must then find it waiting.
         while !leadership.waiting.load(SeqCst) {
             thread::yield_now();
@@ -293,7 +293,7 @@ mod tests {
         let (led, watcher) = follow_in_thread(&leadership);
         let deadline = Instant::now() + Duration::from_secs(5);
         while leadership.spared.load(SeqCst) == 0 {
-            assert!(Instant::now() < deadline, "the watchdog never expired");
+            assert!(Instant::now() < deadline, "the alarm never expired");
             assert!(
                 led.try_recv().is_err(),
                 "no takeover while the leader waits"
