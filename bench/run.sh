@@ -159,10 +159,12 @@ if [ "$ROUNDS" -gt 1 ]; then
     # Runs on a shared machine differ by tens of percent: the median of
     # the per-round figures is the one to compare.
     printf '\nmedian of %d rounds:\n' "$ROUNDS"
-    printf '%-8s | %6s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' scenario ratio "p99 o" "p99 b" "sys/r o" "sys/r b" "cpu/r o" "cpu/r b" "cs/r o" "cs/r b"
+    printf '%-8s | %6s %11s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' scenario ratio "(range)" "p99 o" "p99 b" "sys/r o" "sys/r b" "cpu/r o" "cpu/r b" "cs/r o" "cs/r b"
     for scenario in $SCENARIOS; do
-        col() { awk -v s="$scenario" -v c="$1" '$1 == s && $c != "n/a" { print $c }' "$tmp/rounds.txt" | median; }
-        printf '%-8s | %6s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' "$scenario" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)" "$(col 7)" "$(col 8)" "$(col 9)" "$(col 10)"
+        values() { awk -v s="$scenario" -v c="$1" '$1 == s && $c != "n/a" { print $c }' "$tmp/rounds.txt"; }
+        col() { values "$1" | median; }
+        range=$(values 2 | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "(%s-%s)", lo, hi }')
+        printf '%-8s | %6s %11s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' "$scenario" "$(col 2)" "$range" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)" "$(col 7)" "$(col 8)" "$(col 9)" "$(col 10)"
     done
 fi
 idle oneshotd >"$tmp/o.txt" || exit 1
