@@ -167,8 +167,6 @@ mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
 
-    const READ: Interest = Interest::READ;
-
     /// Polls once without blocking (a set with nothing ready returns 0).
     fn ready(set: &EventSet) -> Vec<Token> {
         let mut buf = vec![EpollEvent::empty(); 8];
@@ -184,7 +182,7 @@ mod tests {
             slot: 1,
             generation: 9,
         };
-        set.add(&ours, token, READ).unwrap();
+        set.add(&ours, token, Interest::READ).unwrap();
         assert!(ready(&set).is_empty(), "nothing written yet");
 
         theirs.write_all(b"a").unwrap();
@@ -195,7 +193,7 @@ mod tests {
             "disarmed: more data brings no event"
         );
 
-        set.rearm(&ours, token, READ).unwrap();
+        set.rearm(&ours, token, Interest::READ).unwrap();
         assert_eq!(
             ready(&set),
             vec![token],
@@ -203,11 +201,13 @@ mod tests {
         );
 
         set.delete(&ours).unwrap();
-        set.add(&ours, token, READ).unwrap();
+        set.add(&ours, token, Interest::READ).unwrap();
         set.delete(&ours).unwrap();
         assert!(ready(&set).is_empty(), "after delete, nothing");
         assert_eq!(
-            set.rearm(&ours, token, READ).unwrap_err().raw_os_error(),
+            set.rearm(&ours, token, Interest::READ)
+                .unwrap_err()
+                .raw_os_error(),
             Some(libc_enoent()),
             "MOD of a deleted fd is ENOENT"
         );
