@@ -5,6 +5,7 @@
 # every loadgen run verifies every reply byte and a run with errors fails.
 #
 # Settings (environment): WORKERS=2 SECS=5 BYTES=64 ROUNDS=1 IDLE=10000
+#   SYSCALL_SECS=2  (length of the separate run that counts system calls)
 #   SCENARIOS="50x1 50x16 2000x1"  (connections x pipeline)
 #   BASELINE=tokio  (the issue's baseline: tokio_upper, idiomatic tokio)
 #   BASELINE=et     (et_upper: one thread, edge-triggered, no re-arm; the
@@ -18,6 +19,7 @@ SECS=${SECS:-5}
 BYTES=${BYTES:-64}
 ROUNDS=${ROUNDS:-1}
 IDLE=${IDLE:-10000}
+SYSCALL_SECS=${SYSCALL_SECS:-2}
 SCENARIOS=${SCENARIOS:-"50x1 50x16 2000x1"}
 BASELINE=${BASELINE:-tokio}
 case $BASELINE in
@@ -25,7 +27,7 @@ tokio | et) ;;
 *) echo "bench: BASELINE must be tokio or et" >&2; exit 2 ;;
 esac
 if [ -n "${SMOKE:-}" ]; then
-    SECS=1 IDLE=200 SCENARIOS="10x1 10x8"
+    SECS=1 SYSCALL_SECS=1 IDLE=200 SCENARIOS="10x1 10x8"
 fi
 PORT_ONESHOTD=${PORT_ONESHOTD:-17878}
 PORT_BASELINE=${PORT_BASELINE:-17879}
@@ -52,6 +54,25 @@ EOF
 
 have_perf=
 if perf stat -e raw_syscalls:sys_enter -x, -o /dev/null -- true 2>/dev/null; then have_perf=1; fi
+# System calls by kind, for the breakdown table. Counting a syscall
+# tracepoint puts every thread on the machine (the load generator too) on
+# the kernel's slower traced syscall path, ~0.13 us per call here
+# (`perf bench syscall basic`: 0.17 -> 0.31 us), which would charge the
+# server that makes more calls; so they are counted in a separate, shorter
+# run, and the timed run counts only CPU time and context switches.
+declare -A syscall_kind=(
+    [recvfrom]=read [read]=read [readv]=read [recvmsg]=read
+    [sendto]=write [write]=write [writev]=write [sendmsg]=write
+    [epoll_ctl]=ctl [epoll_wait]=wait [epoll_pwait]=wait [epoll_pwait2]=wait
+)
+syscall_events=raw_syscalls:sys_enter
+if [ -n "$have_perf" ]; then
+    for name in "${!syscall_kind[@]}"; do
+        if perf stat -e "syscalls:sys_enter_$name" -x, -o /dev/null -- true 2>/dev/null; then
+            syscall_events+=",syscalls:sys_enter_$name"
+        fi
+    done
+fi
 
 # start_server oneshotd|tokio|et -> sets $server (pid) and $port
 start_server() {
@@ -84,30 +105,44 @@ stop_server() {
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 # load kind conns pipeline -> prints
-#   "req_per_s p50 p99 p999 syscalls_per_reply cpu_us_per_reply switches_per_reply"
-# (the last three "n/a" without perf; all the server's threads together).
+#   "req_per_s p50 p99 p999 cpu_us_per_reply switches_per_reply
+#    syscalls_per_reply read write ctl wait other"
+# (all the server's threads together; per-reply figures "n/a" without
+# perf; syscalls from a second run of SYSCALL_SECS against the same server,
+# by kind: read/recv*, write/send*, epoll_ctl, epoll_wait/pwait, other).
 load() {
     local kind=$1 conns=$2 pipeline=$3 out total
     start_server "$kind"
-    local cmd=("$BIN/loadgen" --addr "127.0.0.1:$port" --conns "$conns" --pipeline "$pipeline" --bytes "$BYTES" --secs "$SECS")
-    if [ -n "$have_perf" ]; then
-        out=$(perf stat -e raw_syscalls:sys_enter,task-clock,context-switches -x, -o "$tmp/perf.txt" -p "$server" -- "${cmd[@]}") || { stop_server; return 1; }
-    else
-        out=$("${cmd[@]}") || { stop_server; return 1; }
+    local cmd=("$BIN/loadgen" --addr "127.0.0.1:$port" --conns "$conns" --pipeline "$pipeline" --bytes "$BYTES")
+    if [ -z "$have_perf" ]; then
+        out=$("${cmd[@]}" --secs "$SECS") || { stop_server; return 1; }
+        stop_server
+        echo "$(field req_per_s "$out") $(field p50_us "$out") $(field p99_us "$out") $(field p999_us "$out") n/a n/a n/a n/a n/a n/a n/a n/a"
+        return 0
     fi
-    stop_server
+    out=$(perf stat -e task-clock,context-switches -x, -o "$tmp/perf.txt" -p "$server" -- "${cmd[@]}" --secs "$SECS") || { stop_server; return 1; }
     total=$(field total "$out")
-    local per_reply="n/a n/a n/a"
-    if [ -n "$have_perf" ]; then
-        # task-clock is in milliseconds.
-        per_reply=$(awk -F, -v t="$total" '/raw_syscalls/ {s = $1} /task-clock/ {c = $1} /context-switches/ {w = $1}
-            END { printf "%.2f %.2f %.3f", s / t, c * 1000 / t, w / t }' "$tmp/perf.txt")
-    fi
-    echo "$(field req_per_s "$out") $(field p50_us "$out") $(field p99_us "$out") $(field p999_us "$out") $per_reply"
+    # task-clock is in milliseconds.
+    local cpu
+    cpu=$(awk -F, -v t="$total" '/task-clock/ {c = $1} /context-switches/ {w = $1}
+        END { printf "%.2f %.3f", c * 1000 / t, w / t }' "$tmp/perf.txt")
+    local counted
+    counted=$(perf stat -e "$syscall_events" -x, -o "$tmp/syscalls.txt" -p "$server" -- "${cmd[@]}" --secs "$SYSCALL_SECS") || { stop_server; return 1; }
+    stop_server
+    local kinds=""
+    for name in "${!syscall_kind[@]}"; do kinds+="$name=${syscall_kind[$name]} "; done
+    local syscalls
+    syscalls=$(awk -F, -v t="$(field total "$counted")" -v kinds="$kinds" '
+        BEGIN { n = split(kinds, pairs, " "); for (i = 1; i <= n; i++) { split(pairs[i], kv, "="); kind[kv[1]] = kv[2] } }
+        $3 == "raw_syscalls:sys_enter" { all = $1; next }
+        $3 ~ /^syscalls:sys_enter_/ { name = substr($3, 20); by[kind[name]] += $1 }
+        END { printf "%.3f %.3f %.3f %.3f %.3f %.3f", all / t, by["read"] / t, by["write"] / t, by["ctl"] / t, by["wait"] / t,
+              (all - by["read"] - by["write"] - by["ctl"] - by["wait"]) / t }' "$tmp/syscalls.txt")
+    echo "$(field req_per_s "$out") $(field p50_us "$out") $(field p99_us "$out") $(field p999_us "$out") $cpu $syscalls"
 }
 
 # median of the numbers on stdin (n/a if none)
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.10g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
@@ -147,24 +182,43 @@ for scenario in $SCENARIOS; do
             [ "$kind" = oneshotd ] && out_file="$tmp/o.txt"
             load "$kind" "$conns" "$pipeline" >"$out_file" || { echo "bench: $kind run failed" >&2; exit 1; }
         done
-        read -r o_rps o_p50 o_p99 o_p999 o_sys o_cpu o_cs <"$tmp/o.txt"
-        read -r t_rps t_p50 t_p99 t_p999 t_sys t_cpu t_cs <"$tmp/t.txt"
+        read -r o_rps o_p50 o_p99 o_p999 o_cpu o_cs o_sys o_by <"$tmp/o.txt"
+        read -r t_rps t_p50 t_p99 t_p999 t_cpu t_cs t_sys t_by <"$tmp/t.txt"
         ratio=$(awk -v o="$o_rps" -v t="$t_rps" 'BEGIN { printf "%.2f", o / t }')
         printf '%-8s %5s | %12s %12s %6s | %9s %9s | %9s %9s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' \
             "$scenario" "$round" "$o_rps" "$t_rps" "$ratio" "$o_p50" "$t_p50" "$o_p99" "$t_p99" "$o_p999" "$t_p999" "$o_sys" "$t_sys" "$o_cpu" "$t_cpu" "$o_cs" "$t_cs"
-        echo "$scenario $ratio $o_p99 $t_p99 $o_sys $t_sys $o_cpu $t_cpu $o_cs $t_cs" >>"$tmp/rounds.txt"
+        echo "$scenario $ratio $o_p99 $t_p99 $o_sys $t_sys $o_cpu $t_cpu $o_cs $t_cs $o_by $t_by" >>"$tmp/rounds.txt"
     done
 done
+# The per-round figures of a scenario in column $2 of rounds.txt, and their median.
+values() { awk -v s="$1" -v c="$2" '$1 == s && $c != "n/a" { print $c }' "$tmp/rounds.txt"; }
+col() { values "$1" "$2" | median; }
 if [ "$ROUNDS" -gt 1 ]; then
     # Runs on a shared machine differ by tens of percent: the median of
     # the per-round figures is the one to compare.
     printf '\nmedian of %d rounds:\n' "$ROUNDS"
     printf '%-8s | %6s %11s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' scenario ratio "(range)" "p99 o" "p99 b" "sys/r o" "sys/r b" "cpu/r o" "cpu/r b" "cs/r o" "cs/r b"
     for scenario in $SCENARIOS; do
-        values() { awk -v s="$scenario" -v c="$1" '$1 == s && $c != "n/a" { print $c }' "$tmp/rounds.txt"; }
-        col() { values "$1" | median; }
-        range=$(values 2 | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "(%s-%s)", lo, hi }')
-        printf '%-8s | %6s %11s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' "$scenario" "$(col 2)" "$range" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)" "$(col 7)" "$(col 8)" "$(col 9)" "$(col 10)"
+        range=$(values "$scenario" 2 | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "(%s-%s)", lo, hi }')
+        printf '%-8s | %6s %11s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' "$scenario" "$(col "$scenario" 2)" "$range" \
+            "$(col "$scenario" 3)" "$(col "$scenario" 4)" "$(col "$scenario" 5)" "$(col "$scenario" 6)" \
+            "$(col "$scenario" 7)" "$(col "$scenario" 8)" "$(col "$scenario" 9)" "$(col "$scenario" 10)"
+    done
+fi
+if [ -n "$have_perf" ]; then
+    # Where the calls go: the design floor of a oneshot server is one read,
+    # one write and one epoll_ctl(MOD) per event, plus epoll_wait shared by
+    # the events it returns.
+    printf '\nsystem calls per reply by kind (server process, %s s runs%s):\n' "$SYSCALL_SECS" "$([ "$ROUNDS" -gt 1 ] && echo ", median of $ROUNDS rounds")"
+    printf '%-8s %-8s | %6s | %6s %6s %6s %6s %6s\n' scenario server total read write ctl wait other
+    for scenario in $SCENARIOS; do
+        for server_kind in oneshotd "$BASELINE"; do
+            first=11 sys_col=5
+            [ "$server_kind" = oneshotd ] || first=16 sys_col=6
+            printf '%-8s %-8s | %6.3f |' "$scenario" "$server_kind" "$(col "$scenario" $sys_col)"
+            for c in $(seq $first $((first + 4))); do printf ' %6.3f' "$(col "$scenario" "$c")"; done
+            printf '\n'
+        done
     done
 fi
 idle oneshotd >"$tmp/o.txt" || exit 1
