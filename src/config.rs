@@ -40,6 +40,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Longest a drain waits for busy connections.
     pub drain_timeout: Duration,
+    /// How long a worker that runs out of events polls for more before it
+    /// sleeps (zero: it sleeps at once).
+    pub spin_before_sleep: Duration,
     /// The log filter.
     pub log_level: LogLevel,
 }
@@ -102,6 +105,7 @@ struct RawConfig {
     idle_timeout_ms: Option<i64>,
     request_timeout_ms: Option<i64>,
     drain_timeout_ms: Option<i64>,
+    spin_before_sleep_us: Option<i64>,
     log_level: Option<LogLevel>,
 }
 
@@ -245,6 +249,13 @@ impl Config {
             0,
             3_600_000,
         )?;
+        let spin = ranged(
+            "spin_before_sleep_us",
+            raw.spin_before_sleep_us,
+            10,
+            0,
+            1_000,
+        )?;
 
         let listen_line = || key_line(text, "listen");
         let entries = raw
@@ -280,6 +291,7 @@ impl Config {
             idle_timeout: ms(idle),
             request_timeout: ms(request),
             drain_timeout: ms(drain),
+            spin_before_sleep: Duration::from_micros(spin as u64),
             log_level: raw.log_level.unwrap_or(LogLevel::Info),
         })
     }
@@ -367,6 +379,7 @@ mod tests {
         assert_eq!(config.idle_timeout, Duration::from_secs(300));
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.drain_timeout, Duration::from_secs(10));
+        assert_eq!(config.spin_before_sleep, Duration::from_micros(10));
         assert_eq!(config.log_level, LogLevel::Info);
         assert!(config.workers >= 1);
     }
@@ -376,7 +389,7 @@ mod tests {
         let config = parse(
             "workers = 3\nlisten = [\"[::1]:9000\", \"/run/x.sock\"]\nmax_connections = 5\n\
              max_line_bytes = 10\nidle_timeout_ms = 100\nrequest_timeout_ms = 200\n\
-             drain_timeout_ms = 0\nlog_level = \"debug\"\n",
+             drain_timeout_ms = 0\nspin_before_sleep_us = 0\nlog_level = \"debug\"\n",
         )
         .unwrap();
         assert_eq!(config.workers, 3);
@@ -392,6 +405,7 @@ mod tests {
         assert_eq!(config.idle_timeout, Duration::from_millis(100));
         assert_eq!(config.request_timeout, Duration::from_millis(200));
         assert_eq!(config.drain_timeout, Duration::ZERO);
+        assert_eq!(config.spin_before_sleep, Duration::ZERO);
         assert_eq!(config.log_level, LogLevel::Debug);
     }
 
@@ -405,6 +419,7 @@ mod tests {
             ("idle_timeout_ms", 10, 86_400_000),
             ("request_timeout_ms", 10, 86_400_000),
             ("drain_timeout_ms", 0, 3_600_000),
+            ("spin_before_sleep_us", 0, 1_000),
         ];
         for &(key, min, max) in table {
             assert!(parse(&format!("{key} = {min}")).is_ok(), "{key} = {min}");

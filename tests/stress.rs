@@ -190,3 +190,31 @@ fn replies_never_reach_the_wrong_client_while_fds_are_reused() {
     }
     daemon.wait_fds_back_to(baseline, SOON);
 }
+
+/// Spinning before sleeping (`spin_before_sleep_us`) must stop paying out
+/// when events stop coming quickly: a client that sends a request every
+/// few milliseconds must not keep a worker polling between them. With the
+/// longest spin allowed (1 ms), a worker that spun before every sleep
+/// would burn 1 ms per request here, 250 ms in all.
+#[test]
+fn a_slow_trickle_of_requests_does_not_keep_a_worker_spinning() {
+    let daemon = Daemon::builder("spin")
+        .config("workers = 2\nspin_before_sleep_us = 1000")
+        .spawn();
+    let mut client = connect(daemon.addr());
+    assert_eq!(roundtrip(&mut client, "warm up\n"), "WARM UP\n");
+    let before = daemon.cpu_time();
+    for i in 0..250 {
+        assert_eq!(
+            roundtrip(&mut client, &format!("r{i}\n")),
+            format!("R{i}\n")
+        );
+        std::thread::sleep(Duration::from_millis(4));
+    }
+    let cpu = daemon.cpu_time() - before;
+    eprintln!("250 requests 4 ms apart: {cpu:?} CPU");
+    assert!(
+        cpu < Duration::from_millis(125),
+        "workers keep spinning between requests: {cpu:?} CPU"
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -131,32 +132,69 @@ impl EventSet {
         Ok(self.epoll.delete(fd)?)
     }
 
-    /// Waits for events, without timeout. Retries `EINTR`, so a signal
-    /// delivered to this thread is never mistaken for an event or an error.
+    /// Waits for events, without timeout: first polls without sleeping
+    /// for up to `spin` (see `spin.rs`), then sleeps until one arrives.
+    /// Retries `EINTR`, so a signal delivered to this thread is never
+    /// mistaken for an event or an error.
     pub(crate) fn wait<'a>(
         &self,
         buffer: &'a mut EventBuffer,
+        spin: Duration,
     ) -> io::Result<impl ExactSizeIterator<Item = Event> + 'a> {
-        let n = loop {
-            match self.epoll.wait(&mut buffer.0, EpollTimeout::NONE) {
-                Ok(n) => break n,
+        let n = match self.poll_for(&mut buffer.0, spin)? {
+            0 => self.epoll_wait(&mut buffer.0, EpollTimeout::NONE)?,
+            n => n,
+        };
+        Ok(buffer.0[..n].iter().map(decode))
+    }
+
+    /// Polls (`epoll_wait` with a zero timeout) until events arrive or
+    /// `spin` has passed; 0 if none came. Zero `spin`: no poll at all.
+    fn poll_for(&self, events: &mut [EpollEvent], spin: Duration) -> io::Result<usize> {
+        if spin.is_zero() {
+            return Ok(0);
+        }
+        let started = Instant::now();
+        loop {
+            let n = self.epoll_wait(events, EpollTimeout::ZERO)?;
+            let spun = started.elapsed();
+            if n > 0 || spun >= spin {
+                return Ok(n);
+            }
+            // Each poll is a system call, dearer than looking at the clock:
+            // poll every POLL_INTERVAL rather than back to back.
+            let next_poll = (spun + POLL_INTERVAL).min(spin);
+            while started.elapsed() < next_poll {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    fn epoll_wait(&self, events: &mut [EpollEvent], timeout: EpollTimeout) -> io::Result<usize> {
+        loop {
+            match self.epoll.wait(events, timeout) {
+                Ok(n) => return Ok(n),
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
-        };
-        Ok(buffer.0[..n].iter().map(|event| {
-            let f = event.events();
-            Event {
-                token: Token::from_u64(event.data()),
-                readiness: Readiness {
-                    readable: f.contains(EpollFlags::EPOLLIN),
-                    writable: f.contains(EpollFlags::EPOLLOUT),
-                    read_closed: f.contains(EpollFlags::EPOLLRDHUP),
-                    hangup: f.contains(EpollFlags::EPOLLHUP),
-                    error: f.contains(EpollFlags::EPOLLERR),
-                },
-            }
-        }))
+        }
+    }
+}
+
+/// How often a spinning wait polls the epoll set.
+const POLL_INTERVAL: Duration = Duration::from_micros(2);
+
+fn decode(event: &EpollEvent) -> Event {
+    let f = event.events();
+    Event {
+        token: Token::from_u64(event.data()),
+        readiness: Readiness {
+            readable: f.contains(EpollFlags::EPOLLIN),
+            writable: f.contains(EpollFlags::EPOLLOUT),
+            read_closed: f.contains(EpollFlags::EPOLLRDHUP),
+            hangup: f.contains(EpollFlags::EPOLLHUP),
+            error: f.contains(EpollFlags::EPOLLERR),
+        },
     }
 }
 
@@ -164,7 +202,7 @@ impl EventSet {
 mod tests {
     //! Pins the kernel semantics the dispatcher relies on, on a socketpair.
     use super::*;
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
 
     /// Polls once without blocking (a set with nothing ready returns 0).
@@ -211,6 +249,61 @@ mod tests {
             Some(libc_enoent()),
             "MOD of a deleted fd is ENOENT"
         );
+    }
+
+    #[test]
+    fn a_spinning_wait_returns_what_arrives_while_it_polls() {
+        let set = EventSet::new().unwrap();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let token = Token::Connection {
+            slot: 2,
+            generation: 1,
+        };
+        set.add(&ours, token, Interest::READ).unwrap();
+        let mut buffer = EventBuffer::new(4);
+        // Ready before the wait: the first poll finds it.
+        theirs.write_all(b"a").unwrap();
+        let tokens: Vec<Token> = set
+            .wait(&mut buffer, Duration::from_secs(10))
+            .unwrap()
+            .map(|e| e.token)
+            .collect();
+        assert_eq!(tokens, vec![token]);
+
+        // Ready a little later, well within the spin: a later poll finds it.
+        let mut byte = [0u8; 1];
+        (&ours).read_exact(&mut byte).unwrap();
+        set.rearm(&ours, token, Interest::READ).unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            theirs.write_all(b"b").unwrap();
+            theirs
+        });
+        let started = Instant::now();
+        let tokens: Vec<Token> = set
+            .wait(&mut buffer, Duration::from_secs(10))
+            .unwrap()
+            .map(|e| e.token)
+            .collect();
+        assert_eq!(tokens, vec![token]);
+        assert!(started.elapsed() < Duration::from_secs(10), "spun it out");
+        let mut theirs = writer.join().unwrap();
+
+        // Not ready within the spin: the wait goes to sleep, and still
+        // wakes for the event.
+        (&ours).read_exact(&mut byte).unwrap();
+        set.rearm(&ours, token, Interest::READ).unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            theirs.write_all(b"c").unwrap();
+        });
+        let tokens: Vec<Token> = set
+            .wait(&mut buffer, Duration::from_micros(100))
+            .unwrap()
+            .map(|e| e.token)
+            .collect();
+        assert_eq!(tokens, vec![token]);
+        writer.join().unwrap();
     }
 
     fn libc_enoent() -> i32 {
