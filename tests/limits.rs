@@ -7,13 +7,6 @@ use std::time::Duration;
 
 use crate::util::*;
 
-/// CPU the daemon burns over `window` while `clients` are being refused.
-fn cpu_over(daemon: &Daemon, window: Duration) -> Duration {
-    let before = daemon.cpu_time();
-    std::thread::sleep(window);
-    daemon.cpu_time() - before
-}
-
 /// A connection that gets closed without a reply.
 fn expect_refused(stream: &TcpStream) {
     let mut probe = stream.try_clone().unwrap();
@@ -42,7 +35,7 @@ fn max_connections_closes_the_excess_at_once_without_spinning() {
     for client in &refused {
         expect_refused(client);
     }
-    let cpu = cpu_over(&daemon, Duration::from_secs(2));
+    let cpu = daemon.cpu_during(|| std::thread::sleep(Duration::from_secs(2)));
     eprintln!("max_connections: {cpu:?} CPU over 2 s while full");
     assert!(cpu < Duration::from_millis(200), "{cpu:?}");
     assert!(daemon.stderr().contains("connection limit reached"));
@@ -91,7 +84,7 @@ fn out_of_descriptors_refuses_without_spinning_and_recovers() {
     }
     eprintln!("RLIMIT_NOFILE 64: {} of 100 clients served", served.len());
     assert!(served.len() >= 40 && served.len() < 64, "{}", served.len());
-    let cpu = cpu_over(&daemon, Duration::from_secs(2));
+    let cpu = daemon.cpu_during(|| std::thread::sleep(Duration::from_secs(2)));
     eprintln!("out of fds: {cpu:?} CPU over 2 s");
     assert!(cpu < Duration::from_millis(200), "{cpu:?}");
     assert!(

@@ -251,6 +251,11 @@ mod tests {
         );
     }
 
+    /// [`EventSet::wait`], spinning for up to `spin`.
+    fn wait(set: &EventSet, buffer: &mut EventBuffer, spin: Duration) -> Vec<Token> {
+        set.wait(buffer, spin).unwrap().map(|e| e.token).collect()
+    }
+
     #[test]
     fn a_spinning_wait_returns_what_arrives_while_it_polls() {
         let set = EventSet::new().unwrap();
@@ -263,12 +268,10 @@ mod tests {
         let mut buffer = EventBuffer::new(4);
         // Ready before the wait: the first poll finds it.
         theirs.write_all(b"a").unwrap();
-        let tokens: Vec<Token> = set
-            .wait(&mut buffer, Duration::from_secs(10))
-            .unwrap()
-            .map(|e| e.token)
-            .collect();
-        assert_eq!(tokens, vec![token]);
+        assert_eq!(
+            wait(&set, &mut buffer, Duration::from_secs(10)),
+            vec![token]
+        );
 
         // Ready a little later, well within the spin: a later poll finds it.
         let mut byte = [0u8; 1];
@@ -280,12 +283,10 @@ mod tests {
             theirs
         });
         let started = Instant::now();
-        let tokens: Vec<Token> = set
-            .wait(&mut buffer, Duration::from_secs(10))
-            .unwrap()
-            .map(|e| e.token)
-            .collect();
-        assert_eq!(tokens, vec![token]);
+        assert_eq!(
+            wait(&set, &mut buffer, Duration::from_secs(10)),
+            vec![token]
+        );
         assert!(started.elapsed() < Duration::from_secs(10), "spun it out");
         let mut theirs = writer.join().unwrap();
 
@@ -297,12 +298,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             theirs.write_all(b"c").unwrap();
         });
-        let tokens: Vec<Token> = set
-            .wait(&mut buffer, Duration::from_micros(100))
-            .unwrap()
-            .map(|e| e.token)
-            .collect();
-        assert_eq!(tokens, vec![token]);
+        assert_eq!(
+            wait(&set, &mut buffer, Duration::from_micros(100)),
+            vec![token]
+        );
         writer.join().unwrap();
     }
 

@@ -494,7 +494,7 @@ impl Daemon {
     }
 
     /// CPU time (user + system) the daemon has used so far.
-    pub fn cpu_time(&self) -> Duration {
+    fn cpu_time(&self) -> Duration {
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
         // Fields after the parenthesised command name; utime and stime are
         // the 14th and 15th fields of the whole line, in clock ticks.
@@ -503,6 +503,14 @@ impl Daemon {
         let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
         // USER_HZ, which /proc reports in, is 100 on every Linux ABI.
         Duration::from_millis(ticks * 10)
+    }
+
+    /// CPU time the daemon uses while `activity` runs (a sleep, to see
+    /// whether it spins while nothing should happen, or a load).
+    pub fn cpu_during(&self, activity: impl FnOnce()) -> Duration {
+        let before = self.cpu_time();
+        activity();
+        self.cpu_time() - before
     }
 
     pub fn threads(&self) -> u64 {
