@@ -65,11 +65,14 @@ declare -A syscall_kind=(
     [sendto]=write [write]=write [writev]=write [sendmsg]=write
     [epoll_ctl]=ctl [epoll_wait]=wait [epoll_pwait]=wait [epoll_pwait2]=wait
 )
+# The events to count, and "name=kind ..." for the awk that sorts them.
 syscall_events=raw_syscalls:sys_enter
+syscall_kinds=
 if [ -n "$have_perf" ]; then
     for name in "${!syscall_kind[@]}"; do
         if perf stat -e "syscalls:sys_enter_$name" -x, -o /dev/null -- true 2>/dev/null; then
             syscall_events+=",syscalls:sys_enter_$name"
+            syscall_kinds+="$name=${syscall_kind[$name]} "
         fi
     done
 fi
@@ -129,10 +132,8 @@ load() {
     local counted
     counted=$(perf stat -e "$syscall_events" -x, -o "$tmp/syscalls.txt" -p "$server" -- "${cmd[@]}" --secs "$SYSCALL_SECS") || { stop_server; return 1; }
     stop_server
-    local kinds=""
-    for name in "${!syscall_kind[@]}"; do kinds+="$name=${syscall_kind[$name]} "; done
     local syscalls
-    syscalls=$(awk -F, -v t="$(field total "$counted")" -v kinds="$kinds" '
+    syscalls=$(awk -F, -v t="$(field total "$counted")" -v kinds="$syscall_kinds" '
         BEGIN { n = split(kinds, pairs, " "); for (i = 1; i <= n; i++) { split(pairs[i], kv, "="); kind[kv[1]] = kv[2] } }
         $3 == "raw_syscalls:sys_enter" { all = $1; next }
         $3 ~ /^syscalls:sys_enter_/ { name = substr($3, 20); by[kind[name]] += $1 }
