@@ -68,6 +68,7 @@ pub mod listeners;
 pub mod logging;
 pub mod notify;
 pub mod service;
+mod step;
 #[allow(unsafe_code)]
 mod sys;
 pub mod upper;

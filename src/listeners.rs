@@ -19,7 +19,25 @@ pub enum Listener {
     /// TCP over IPv4 or IPv6.
     Tcp(TcpListener),
     /// A Unix stream socket.
-    Unix(UnixListener),
+    Unix {
+        /// The socket.
+        listener: UnixListener,
+        /// The socket file, if we bound it: removed when the listener is
+        /// dropped. Sockets from systemd have none (their files are
+        /// systemd's).
+        file: Option<SocketFile>,
+    },
+}
+
+/// The file of a Unix socket we bound; removing it is part of closing the
+/// socket, so a later start does not find a stale file.
+#[derive(Debug)]
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Who is on the other end of an accepted connection (for logs).
@@ -51,8 +69,8 @@ impl Listener {
                 stream.set_nodelay(true)?;
                 Ok((stream.into(), Peer::Tcp(peer)))
             }
-            Listener::Unix(l) => {
-                let (stream, _) = l.accept()?;
+            Listener::Unix { listener, .. } => {
+                let (stream, _) = listener.accept()?;
                 stream.set_nonblocking(true)?;
                 Ok((stream.into(), Peer::Unix))
             }
@@ -62,7 +80,7 @@ impl Listener {
     fn set_nonblocking(&self) -> io::Result<()> {
         match self {
             Listener::Tcp(l) => l.set_nonblocking(true),
-            Listener::Unix(l) => l.set_nonblocking(true),
+            Listener::Unix { listener, .. } => listener.set_nonblocking(true),
         }
     }
 
@@ -72,7 +90,7 @@ impl Listener {
             Listener::Tcp(l) => l
                 .local_addr()
                 .map_or_else(|e| format!("tcp (unknown address: {e})"), |a| a.to_string()),
-            Listener::Unix(l) => l
+            Listener::Unix { listener, .. } => listener
                 .local_addr()
                 .ok()
                 .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
@@ -84,7 +102,7 @@ impl Listener {
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         match self {
             Listener::Tcp(l) => l.local_addr().ok(),
-            Listener::Unix(_) => None,
+            Listener::Unix { .. } => None,
         }
     }
 }
@@ -93,18 +111,9 @@ impl AsFd for Listener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
             Listener::Tcp(l) => l.as_fd(),
-            Listener::Unix(l) => l.as_fd(),
+            Listener::Unix { listener, .. } => listener.as_fd(),
         }
     }
-}
-
-/// Where the listening sockets came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// Handed in by systemd (or `systemd-socket-activate`).
-    Activated,
-    /// Bound by us from `listen`.
-    Bound,
 }
 
 /// Takes the sockets passed by socket activation, if `LISTEN_FDS` is set.
@@ -122,7 +131,10 @@ pub fn from_systemd() -> io::Result<Option<Vec<Listener>>> {
         let listener = match fds.take_tcp_listener(index) {
             Ok(Some(tcp)) => Listener::Tcp(tcp),
             _ => match fds.take_unix_listener(index)? {
-                Some(unix) => Listener::Unix(unix),
+                Some(listener) => Listener::Unix {
+                    listener,
+                    file: None,
+                },
                 None => continue,
             },
         };
@@ -140,7 +152,10 @@ pub fn bind(addrs: &[ListenAddr]) -> io::Result<Vec<Listener>> {
         .map(|addr| {
             let listener = match addr {
                 ListenAddr::Tcp(sa) => TcpListener::bind(sa).map(Listener::Tcp),
-                ListenAddr::Unix(path) => bind_unix(path).map(Listener::Unix),
+                ListenAddr::Unix(path) => bind_unix(path).map(|listener| Listener::Unix {
+                    listener,
+                    file: Some(SocketFile(path.clone())),
+                }),
             }
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             listener.set_nonblocking()?;
@@ -176,29 +191,15 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Socket activation if present, else the configured addresses.
-pub fn open(
-    activated: Option<Vec<Listener>>,
-    addrs: &[ListenAddr],
-) -> io::Result<(Vec<Listener>, Origin)> {
+pub fn open(activated: Option<Vec<Listener>>, addrs: &[ListenAddr]) -> io::Result<Vec<Listener>> {
     match activated {
         Some(listeners) => {
             info!(
                 count = listeners.len(),
                 "using sockets from socket activation; `listen` is ignored"
             );
-            Ok((listeners, Origin::Activated))
+            Ok(listeners)
         }
-        None => Ok((bind(addrs)?, Origin::Bound)),
+        None => bind(addrs),
     }
-}
-
-/// The Unix socket paths we bound, to remove when we stop.
-pub fn bound_unix_paths(addrs: &[ListenAddr]) -> Vec<PathBuf> {
-    addrs
-        .iter()
-        .filter_map(|a| match a {
-            ListenAddr::Unix(p) => Some(p.clone()),
-            ListenAddr::Tcp(_) => None,
-        })
-        .collect()
 }

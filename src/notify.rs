@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
-use crate::dispatcher::Status;
-
 /// Sends notifications if `NOTIFY_SOCKET` was set at start.
 #[derive(Debug)]
 pub struct Notifier {
@@ -112,12 +110,4 @@ impl Notifier {
     pub fn watchdog(&self) {
         self.send(&[NotifyState::Watchdog], Delivery::BestEffort);
     }
-}
-
-/// The STATUS line: a word for the state, then the figures.
-pub fn status_line(state: &str, status: Status) -> String {
-    format!(
-        "{state}: workers={} connections={}",
-        status.workers, status.connections
-    )
 }

@@ -1,5 +1,7 @@
-//! The one epoll set, over `nix`. The only file that knows `EPOLL*` flags;
-//! the rest of the crate speaks [`Interest`] and [`Readiness`].
+//! The one epoll set, over `nix`. The only file that knows `EPOLL*` flags:
+//! it translates the dispatcher's [`Interest`] into them and them into the
+//! connection's [`Readiness`] (see `step.rs`); the rest of the crate never
+//! sees a flag.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -9,53 +11,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::token::Token;
-
-/// What a connection wants to be woken for when re-armed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Interest {
-    /// Input is wanted (not throttled, not half-closed by the peer).
-    pub read: bool,
-    /// Output is pending.
-    pub write: bool,
-}
-
-impl Interest {
-    /// Input only: listeners, the wake-up eventfd, a fresh or lingering
-    /// connection.
-    pub(crate) const READ: Interest = Interest {
-        read: true,
-        write: false,
-    };
-}
-
-/// What an event reported, decoded from the epoll flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Readiness {
-    /// `EPOLLIN`: bytes (or EOF) can be read.
-    pub readable: bool,
-    /// `EPOLLOUT`: the send buffer has room.
-    pub writable: bool,
-    /// `EPOLLRDHUP`: the peer shut down its writing side (a FIN arrived);
-    /// bytes before it may still be queued for reading.
-    pub read_closed: bool,
-    /// `EPOLLHUP`: both directions are shut (or the peer reset): nothing
-    /// more can be written.
-    pub hangup: bool,
-    /// `EPOLLERR`: a socket error is pending (reading it returns the error).
-    pub error: bool,
-}
-
-impl Readiness {
-    /// What a step taken without an event assumes (a drain visiting every
-    /// connection): try to read and to write; errors show up as such.
-    pub(crate) const ASSUMED: Readiness = Readiness {
-        readable: true,
-        writable: true,
-        read_closed: false,
-        hangup: false,
-        error: false,
-    };
-}
+use crate::step::{Interest, Readiness};
 
 /// A ready event: which descriptor, and what it reported.
 #[derive(Debug, Clone, Copy)]
@@ -188,10 +144,9 @@ fn decode(event: &EpollEvent) -> Event {
     let f = event.events();
     Event {
         token: Token::from_u64(event.data()),
+        // EPOLLIN, EPOLLOUT and EPOLLRDHUP are not passed on: a step reads
+        // and writes whatever they say (see `Readiness`).
         readiness: Readiness {
-            readable: f.contains(EpollFlags::EPOLLIN),
-            writable: f.contains(EpollFlags::EPOLLOUT),
-            read_closed: f.contains(EpollFlags::EPOLLRDHUP),
             hangup: f.contains(EpollFlags::EPOLLHUP),
             error: f.contains(EpollFlags::EPOLLERR),
         },

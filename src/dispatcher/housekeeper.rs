@@ -3,19 +3,20 @@
 //!
 //! Every tick it visits the connections no worker is holding (a held one is
 //! busy, hence not idle) and lets each check its idle, request and linger
-//! deadlines. It holds the slot lock while it does, which is what makes
+//! deadlines, through the same panic-guarded step as the workers
+//! (`drive.rs`). It holds the slot lock while it does, which is what makes
 //! acting on an armed connection safe: a worker woken for that connection
 //! meanwhile waits for the lock, then finds either the same connection (and
 //! handles its event) or a new generation (and drops the event).
 
 use std::io;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::Shared;
+use super::{drain, Shared};
 use crate::connection::{Scratch, LINGER};
+use crate::step::Stimulus;
 
 /// Tells the housekeeper to stop, and waits for it.
 #[derive(Debug)]
@@ -55,11 +56,10 @@ fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
     let mut scratch = Scratch::new();
     let (stopped, wake) = stop;
     loop {
-        let limits = shared.limits();
+        let limits = shared.limits.connection();
         let draining = shared.draining();
-        // A drain is short and waits on deadlines (grace, linger): look often.
         let tick = if draining {
-            Duration::from_millis(10)
+            drain::TICK
         } else {
             (limits.idle_timeout.min(limits.request_timeout).min(LINGER) / 8)
                 .clamp(Duration::from_millis(5), Duration::from_millis(250))
@@ -75,20 +75,11 @@ fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
         }
         drop(guard);
 
-        shared.for_each_connection(false, |slot, state| {
-            let mut cx = shared.context(&mut scratch);
-            let connection = state.connection.as_mut().expect("visited slots are full");
-            if let Some(next) = connection.on_tick(&mut cx) {
-                shared.apply(slot, state, next);
-            }
+        shared.table.for_each(false, |held| {
+            shared.drive(held, Stimulus::Tick, &mut scratch)
         });
-
         if !shared.draining() {
-            for (index, listener) in shared.listeners.iter().enumerate() {
-                if listener.paused.swap(false, Ordering::AcqRel) {
-                    shared.rearm_listener(index);
-                }
-            }
+            shared.resume_paused_listeners();
         }
     }
 }

@@ -5,11 +5,16 @@
 //! slot's address is stable and the table never needs a global lock to be
 //! read; only allocating and freeing slot indices takes the free-list lock.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 use crate::connection::Connection;
+use crate::dispatcher::epoll::EventSet;
 use crate::dispatcher::token::{Token, MAX_SLOT};
+use crate::step::Interest;
 
 const CHUNK: usize = 256;
 
@@ -31,16 +36,68 @@ pub(crate) struct SlotState {
     pub connection: Option<Connection>,
 }
 
+/// A locked slot that holds a connection: while it exists, its holder is
+/// the connection's only owner. Ends by [`Held::rearm`] (ownership passes
+/// back to the kernel), [`ConnectionTable::remove`] (the connection is
+/// closed), or by dropping it (only where the connection was left armed,
+/// as a tick that changed nothing).
+#[derive(Debug)]
+pub(crate) struct Held<'a> {
+    index: u32,
+    state: MutexGuard<'a, SlotState>,
+}
+
+impl Held<'_> {
+    pub(crate) fn connection(&mut self) -> &mut Connection {
+        self.state
+            .connection
+            .as_mut()
+            .expect("a held slot holds a connection")
+    }
+
+    fn token(&self) -> Token {
+        Token::Connection {
+            slot: self.index,
+            generation: self.state.generation,
+        }
+    }
+
+    /// Re-arms the connection for one more event of `interest`
+    /// (`EPOLL_CTL_MOD`) and gives up the slot: from the moment the call
+    /// returns, the next event may reach any worker, which then owns it.
+    ///
+    /// The oneshot invariant: a client socket in the set is either armed
+    /// (the kernel owns it and no thread touches it, but for the
+    /// housekeeper and the drain under this same lock) or disarmed and
+    /// owned by exactly one holder, which ends its ownership here or by
+    /// removing it. So `ENOENT` (the fd is not in the set) or `EBADF` (it
+    /// was closed) can only mean that invariant was broken elsewhere: a
+    /// second owner deleted or closed it. The error is returned with the
+    /// slot still held, and the caller closes the connection: the bug costs
+    /// that connection, never a worker or another connection.
+    pub(crate) fn rearm(
+        mut self,
+        events: &EventSet,
+        interest: Interest,
+    ) -> Result<(), (Self, io::Error)> {
+        let token = self.token();
+        match events.rearm(self.connection().fd().as_fd(), token, interest) {
+            Ok(()) => Ok(()),
+            Err(e) => Err((self, e)),
+        }
+    }
+}
+
 impl Slot {
     /// Locks the slot. A panic while a slot was held (a service bug) has
     /// already closed that connection, so a poisoned lock is still sound.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, SlotState> {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, SlotState>> {
+    fn try_lock(&self) -> Option<MutexGuard<'_, SlotState>> {
         match self.0.try_lock() {
             Ok(guard) => Some(guard),
             Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
@@ -66,6 +123,9 @@ pub(crate) struct ConnectionTable {
     /// connection is inserted, decremented by [`Self::remove`]; read by the
     /// `max_connections` check, STATUS and the drain.
     live: AtomicUsize,
+    /// Someone waits in [`Self::wait_live_below`]: removals must notify.
+    watched: AtomicBool,
+    removed: (Mutex<()>, Condvar),
 }
 
 impl ConnectionTable {
@@ -78,6 +138,8 @@ impl ConnectionTable {
             free: Mutex::default(),
             high_water: AtomicU32::new(0),
             live: AtomicUsize::new(0),
+            watched: AtomicBool::new(false),
+            removed: (Mutex::new(()), Condvar::new()),
         }
     }
 
@@ -86,7 +148,7 @@ impl ConnectionTable {
     }
 
     pub(crate) fn high_water(&self) -> u32 {
-        self.high_water.load(Ordering::Acquire)
+        self.high_water.load(Ordering::SeqCst)
     }
 
     /// Counts one more connection if fewer than `max` are held.
@@ -104,7 +166,7 @@ impl ConnectionTable {
     }
 
     /// The slot at `index`, if it was ever allocated.
-    pub(crate) fn slot(&self, index: u32) -> Option<&Slot> {
+    fn slot(&self, index: u32) -> Option<&Slot> {
         let index = index as usize;
         self.chunks
             .get(index / CHUNK)?
@@ -128,7 +190,9 @@ impl ConnectionTable {
                 Some(index) => index,
                 None if (free.next_unused as usize) < self.chunks.len() * CHUNK => {
                     free.next_unused += 1;
-                    self.high_water.store(free.next_unused, Ordering::Release);
+                    // SeqCst: see `Shared::admit`, which relies on a drain that missed
+                    // this slot seeing its own flag first.
+                    self.high_water.store(free.next_unused, Ordering::SeqCst);
                     free.next_unused - 1
                 }
                 None => {
@@ -141,30 +205,84 @@ impl ConnectionTable {
             .get_or_init(|| (0..CHUNK).map(|_| Slot::default()).collect());
         let mut state = chunk[index as usize % CHUNK].lock();
         debug_assert!(state.connection.is_none());
-        let token = Token::Connection {
-            slot: index,
-            generation: state.generation,
-        };
         state.connection = Some(connection);
-        let registered = register(state.connection.as_ref().expect("just stored"), token);
+        let held = Held { index, state };
+        let token = held.token();
+        let registered = register(held.state.connection.as_ref().expect("just stored"), token);
         if let Err(e) = registered {
-            self.remove(index, &mut state);
+            self.remove(held);
             return Err(e);
         }
         Ok(token)
     }
 
-    /// Takes the connection out of a locked slot, bumping its generation so
+    /// Takes the connection out of a held slot, bumping its generation so
     /// that events still in flight for it are recognised as stale.
-    pub(crate) fn remove(&self, index: u32, state: &mut SlotState) -> Option<Connection> {
-        let connection = state.connection.take()?;
-        state.generation = state.generation.wrapping_add(1);
+    pub(crate) fn remove(&self, mut held: Held<'_>) -> Connection {
+        let connection = held.state.connection.take().expect("held slots are full");
+        held.state.generation = held.state.generation.wrapping_add(1);
+        drop(held.state);
         self.free
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .free
-            .push(index);
-        self.live.fetch_sub(1, Ordering::AcqRel);
-        Some(connection)
+            .push(held.index);
+        // SeqCst with `wait_live_below`'s: either it sees the new count or
+        // this sees that it waits and wakes it.
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        if self.watched.load(Ordering::SeqCst) {
+            let _guard = self.removed.0.lock().unwrap_or_else(|p| p.into_inner());
+            self.removed.1.notify_all();
+        }
+        connection
+    }
+
+    /// Waits until fewer than `count` connections are held or `until`
+    /// passes; returns how many are held then. Woken by each removal while
+    /// it waits, so the drain ends the moment the last connection closes.
+    pub(crate) fn wait_live_below(&self, count: usize, until: Instant) -> usize {
+        self.watched.store(true, Ordering::SeqCst);
+        let (lock, removed) = &self.removed;
+        let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let live = loop {
+            let live = self.live.load(Ordering::SeqCst);
+            let now = Instant::now();
+            if live < count || now >= until {
+                break live;
+            }
+            guard = removed
+                .wait_timeout(guard, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        };
+        drop(guard);
+        live
+    }
+
+    /// The slot at `slot` locked, if it still holds the connection of
+    /// `generation`; `None` for a stale event (closed meanwhile).
+    pub(crate) fn hold(&self, slot: u32, generation: u32) -> Option<Held<'_>> {
+        let state = self.slot(slot)?.lock();
+        (state.generation == generation && state.connection.is_some())
+            .then_some(Held { index: slot, state })
+    }
+
+    /// Runs `f` on every slot holding a connection. With `wait`, a slot a
+    /// worker holds is waited for; without, it is skipped (it is busy, so
+    /// not idle, and its worker will re-arm or close it).
+    pub(crate) fn for_each(&self, wait: bool, mut f: impl FnMut(Held<'_>)) {
+        for index in 0..self.high_water() {
+            let Some(slot) = self.slot(index) else {
+                continue;
+            };
+            let state = if wait {
+                Some(slot.lock())
+            } else {
+                slot.try_lock()
+            };
+            if let Some(state) = state.filter(|state| state.connection.is_some()) {
+                f(Held { index, state });
+            }
+        }
     }
 }

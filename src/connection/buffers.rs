@@ -1,0 +1,147 @@
+//! A connection's buffers: the worker's scratch space it borrows for a
+//! step, the incomplete request and the unsent replies it keeps, and the
+//! one place where the service is called.
+//!
+//! Buffers are allocated only while needed: an idle connection holds no
+//! heap memory at all. Reads go into the worker's scratch buffer, replies
+//! are written from the worker's scratch output straight to the socket, and
+//! only the bytes the kernel did not take (a partial write) or the start of
+//! an incomplete request are copied into the connection.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use super::io::write_some;
+use super::{Closing, Connection, Context};
+use crate::service::Input;
+
+/// Pending output past which the connection stops reading: a client that
+/// sends but never reads is throttled here instead of growing our memory.
+pub(crate) const OUTPUT_HIGH_WATER: usize = 1 << 20;
+
+/// The per-worker buffers a connection borrows while it is being handled.
+#[derive(Debug)]
+pub(crate) struct Scratch {
+    pub(super) input: Box<[u8]>,
+    pub(super) output: Vec<u8>,
+}
+
+impl Scratch {
+    /// A worker's buffers: one read's worth of input, and the replies to it.
+    pub(crate) fn new() -> Self {
+        Scratch {
+            input: vec![0; 64 * 1024].into_boxed_slice(),
+            output: Vec::with_capacity(64 * 1024),
+        }
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+impl Connection {
+    /// Replies produced and not yet taken by the kernel.
+    pub(super) fn pending(&self) -> usize {
+        self.output.len() - self.sent
+    }
+
+    pub(super) fn throttled(&self) -> bool {
+        self.pending() > OUTPUT_HIGH_WATER
+    }
+
+    /// Serves `scratch.input[..fresh]` after whatever was buffered, then
+    /// writes the replies.
+    pub(super) fn serve(&mut self, fresh: usize, cx: &mut Context<'_>) -> io::Result<()> {
+        let Scratch { input, output } = &mut *cx.scratch;
+        let fresh = &input[..fresh];
+        // Replies go straight from the worker's buffer to the socket unless
+        // older ones are still queued, which they must follow.
+        let direct = self.pending() == 0;
+        let out = if direct {
+            output.clear();
+            output
+        } else {
+            &mut self.output
+        };
+        let mut request = Input {
+            connection: self.id,
+            bytes: fresh,
+            eof: self.peer_closed,
+            max_request_bytes: cx.limits.max_line_bytes,
+        };
+        let served = if self.input.is_empty() {
+            let served = cx.service.serve(request, out);
+            self.input.extend_from_slice(&fresh[served.consumed..]);
+            served
+        } else {
+            self.input.extend_from_slice(fresh);
+            request.bytes = &self.input;
+            let served = cx.service.serve(request, out);
+            self.input.drain(..served.consumed);
+            served
+        };
+        if self.input.is_empty() {
+            self.input = Vec::new();
+            self.request_started = None;
+        } else if served.consumed > 0 || self.request_started.is_none() {
+            self.request_started = Some(cx.now);
+        }
+        if served.close {
+            self.stop_input(Closing::Service);
+        }
+        if direct {
+            let written = write_some(self.fd.as_fd(), &cx.scratch.output)?;
+            self.wrote |= written > 0;
+            self.output.extend_from_slice(&cx.scratch.output[written..]);
+            Ok(())
+        } else {
+            self.flush()
+        }
+    }
+
+    /// Writes pending replies until done or the kernel's buffer is full.
+    pub(super) fn flush(&mut self) -> io::Result<()> {
+        if self.pending() == 0 {
+            return Ok(());
+        }
+        let written = write_some(self.fd.as_fd(), &self.output[self.sent..])?;
+        self.wrote |= written > 0;
+        self.sent += written;
+        if self.sent == self.output.len() {
+            // Release the memory: an idle connection holds no buffer.
+            self.output = Vec::new();
+            self.sent = 0;
+        } else if self.sent > self.output.len() / 2 {
+            self.output.drain(..self.sent);
+            self.sent = 0;
+        }
+        Ok(())
+    }
+
+    /// Whether the client took reply bytes since the last look: what is
+    /// still owed to it (our pending output plus the kernel's send queue)
+    /// went down. Asks the kernel only when something can have moved:
+    /// bytes were written since the last look, or some were still owed.
+    pub(super) fn took_replies(&mut self, now: Instant) -> bool {
+        if !self.wrote && self.owed_seen == 0 {
+            return false;
+        }
+        let Ok(queued) = super::io::unsent_bytes(self.fd.as_fd()) else {
+            return false;
+        };
+        let owed = self.pending() + queued;
+        // Owed grows only with new replies, and those follow received
+        // bytes, which are progress of their own.
+        let progressed = owed < self.owed_seen;
+        if progressed {
+            self.last_progress = now;
+        }
+        self.owed_seen = owed;
+        self.wrote = false;
+        progressed
+    }
+}

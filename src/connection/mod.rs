@@ -1,0 +1,392 @@
+//! One client connection: its phase machine, driven one step at a time.
+//!
+//! A [`Connection`] is only ever touched by whoever holds its slot in the
+//! connection table: the worker that took its epoll event, or the
+//! housekeeper and the drain, under the same slot lock. Each step is given
+//! a [`Stimulus`] (an event, a tick, the drain) and returns what to do next
+//! ([`Next`]); the connection never sees epoll (see `step.rs`).
+//!
+//! Its life is a phase machine:
+//!
+//! ```text
+//!   Open ──(line too long, request timeout)──> Closing ──> Lingering ──> closed
+//!    │  └────(client EOF, replies delivered; error; idle)───────────────> closed
+//!    └─(drain)─> DrainGrace ─(its first request, or grace over)─> Closing
+//! ```
+//!
+//! The drain is entered once ([`Stimulus::Drain`]): from then on the
+//! connection reads what the kernel holds for it, answers it and closes,
+//! whatever phase it was in.
+
+mod buffers;
+mod io;
+#[cfg(test)]
+mod tests;
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+pub(crate) use buffers::Scratch;
+
+use crate::service::{ConnectionId, Service};
+use crate::step::{CloseReason, Interest, Limits, Next, Readiness, Stimulus};
+
+/// Reads per event before the worker re-arms and moves on, so that one busy
+/// connection cannot starve the others on its worker. Nothing is lost by
+/// stopping: `EPOLL_CTL_MOD` fires again at once if bytes are still queued.
+const READS_PER_EVENT: usize = 4;
+
+/// Longest a closing connection keeps reading (and discarding) what the
+/// client still sends, so that closing with unread input does not turn our
+/// last reply into a reset.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
+
+/// How long a drain waits for the first request of a connection that was
+/// accepted but has not sent a byte yet. Clients send right after connecting,
+/// but the drain can catch a connection between the two; closing it then
+/// would lose a connection attempt that was already accepted.
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_millis(250);
+
+/// Everything a connection needs from its worker for one step.
+pub(crate) struct Context<'a> {
+    pub service: &'a dyn Service,
+    pub limits: Limits,
+    pub scratch: &'a mut Scratch,
+    pub now: Instant,
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading requests and writing replies.
+    Open,
+    /// Drained before the client's first byte: it may still send its first
+    /// request until `until`, then is closed.
+    DrainGrace { until: Instant },
+    /// No more input is served; closes once the pending replies are out.
+    Closing { why: Closing, draining: bool },
+    /// Replies delivered and our side shut down; discarding client input
+    /// until its EOF or [`LINGER`] after `since` (during a drain: until
+    /// nothing of ours is left unacknowledged).
+    Lingering {
+        since: Instant,
+        why: Closing,
+        draining: bool,
+    },
+}
+
+/// Why a connection stopped serving input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    Service,
+    RequestTimeout,
+    Drain,
+}
+
+impl Closing {
+    fn reason(self) -> CloseReason {
+        match self {
+            Closing::Service => CloseReason::ServiceClosed,
+            Closing::RequestTimeout => CloseReason::RequestTimeout,
+            Closing::Drain => CloseReason::Drained,
+        }
+    }
+}
+
+/// How much a step may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadBudget {
+    /// A bounded batch, stopping when throttled: fairness and memory.
+    Event,
+    /// Everything the kernel holds, even past the throttle, up to a receive
+    /// buffer's worth: a drain answers every byte the client already sent.
+    Drain,
+}
+
+/// A client connection's state.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    fd: OwnedFd,
+    id: ConnectionId,
+    /// The start of an incomplete request, kept until the rest arrives.
+    input: Vec<u8>,
+    /// Replies the kernel has not taken yet: `output[sent..]` is pending.
+    output: Vec<u8>,
+    sent: usize,
+    /// Last progress: a byte received, or the client taking reply bytes
+    /// (the idle clock).
+    last_progress: Instant,
+    /// What was owed to the client (pending output plus the kernel's send
+    /// queue) at the last look; less at the next look is progress.
+    owed_seen: usize,
+    /// Bytes were written to the socket since the last look at `owed_seen`.
+    wrote: bool,
+    /// When the first byte of the incomplete request in `input` arrived.
+    request_started: Option<Instant>,
+    /// The client half-closed (read returned 0).
+    peer_closed: bool,
+    /// The client has sent at least one byte. Until then `last_progress`
+    /// is the time the connection was accepted.
+    spoke: bool,
+    phase: Phase,
+}
+
+impl Connection {
+    /// Wraps a freshly accepted, nonblocking socket.
+    pub(crate) fn new(fd: OwnedFd, id: ConnectionId, now: Instant) -> Self {
+        Connection {
+            fd,
+            id,
+            input: Vec::new(),
+            output: Vec::new(),
+            sent: 0,
+            last_progress: now,
+            owed_seen: 0,
+            wrote: false,
+            request_started: None,
+            peer_closed: false,
+            spoke: false,
+            phase: Phase::Open,
+        }
+    }
+
+    pub(crate) fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Takes one step. `None` (only ever for a tick) leaves the connection
+    /// armed as it is; otherwise the dispatcher re-arms or closes it.
+    pub(crate) fn step(&mut self, stimulus: Stimulus, cx: &mut Context<'_>) -> Option<Next> {
+        match stimulus {
+            Stimulus::Event(ready) => Some(self.on_event(ready, cx)),
+            Stimulus::Tick => self.on_tick(cx),
+            Stimulus::Drain => {
+                self.enter_drain(cx.now);
+                Some(self.on_event(Readiness::default(), cx))
+            }
+        }
+    }
+
+    /// The drain's transition, from whatever phase the connection is in.
+    fn enter_drain(&mut self, now: Instant) {
+        self.phase = match self.phase {
+            Phase::Open if self.awaiting_first_request(now) => Phase::DrainGrace {
+                until: self.last_progress + DRAIN_GRACE,
+            },
+            // Answered below, before it closes.
+            Phase::Open => Phase::DrainGrace { until: now },
+            Phase::Closing { why, .. } => Phase::Closing {
+                why,
+                draining: true,
+            },
+            Phase::Lingering { since, why, .. } => Phase::Lingering {
+                since,
+                why,
+                draining: true,
+            },
+            drained @ Phase::DrainGrace { .. } => drained,
+        };
+    }
+
+    /// Accepted moments ago and silent so far.
+    fn awaiting_first_request(&self, now: Instant) -> bool {
+        !self.spoke && !self.peer_closed && now < self.last_progress + DRAIN_GRACE
+    }
+
+    /// Handles readiness: flush, read and serve, decide.
+    fn on_event(&mut self, ready: Readiness, cx: &mut Context<'_>) -> Next {
+        if ready.error {
+            return Next::Close(CloseReason::Error(io::pending_error(self.fd.as_fd())));
+        }
+        if let Phase::Lingering { why, draining, .. } = self.phase {
+            return self.linger(why, draining);
+        }
+        if ready.hangup {
+            // Both directions are gone (typically a reset): nothing we
+            // write can be delivered any more.
+            return Next::Close(CloseReason::Hangup);
+        }
+        if let Err(e) = self.flush() {
+            return Next::Close(CloseReason::Error(e));
+        }
+        let budget = match self.phase {
+            Phase::Open => Some(ReadBudget::Event),
+            Phase::DrainGrace { .. } => Some(ReadBudget::Drain),
+            Phase::Closing { .. } | Phase::Lingering { .. } => None,
+        };
+        if let Some(budget) = budget {
+            if let Err(e) = self.read_and_serve(budget, cx) {
+                return Next::Close(CloseReason::Error(e));
+            }
+        }
+        if let Phase::DrainGrace { until } = self.phase {
+            if self.spoke || self.peer_closed || cx.now >= until {
+                self.stop_input(Closing::Drain);
+            }
+        }
+        self.next(cx.now)
+    }
+
+    /// Checks the connection's deadlines; `None` leaves it as it is.
+    fn on_tick(&mut self, cx: &mut Context<'_>) -> Option<Next> {
+        let now = cx.now;
+        match self.phase {
+            Phase::Lingering { since, why, .. } if now >= since + LINGER => {
+                return Some(Next::Close(match why {
+                    Closing::Service => CloseReason::LingerExpired,
+                    other => other.reason(),
+                }));
+            }
+            // A lingering connection gets no event when the client reads
+            // our last bytes; during a drain, look again each tick.
+            Phase::Lingering {
+                why,
+                draining: true,
+                ..
+            } => return Some(self.linger(why, true)),
+            Phase::DrainGrace { until } if now >= until => {
+                self.stop_input(Closing::Drain);
+                return Some(self.next(now));
+            }
+            Phase::Open => {
+                // A throttled connection is not reading, so its incomplete
+                // request cannot be the client's fault.
+                let started = self.request_started.filter(|_| !self.throttled());
+                if started.is_some_and(|t| now >= t + cx.limits.request_timeout) {
+                    self.stop_input(Closing::RequestTimeout);
+                    let start = self.output.len();
+                    cx.service.request_timeout(self.id, &mut self.output);
+                    debug_assert!(self.output.len() > start, "a timeout reply is owed");
+                    if let Err(e) = self.flush() {
+                        return Some(Next::Close(CloseReason::Error(e)));
+                    }
+                    return Some(self.next(now));
+                }
+            }
+            _ => {}
+        }
+        self.took_replies(now);
+        if now >= self.last_progress + cx.limits.idle_timeout {
+            return Some(Next::Close(CloseReason::Idle));
+        }
+        None
+    }
+
+    /// Reads what may be read now and serves it, within `budget`.
+    fn read_and_serve(&mut self, budget: ReadBudget, cx: &mut Context<'_>) -> std::io::Result<()> {
+        let mut reads = 0;
+        let mut drain_left = match budget {
+            ReadBudget::Event => usize::MAX,
+            ReadBudget::Drain => io::receive_buffer_size(self.fd.as_fd()),
+        };
+        while self.reads_input() && !self.peer_closed && drain_left > 0 {
+            if budget == ReadBudget::Event && self.throttled() {
+                break;
+            }
+            let n = match io::receive(self.fd.as_fd(), &mut cx.scratch.input) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                self.peer_closed = true;
+                self.serve(0, cx)?;
+                break;
+            }
+            self.last_progress = cx.now;
+            self.spoke = true;
+            self.serve(n, cx)?;
+            reads += 1;
+            drain_left = drain_left.saturating_sub(n);
+            // A short read means the socket is (very likely) empty; skipping
+            // the read that would return EAGAIN is safe because re-arming
+            // re-checks readiness.
+            let drained = n < cx.scratch.input.len();
+            if budget == ReadBudget::Event && (drained || reads == READS_PER_EVENT) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Input is still served in this phase.
+    fn reads_input(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::DrainGrace { .. })
+    }
+
+    /// Stops serving input; pending replies are still delivered.
+    fn stop_input(&mut self, why: Closing) {
+        let draining = why == Closing::Drain
+            || matches!(
+                self.phase,
+                Phase::DrainGrace { .. }
+                    | Phase::Closing { draining: true, .. }
+                    | Phase::Lingering { draining: true, .. }
+            );
+        self.phase = Phase::Closing { why, draining };
+        self.input = Vec::new();
+        self.request_started = None;
+    }
+
+    /// Reads and drops input while lingering; closes at the client's EOF.
+    /// During a drain it closes as soon as nothing is left in either queue:
+    /// no client bytes unread (so the close sends a FIN, not a reset) and
+    /// none of ours unacknowledged (so nothing a reset could destroy).
+    fn linger(&mut self, why: Closing, draining: bool) -> Next {
+        match io::discard_input(self.fd.as_fd()) {
+            Ok(false) => {}
+            Ok(true) | Err(_) => return Next::Close(why.reason()),
+        }
+        if draining && matches!(io::unsent_bytes(self.fd.as_fd()), Ok(0)) {
+            return Next::Close(why.reason());
+        }
+        Next::Rearm(Interest::READ)
+    }
+
+    /// The decision after a step: what to wait for, or close.
+    fn next(&mut self, now: Instant) -> Next {
+        let pending = self.pending() > 0;
+        match self.phase {
+            Phase::Open | Phase::DrainGrace { .. } => {
+                if self.peer_closed && !pending {
+                    return Next::Close(CloseReason::PeerClosed);
+                }
+                Next::Rearm(Interest {
+                    read: !self.peer_closed && !self.throttled(),
+                    write: pending,
+                })
+            }
+            Phase::Closing { .. } if pending => Next::Rearm(Interest {
+                read: false,
+                write: true,
+            }),
+            Phase::Closing { why, draining } => {
+                if self.peer_closed {
+                    return Next::Close(why.reason());
+                }
+                // Closing now with client bytes unread would send a reset,
+                // which can destroy our last reply before the client reads
+                // it. Shut our side down and drain theirs for a while.
+                match io::shut_write(self.fd.as_fd()) {
+                    Ok(()) => {
+                        self.phase = Phase::Lingering {
+                            since: now,
+                            why,
+                            draining,
+                        };
+                        self.linger(why, draining)
+                    }
+                    Err(_) => Next::Close(why.reason()),
+                }
+            }
+            Phase::Lingering { .. } => Next::Rearm(Interest::READ),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The connection and the "upper" service together, on a socketpair:
+//! for any byte stream split into any segments, the replies equal the
+//! reference model.
+use super::*;
+use crate::upper::{Upper, LINE_TOO_LONG};
+use proptest::prelude::*;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
+/// What the contract says the replies to `stream` are, the client
+/// having half-closed after it.
+fn model(stream: &[u8], max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in stream.split_inclusive(|&b| b == b'\n') {
+        let content = line.strip_suffix(b"\n").unwrap_or(line);
+        if content.len() > max {
+            out.extend_from_slice(LINE_TOO_LONG);
+            break;
+        }
+        out.extend(content.iter().map(u8::to_ascii_uppercase));
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Feeds `segments` one event at a time, then half-closes; returns
+/// everything the connection wrote back before closing.
+fn run(segments: &[Vec<u8>], max: usize) -> Vec<u8> {
+    let (ours, mut client) = UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    client.set_nonblocking(true).unwrap();
+    let mut scratch = Scratch::new();
+    let now = Instant::now();
+    let mut connection = Connection::new(ours.into(), ConnectionId(1), now);
+    let limits = Limits {
+        max_line_bytes: max,
+        idle_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(60),
+    };
+    let mut replies = Vec::new();
+    let reader = client.try_clone().unwrap();
+    let mut step = |connection: &mut Connection, replies: &mut Vec<u8>| {
+        let mut cx = Context {
+            service: &Upper,
+            limits,
+            scratch: &mut scratch,
+            now,
+        };
+        let next = connection
+            .step(Stimulus::Event(Readiness::default()), &mut cx)
+            .expect("an event always decides");
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = (&reader).read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            replies.extend_from_slice(&buf[..n]);
+        }
+        next
+    };
+    for segment in segments {
+        if segment.is_empty() {
+            continue;
+        }
+        client.write_all(segment).unwrap();
+        if let Next::Close(_) = step(&mut connection, &mut replies) {
+            return replies;
+        }
+    }
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    for _ in 0..100 {
+        if let Next::Close(_) = step(&mut connection, &mut replies) {
+            return replies;
+        }
+    }
+    panic!("the connection never closed after the client's EOF");
+}
+
+fn segments() -> impl Strategy<Value = (Vec<Vec<u8>>, usize)> {
+    // Bytes biased towards LF and letters, so lines are short and many.
+    let byte = prop_oneof![
+        3 => Just(b'\n'),
+        10 => b'a'..=b'z',
+        2 => b'A'..=b'Z',
+        2 => any::<u8>(),
+    ];
+    (
+        prop::collection::vec(prop::collection::vec(byte, 0..40), 0..30),
+        1usize..48,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn replies_match_the_model_for_any_segmentation((segments, max) in segments()) {
+        let stream: Vec<u8> = segments.concat();
+        prop_assert_eq!(run(&segments, max), model(&stream, max));
+    }
+}
+
+#[test]
+fn model_examples() {
+    assert_eq!(model(b"ab\ncd", 8), b"AB\nCD\n");
+    assert_eq!(model(b"ab\n123456789\nzz\n", 8), b"AB\nERR line too long\n");
+}

@@ -1,0 +1,198 @@
+//! Accepting: the listening sockets, taking connections into the table,
+//! and refusing them, never leaving one in the backlog.
+//!
+//! The listeners are in the same epoll set as the connections, also
+//! oneshot, so one worker at a time accepts from each, in bounded batches.
+//! A connection past `max_connections` is accepted and closed at once: left
+//! in the backlog it would keep the listener readable and spin every
+//! worker. Running out of descriptors (`EMFILE`) is handled the same way
+//! with a reserve descriptor; if even that fails, the listener is paused
+//! and the housekeeper resumes it on its next tick.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use tracing::{debug, error, warn};
+
+use super::ratelimit::RateLimited;
+use super::token::Token;
+use super::Shared;
+use crate::connection::Connection;
+use crate::listeners::{Listener, Peer};
+use crate::service::ConnectionId;
+use crate::step::{Interest, Stimulus};
+
+/// Connections accepted per listener event before the listener is re-armed
+/// and the worker moves on.
+const ACCEPT_BATCH: usize = 64;
+
+/// The listening sockets and what accepting from them needs.
+#[derive(Debug)]
+pub(super) struct Acceptor {
+    pub(super) listeners: Vec<ListenerSlot>,
+    /// Held open so that, out of descriptors, one can be freed to accept
+    /// and close a connection instead of leaving it in the backlog.
+    reserve_fd: Mutex<Option<File>>,
+    refusals: RateLimited,
+    next_connection_id: AtomicU64,
+}
+
+/// A listening socket and whether accepting from it is paused.
+#[derive(Debug)]
+pub(super) struct ListenerSlot {
+    pub(super) listener: Listener,
+    /// Not re-armed after running out of descriptors; the housekeeper
+    /// re-arms it on its next tick.
+    paused: AtomicBool,
+}
+
+impl Acceptor {
+    pub(super) fn new(listeners: Vec<Listener>) -> Self {
+        Acceptor {
+            listeners: listeners
+                .into_iter()
+                .map(|listener| ListenerSlot {
+                    listener,
+                    paused: AtomicBool::new(false),
+                })
+                .collect(),
+            reserve_fd: Mutex::new(File::open("/dev/null").ok()),
+            refusals: RateLimited::new(Duration::from_secs(10)),
+            next_connection_id: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Shared {
+    /// A worker took listener `index`'s event: accept a batch, re-arm.
+    pub(super) fn on_listener_event(&self, index: usize) {
+        let slot = &self.accept.listeners[index];
+        for _ in 0..ACCEPT_BATCH {
+            if self.draining() {
+                // Not re-armed: the drain deregisters listeners.
+                return;
+            }
+            match slot.listener.accept() {
+                Ok((fd, peer)) => self.admit(fd, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if is_out_of_fds(&e) => {
+                    if !self.refuse_with_reserve(slot) {
+                        slot.paused.store(true, Ordering::Release);
+                        return;
+                    }
+                }
+                // The client gave up before we accepted; nothing to do.
+                Err(e) if is_transient_accept_error(&e) => continue,
+                Err(e) => {
+                    if let Some(suppressed) = self.accept.refusals.allow() {
+                        warn!(listener = %slot.listener.describe(), error = %e, suppressed, "accept failed; pausing this listener briefly");
+                    }
+                    slot.paused.store(true, Ordering::Release);
+                    return;
+                }
+            }
+        }
+        self.rearm_listener(index);
+    }
+
+    /// Re-arms the listeners that were paused (the housekeeper's tick).
+    pub(super) fn resume_paused_listeners(&self) {
+        for (index, listener) in self.accept.listeners.iter().enumerate() {
+            if listener.paused.swap(false, Ordering::AcqRel) {
+                self.rearm_listener(index);
+            }
+        }
+    }
+
+    fn rearm_listener(&self, index: usize) {
+        let listener = &self.accept.listeners[index].listener;
+        if let Err(e) = self
+            .events
+            .rearm(listener, Token::Listener(index as u32), Interest::READ)
+        {
+            if !self.draining() {
+                error!(listener = %listener.describe(), error = %e, "cannot re-arm listener");
+            }
+        }
+    }
+
+    /// Takes a freshly accepted connection into the table and the epoll set,
+    /// or closes it at once when `max_connections` are already held.
+    fn admit(&self, fd: OwnedFd, peer: Peer) {
+        let max = self.limits.max_connections();
+        if !self.table.reserve(max) {
+            if let Some(suppressed) = self.accept.refusals.allow() {
+                warn!(%peer, max_connections = max, suppressed, "connection limit reached; closing new connections");
+            }
+            return;
+        }
+        let id = ConnectionId(
+            self.accept
+                .next_connection_id
+                .fetch_add(1, Ordering::Relaxed),
+        );
+        let connection = Connection::new(fd, id, Instant::now());
+        let registered = self.table.insert(connection, |connection, token| {
+            self.events.add(connection.fd(), token, Interest::READ)
+        });
+        match registered {
+            Ok(token) => {
+                debug!(conn = %id, %peer, "connection accepted");
+                // A drain that began while this one was being accepted may
+                // have passed its slot already: give it its drain step here.
+                // (Its flag is read after the slot was taken; the drain sets
+                // it before it looks at the slots, both SeqCst.)
+                if self.draining() {
+                    self.drive_token(token, Stimulus::Drain);
+                }
+            }
+            Err(e) => warn!(conn = %id, %peer, error = %e, "cannot register connection"),
+        }
+    }
+
+    /// Out of descriptors: frees the reserve, accepts and closes one
+    /// connection, and takes the reserve back. Returns false if there was
+    /// no reserve to use or it could not be taken back (the caller pauses
+    /// the listener; the housekeeper resumes it).
+    fn refuse_with_reserve(&self, slot: &ListenerSlot) -> bool {
+        let mut reserve = self
+            .accept
+            .reserve_fd
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if reserve.is_none() {
+            // Lost on an earlier attempt; descriptors may have been freed.
+            *reserve = File::open("/dev/null").ok();
+        }
+        if reserve.take().is_none() {
+            return false;
+        }
+        // Dropped at once: the refused connection's descriptor must be
+        // closed before the reserve is reopened in its place.
+        let refused = slot.listener.accept().is_ok();
+        *reserve = File::open("/dev/null").ok();
+        if let Some(suppressed) = self.accept.refusals.allow() {
+            warn!(listener = %slot.listener.describe(), connections = self.table.live(), suppressed, "out of file descriptors; closing new connections");
+        }
+        refused && reserve.is_some()
+    }
+}
+
+fn is_out_of_fds(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)
+    )
+}
+
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::ECONNABORTED | Errno::EINTR | Errno::EPROTO | Errno::EPERM)
+    )
+}

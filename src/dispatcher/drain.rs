@@ -1,0 +1,58 @@
+//! The drain: stop accepting, give every connection its drain step, wait
+//! for the table to empty, close what is left at the deadline.
+//!
+//! The dispatcher's part ends there; the deadline and what is reported
+//! while waiting belong to the caller (`lifecycle.rs` under systemd). What a
+//! connection does once drained is its own phase machine's business
+//! (`connection/mod.rs`): answer what the client already sent, flush, close.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::Shared;
+use crate::connection::Scratch;
+use crate::step::{CloseReason, Stimulus};
+
+/// The housekeeper's tick while draining: a drain is short and waits on
+/// short deadlines (a new connection's grace, a lingering close).
+pub(super) const TICK: Duration = Duration::from_millis(10);
+
+impl Shared {
+    pub(super) fn draining(&self) -> bool {
+        // SeqCst: see `Shared::admit`.
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting and gives every connection its drain step. A
+    /// connection a worker holds is waited for, then drained.
+    pub(super) fn begin_drain(&self) {
+        if self.draining.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for slot in &self.accept.listeners {
+            let _ = self.events.delete(&slot.listener);
+        }
+        info!(connections = self.table.live(), "draining");
+        let mut scratch = Scratch::new();
+        self.table
+            .for_each(true, |held| self.drive(held, Stimulus::Drain, &mut scratch));
+    }
+
+    /// Waits until no connection is left or `until` passes; returns how
+    /// many are left.
+    pub(super) fn wait_until_empty(&self, until: Instant) -> usize {
+        self.table.wait_live_below(1, until)
+    }
+
+    /// Closes every connection left, replies or not; returns how many.
+    pub(super) fn close_remaining(&self) -> usize {
+        let mut closed = 0;
+        self.table.for_each(true, |held| {
+            closed += 1;
+            self.close(held, CloseReason::DrainTimedOut);
+        });
+        closed
+    }
+}

@@ -1,0 +1,76 @@
+//! The one way a connection is driven: the event path, the housekeeper's
+//! tick and the drain all come through [`Shared::drive`], which calls the
+//! connection's step under a panic guard and carries out its decision.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Instant;
+
+use tracing::{debug, error};
+
+use super::table::Held;
+use super::token::Token;
+use super::Shared;
+use crate::connection::{Context, Scratch};
+use crate::service::ConnectionId;
+use crate::step::{CloseReason, Next, Stimulus};
+
+impl Shared {
+    /// Steps the connection in a held slot, then re-arms it, closes it, or
+    /// (a tick that changed nothing) leaves it armed as it was. A panic in
+    /// the step — a service bug, in any of its callbacks — closes only this
+    /// connection, logged, whichever thread drove it.
+    pub(super) fn drive(&self, mut held: Held<'_>, stimulus: Stimulus, scratch: &mut Scratch) {
+        let mut cx = Context {
+            service: &*self.service,
+            limits: self.limits.connection(),
+            scratch,
+            now: Instant::now(),
+        };
+        let connection = held.connection();
+        let id = connection.id();
+        let next = panic::catch_unwind(AssertUnwindSafe(|| connection.step(stimulus, &mut cx)))
+            .unwrap_or_else(|payload| {
+                log_panic(id, payload.as_ref());
+                Some(Next::Close(CloseReason::Panic))
+            });
+        match next {
+            None => {}
+            Some(Next::Rearm(interest)) => {
+                if let Err((held, e)) = held.rearm(&self.events, interest) {
+                    error!(conn = %id, error = %e, "bug: re-arm failed (a second owner?)");
+                    self.close(held, CloseReason::Error(e));
+                }
+            }
+            Some(Next::Close(reason)) => self.close(held, reason),
+        }
+    }
+
+    /// [`Shared::drive`] for a connection known by its token, if it is still
+    /// open, with scratch buffers of its own (off the event path).
+    pub(super) fn drive_token(&self, token: Token, stimulus: Stimulus) {
+        if let Token::Connection { slot, generation } = token {
+            if let Some(held) = self.table.hold(slot, generation) {
+                self.drive(held, stimulus, &mut Scratch::new());
+            }
+        }
+    }
+
+    /// Deregisters and closes the connection in a held slot.
+    pub(super) fn close(&self, mut held: Held<'_>, reason: CloseReason) {
+        // Closing would deregister it too, but only once no other
+        // descriptor refers to the socket; say it explicitly, while the
+        // slot is still ours.
+        let _ = self.events.delete(held.connection().fd());
+        let connection = self.table.remove(held);
+        debug!(conn = %connection.id(), %reason, "connection closed");
+    }
+}
+
+fn log_panic(id: ConnectionId, payload: &(dyn std::any::Any + Send)) {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".to_owned());
+    error!(conn = %id, panic = %message, "panic while serving a connection; closing it");
+}

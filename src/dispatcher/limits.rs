@@ -1,0 +1,60 @@
+//! The reloadable limits: stored by a reload, read by workers on every
+//! event and by the housekeeper on every tick.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::step::Limits;
+
+/// The limits in force, each in its own atomic: a reload may change them
+/// one by one while workers read them; each is valid on its own.
+#[derive(Debug, Default)]
+pub(super) struct LimitSettings {
+    max_connections: AtomicUsize,
+    max_line_bytes: AtomicUsize,
+    idle_timeout_ms: AtomicU64,
+    request_timeout_ms: AtomicU64,
+    spin_before_sleep_us: AtomicU64,
+}
+
+impl LimitSettings {
+    pub(super) fn from_config(config: &Config) -> Self {
+        let settings = LimitSettings::default();
+        settings.set(config);
+        settings
+    }
+
+    pub(super) fn set(&self, config: &Config) {
+        self.max_connections
+            .store(config.max_connections, Ordering::Relaxed);
+        self.max_line_bytes
+            .store(config.max_line_bytes, Ordering::Relaxed);
+        self.idle_timeout_ms
+            .store(config.idle_timeout.as_millis() as u64, Ordering::Relaxed);
+        self.request_timeout_ms
+            .store(config.request_timeout.as_millis() as u64, Ordering::Relaxed);
+        self.spin_before_sleep_us.store(
+            config.spin_before_sleep.as_micros() as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// What a connection step needs.
+    pub(super) fn connection(&self) -> Limits {
+        Limits {
+            max_line_bytes: self.max_line_bytes.load(Ordering::Relaxed),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed)),
+            request_timeout: Duration::from_millis(self.request_timeout_ms.load(Ordering::Relaxed)),
+        }
+    }
+
+    pub(super) fn max_connections(&self) -> usize {
+        self.max_connections.load(Ordering::Relaxed)
+    }
+
+    /// How long a leader that ran out of events polls before it sleeps.
+    pub(super) fn spin(&self) -> Duration {
+        Duration::from_micros(self.spin_before_sleep_us.load(Ordering::Relaxed))
+    }
+}

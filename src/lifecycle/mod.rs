@@ -1,0 +1,219 @@
+//! The daemon's life: start, serve, reload on SIGHUP, drain on SIGTERM or
+//! SIGINT, exit. What systemd sees of it goes through [`Notifier`].
+//!
+//! This module owns the drain's deadline and what is reported while it
+//! runs; the dispatcher owns how connections are drained (`dispatcher/drain.rs`).
+
+mod signals;
+mod watchdog;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ConfigSource};
+use crate::dispatcher::{Server, Status};
+use crate::listeners::{self, Listener};
+use crate::logging::{self, LogControl};
+use crate::notify::Notifier;
+use crate::service::Service;
+use signals::Signals;
+use watchdog::Watchdog;
+
+/// `EX_CONFIG` from sysexits.h: the configuration is invalid.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// How often the main thread wakes to refresh STATUS; also its rate limit.
+const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The systemd variables the daemon reads, read once in `main` before any
+/// thread exists.
+#[derive(Debug, Clone, Default)]
+pub struct SystemdEnv {
+    /// `NOTIFY_SOCKET`.
+    pub notify_socket: Option<String>,
+    /// `JOURNAL_STREAM`.
+    pub journal_stream: Option<String>,
+    /// `WATCHDOG_USEC`, if set, non-zero and meant for this process
+    /// (`WATCHDOG_PID` absent or ours).
+    pub watchdog: Option<Duration>,
+}
+
+impl SystemdEnv {
+    /// Reads the variables from the environment.
+    pub fn from_env() -> Self {
+        SystemdEnv {
+            notify_socket: std::env::var("NOTIFY_SOCKET").ok(),
+            journal_stream: std::env::var("JOURNAL_STREAM").ok(),
+            watchdog: sd_notify::watchdog_enabled().filter(|period| !period.is_zero()),
+        }
+    }
+}
+
+/// Runs the daemon with `config` (read from `source`, which a reload reads
+/// again) serving `service`, until SIGTERM or SIGINT; returns the exit
+/// code. `activated` are the sockets taken from systemd, if any.
+pub fn run(
+    source: ConfigSource,
+    config: Config,
+    activated: Option<Vec<Listener>>,
+    env: SystemdEnv,
+    service: Arc<dyn Service>,
+) -> ExitCode {
+    let log = logging::init(
+        config.log_level,
+        logging::stderr_is_journal(env.journal_stream.as_deref()),
+    );
+    let notifier = Notifier::new(env.notify_socket.as_deref());
+    let daemon = Daemon {
+        source,
+        config,
+        log,
+        notifier,
+    };
+    match daemon.serve(activated, service, env.watchdog) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the main thread keeps while the daemon runs.
+struct Daemon {
+    source: ConfigSource,
+    config: Config,
+    log: LogControl,
+    notifier: Notifier,
+}
+
+impl Daemon {
+    fn serve(
+        mut self,
+        activated: Option<Vec<Listener>>,
+        service: Arc<dyn Service>,
+        watchdog: Option<Duration>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        info!(version = env!("CARGO_PKG_VERSION"), config = %self.source, "starting");
+        if self.source == ConfigSource::BuiltIn {
+            info!("no configuration file; using built-in defaults");
+        }
+        let signals = Signals::register()?;
+        let listeners = listeners::open(activated, &self.config.listen)?;
+        for listener in &listeners {
+            info!(address = %listener.describe(), "listening");
+        }
+        let server = Server::start(&self.config, listeners, service)?;
+        let mut shown = server.status();
+        self.notifier.ready(&status_line("serving", shown));
+        info!(workers = shown.workers, "ready");
+
+        let mut watchdog = watchdog.map(|period| Watchdog::new(period, &server));
+        let tick = watchdog
+            .as_ref()
+            .map_or(STATUS_INTERVAL, |w| STATUS_INTERVAL.min(w.interval / 4));
+        loop {
+            signals.wait(tick);
+            if let Some(watchdog) = &mut watchdog {
+                watchdog.tick(&server, &self.notifier);
+            }
+            if signals.take_terminate() {
+                break;
+            }
+            if signals.take_hangup() {
+                self.reload(&server);
+                shown = server.status();
+                continue;
+            }
+            let now = server.status();
+            if now != shown {
+                self.notifier.status(&status_line("serving", now));
+                shown = now;
+            }
+        }
+        self.drain(server);
+        info!("stopped");
+        Ok(())
+    }
+
+    /// Drains within `drain_timeout_ms`, with a STATUS at most every
+    /// [`STATUS_INTERVAL`] while connections are left.
+    fn drain(&self, server: Server) {
+        let deadline = Instant::now() + self.config.drain_timeout;
+        let mut shown = server.status();
+        self.notifier.stopping(&status_line("draining", shown));
+        server.begin_drain();
+        loop {
+            let until = deadline.min(Instant::now() + STATUS_INTERVAL);
+            let now = server.wait_until_empty(until);
+            if now.connections == 0 || Instant::now() >= deadline {
+                if now.connections > 0 && now != shown {
+                    self.notifier.status(&status_line("draining", now));
+                }
+                break;
+            }
+            if now != shown {
+                self.notifier.status(&status_line("draining", now));
+                shown = now;
+            }
+        }
+        let report = server.finish_drain();
+        if report.abandoned > 0 {
+            warn!(
+                connections = report.abandoned,
+                drain_timeout_ms = self.config.drain_timeout.as_millis() as u64,
+                "drain timed out; closed busy connections"
+            );
+        }
+    }
+
+    /// Re-reads the configuration and applies it, or keeps the old one.
+    fn reload(&mut self, server: &Server) {
+        self.notifier.reloading();
+        let before = server.status();
+        let new = match self.source.load() {
+            Ok(new) => new,
+            Err(e) => {
+                error!(error = %e, "reload failed; keeping the running configuration");
+                self.notifier.status(&format!(
+                    "reload failed: {e}; {}",
+                    status_line("serving", before)
+                ));
+                self.notifier.ready(&status_line("serving", before));
+                return;
+            }
+        };
+        let old = &self.config;
+        if new.listen != old.listen {
+            warn!("`listen` changed; a restart is needed to apply it");
+        }
+        self.log.set_level(new.log_level);
+        if let Err(e) = server.reconfigure(&new) {
+            error!(error = %e, "cannot resize the worker pool");
+        }
+        info!(
+            workers = %format!("{} -> {}", old.workers, new.workers),
+            max_connections = %format!("{} -> {}", old.max_connections, new.max_connections),
+            max_line_bytes = %format!("{} -> {}", old.max_line_bytes, new.max_line_bytes),
+            log_level = %format!("{} -> {}", old.log_level.as_str(), new.log_level.as_str()),
+            "reload applied"
+        );
+        self.config = new;
+        let status = Status {
+            workers: self.config.workers,
+            connections: server.status().connections,
+        };
+        self.notifier.ready(&status_line("serving", status));
+    }
+}
+
+/// The STATUS line: a word for the state, then the figures.
+fn status_line(state: &str, status: Status) -> String {
+    format!(
+        "{state}: workers={} connections={}",
+        status.workers, status.connections
+    )
+}

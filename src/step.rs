@@ -1,0 +1,119 @@
+//! The contract between the dispatcher and a connection: what one step of a
+//! connection is given, and what it decides.
+//!
+//! Both sides import this module and nothing of each other. The dispatcher
+//! turns kernel events into a [`Stimulus`], calls the connection's step, and
+//! carries out the [`Next`] it returns (re-arm for an [`Interest`], or
+//! close); `dispatcher/epoll.rs` is the only place these types become
+//! `EPOLL*` flags. The connection never learns that epoll exists.
+
+use std::io;
+use std::time::Duration;
+
+/// What a connection wants to be woken for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Interest {
+    /// Input is wanted (not throttled, not half-closed by the peer).
+    pub read: bool,
+    /// Output is pending.
+    pub write: bool,
+}
+
+impl Interest {
+    /// Input only: listeners, the wake-up eventfd, a fresh or lingering
+    /// connection.
+    pub(crate) const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+}
+
+/// What a readiness event told about a socket, as far as a connection acts
+/// on it. Readable and writable are not reported: a step always tries both
+/// (a read or write that would block costs one `EAGAIN`), so they would
+/// change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Readiness {
+    /// A socket error is pending (reading it returns the error).
+    pub error: bool,
+    /// Both directions are shut, typically by a reset: nothing more can be
+    /// delivered.
+    pub hangup: bool,
+}
+
+/// Why a connection is being stepped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stimulus {
+    /// A worker took a readiness event for it: the connection is disarmed
+    /// and must be re-armed or closed.
+    Event(Readiness),
+    /// The housekeeper's periodic look at an armed connection: deadlines.
+    /// `None` from the step leaves it armed as it is.
+    Tick,
+    /// The daemon stops: answer what the client already sent, then close.
+    /// Given once per connection; from then on it is in its drain phase.
+    Drain,
+}
+
+/// What the dispatcher should do with the connection after a step.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Re-arm for this interest (never empty).
+    Rearm(Interest),
+    /// Deregister and close.
+    Close(CloseReason),
+}
+
+/// Why a connection was closed (logged at debug).
+#[derive(Debug)]
+pub(crate) enum CloseReason {
+    /// The client half-closed and every reply was delivered.
+    PeerClosed,
+    /// The peer reset the connection or hung up both directions.
+    Hangup,
+    /// A socket error.
+    Error(io::Error),
+    /// The service asked to close (e.g. a line too long), replies delivered.
+    ServiceClosed,
+    /// A request did not complete in time, the timeout reply delivered.
+    RequestTimeout,
+    /// No progress in either direction for `idle_timeout_ms`.
+    Idle,
+    /// Closed by a drain after its replies were delivered.
+    Drained,
+    /// Still busy when the drain's deadline passed.
+    DrainTimedOut,
+    /// Our replies were delivered but the client kept sending past the
+    /// linger period.
+    LingerExpired,
+    /// The service panicked while serving it.
+    Panic,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("client closed"),
+            CloseReason::Hangup => f.write_str("hang-up"),
+            CloseReason::Error(e) => write!(f, "error: {e}"),
+            CloseReason::ServiceClosed => f.write_str("closed by the service"),
+            CloseReason::RequestTimeout => f.write_str("request timeout"),
+            CloseReason::Idle => f.write_str("idle timeout"),
+            CloseReason::Drained => f.write_str("drained"),
+            CloseReason::DrainTimedOut => f.write_str("drain timed out"),
+            CloseReason::LingerExpired => f.write_str("client kept sending after close"),
+            CloseReason::Panic => f.write_str("service panicked"),
+        }
+    }
+}
+
+/// The limits in force, as of the step being taken (reloadable).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Longest request line.
+    pub max_line_bytes: usize,
+    /// Longest a connection may go without progress.
+    pub idle_timeout: Duration,
+    /// Longest a request may take to arrive whole.
+    pub request_timeout: Duration,
+}
