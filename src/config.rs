@@ -1,14 +1,18 @@
 //! The TOML configuration: parsing, defaults and validation.
 //!
-//! Keys are flat and all optional (see the table in `SPEC.md` and the shipped
-//! `config/oneshotd.toml`). Parsing happens in two steps so that every error
-//! can name what an operator needs to fix it:
+//! Keys are flat and all optional (the shipped `config/oneshotd.toml` lists
+//! each with its default and range). Parsing happens in two steps so that
+//! every error can name what an operator needs to fix it:
 //!
 //! 1. TOML → `RawConfig`, whose numbers are `i64` so that a negative or huge
 //!    value reaches validation instead of failing as a type error, and whose
 //!    `deny_unknown_fields` turns a typo into an error with line and column.
 //! 2. `RawConfig` → [`Config`], checking each value against its allowed
 //!    range and naming the key, its line and the range on failure.
+//!
+//! Every position comes from a span the TOML parser recorded (each raw value
+//! is a [`toml::Spanned`]), never from searching the text for the key: a key
+//! can be quoted, or its name can appear inside another key's string.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use toml::Spanned;
 
 /// Where `oneshotd` looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/oneshotd.toml";
@@ -94,19 +99,19 @@ impl LogLevel {
     }
 }
 
-/// The file as written, before range checks.
+/// The file as written, before range checks, each value with its span.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    workers: Option<i64>,
-    listen: Option<Vec<String>>,
-    max_connections: Option<i64>,
-    max_line_bytes: Option<i64>,
-    idle_timeout_ms: Option<i64>,
-    request_timeout_ms: Option<i64>,
-    drain_timeout_ms: Option<i64>,
-    spin_before_sleep_us: Option<i64>,
-    log_level: Option<LogLevel>,
+    workers: Option<Spanned<i64>>,
+    listen: Option<Spanned<Vec<Spanned<String>>>>,
+    max_connections: Option<Spanned<i64>>,
+    max_line_bytes: Option<Spanned<i64>>,
+    idle_timeout_ms: Option<Spanned<i64>>,
+    request_timeout_ms: Option<Spanned<i64>>,
+    drain_timeout_ms: Option<Spanned<i64>>,
+    spin_before_sleep_us: Option<Spanned<i64>>,
+    log_level: Option<Spanned<LogLevel>>,
 }
 
 /// Why a configuration was refused. Displayed as one line naming the file.
@@ -127,22 +132,26 @@ pub enum ConfigErrorKind {
     #[error("cannot read: {0}")]
     Read(#[source] std::io::Error),
     /// Not valid TOML, a wrong type, an unknown key or a bad `log_level`.
-    #[error("{line}:{column}: {message}")]
+    #[error("{line}:{column}: {}{message}", key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default())]
     Toml {
         /// 1-based line of the offending text.
         line: usize,
-        /// 1-based column of the offending text.
+        /// 1-based column (in characters) of the offending text.
         column: usize,
+        /// The key whose value is wrong (a wrong type, a bad `log_level`);
+        /// `None` for a syntax error or an unknown key, whose message
+        /// already names what is wrong.
+        key: Option<String>,
         /// The parser's explanation.
         message: String,
     },
     /// A number outside its allowed range.
-    #[error("{}{key} = {value} is out of range (allowed {min}..={max})", at_line(*line))]
+    #[error("{line}: {key} = {value} is out of range (allowed {min}..={max})")]
     OutOfRange {
         /// The key.
         key: &'static str,
-        /// The 1-based line where the key was set, if found.
-        line: Option<usize>,
+        /// The 1-based line of the value.
+        line: usize,
         /// The value given.
         value: i64,
         /// The smallest allowed value.
@@ -151,23 +160,19 @@ pub enum ConfigErrorKind {
         max: i64,
     },
     /// A `listen` entry that is neither an `IP:port` nor an absolute path.
-    #[error("{}listen entry '{entry}' is neither IP:port nor an absolute Unix socket path", at_line(*line))]
+    #[error("{line}: listen entry '{entry}' is neither IP:port nor an absolute Unix socket path")]
     BadListen {
-        /// The 1-based line where `listen` was set, if found.
-        line: Option<usize>,
+        /// The 1-based line of the entry (an array can span lines).
+        line: usize,
         /// The entry as written.
         entry: String,
     },
     /// `listen = []`.
-    #[error("{}listen must name at least one address", at_line(*line))]
+    #[error("{line}: listen must name at least one address")]
     EmptyListen {
-        /// The 1-based line where `listen` was set, if found.
-        line: Option<usize>,
+        /// The 1-based line of the empty array.
+        line: usize,
     },
-}
-
-fn at_line(line: Option<usize>) -> String {
-    line.map(|l| format!("{l}: ")).unwrap_or_default()
 }
 
 impl Default for Config {
@@ -184,13 +189,12 @@ impl Config {
             kind,
         };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|span| line_column(text, span.start))
-                .unwrap_or((1, 1));
+            let start = e.span().map_or(0, |span| span.start);
+            let (line, column) = line_column(text, start);
             err(ConfigErrorKind::Toml {
                 line,
                 column,
+                key: key_of_value_at(text, start),
                 message: e.message().trim().to_owned(),
             })
         })?;
@@ -208,20 +212,27 @@ impl Config {
 
     fn from_raw(raw: RawConfig, text: &str) -> Result<Config, ConfigErrorKind> {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
-        let ranged = |key: &'static str, value: Option<i64>, default: i64, min: i64, max: i64| {
-            let value = value.unwrap_or(default);
-            if (min..=max).contains(&value) {
-                Ok(value)
-            } else {
-                Err(ConfigErrorKind::OutOfRange {
-                    key,
-                    line: key_line(text, key),
-                    value,
-                    min,
-                    max,
-                })
-            }
-        };
+        let line_of = |span: std::ops::Range<usize>| line_column(text, span.start).0;
+        // A default is within its range by construction; only a value from
+        // the file is checked, so that an error always has a span to show.
+        let ranged =
+            |key: &'static str, value: Option<Spanned<i64>>, default: i64, min: i64, max: i64| {
+                let Some(value) = value else {
+                    return Ok(default);
+                };
+                let (span, value) = (value.span(), value.into_inner());
+                if (min..=max).contains(&value) {
+                    Ok(value)
+                } else {
+                    Err(ConfigErrorKind::OutOfRange {
+                        key,
+                        line: line_of(span),
+                        value,
+                        min,
+                        max,
+                    })
+                }
+            };
         let ms = |v: i64| Duration::from_millis(v as u64);
         const DAY_MS: i64 = 86_400_000;
 
@@ -257,31 +268,33 @@ impl Config {
             1_000,
         )?;
 
-        let listen_line = || key_line(text, "listen");
-        let entries = raw
-            .listen
-            .unwrap_or_else(|| vec!["127.0.0.1:7878".to_owned()]);
-        if entries.is_empty() {
-            return Err(ConfigErrorKind::EmptyListen {
-                line: listen_line(),
-            });
-        }
-        let listen = entries
-            .into_iter()
-            .map(|entry| {
-                if entry.starts_with('/') {
-                    Ok(ListenAddr::Unix(PathBuf::from(entry)))
-                } else {
-                    entry
-                        .parse()
-                        .map(ListenAddr::Tcp)
-                        .map_err(|_| ConfigErrorKind::BadListen {
-                            line: listen_line(),
-                            entry,
-                        })
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let listen = match raw.listen {
+            None => vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 7878)))],
+            Some(entries) if entries.get_ref().is_empty() => {
+                return Err(ConfigErrorKind::EmptyListen {
+                    line: line_of(entries.span()),
+                });
+            }
+            Some(entries) => entries
+                .into_inner()
+                .into_iter()
+                .map(|entry| {
+                    let span = entry.span();
+                    let entry = entry.into_inner();
+                    if entry.starts_with('/') {
+                        Ok(ListenAddr::Unix(PathBuf::from(entry)))
+                    } else {
+                        entry
+                            .parse()
+                            .map(ListenAddr::Tcp)
+                            .map_err(|_| ConfigErrorKind::BadListen {
+                                line: line_of(span),
+                                entry,
+                            })
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
 
         Ok(Config {
             workers: workers as usize,
@@ -292,7 +305,7 @@ impl Config {
             request_timeout: ms(request),
             drain_timeout: ms(drain),
             spin_before_sleep: Duration::from_micros(spin as u64),
-            log_level: raw.log_level.unwrap_or(LogLevel::Info),
+            log_level: raw.log_level.map_or(LogLevel::Info, Spanned::into_inner),
         })
     }
 }
@@ -338,24 +351,30 @@ impl fmt::Display for ConfigSource {
     }
 }
 
-/// 1-based line and column of a byte offset.
+/// 1-based line and column of a byte offset; the column counts characters,
+/// as an editor does.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, column)
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
 }
 
-/// The 1-based line on which `key` is assigned, for range errors (which
-/// serde reports without a position).
-fn key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|line| {
-            line.trim_start()
-                .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
+/// The top-level key whose value contains byte `offset`, for a type error
+/// (which serde reports with the value's span but without the key). `None`
+/// if the text does not parse or the offset is not inside a value (an
+/// unknown key's error points at the key itself).
+fn key_of_value_at(text: &str, offset: usize) -> Option<String> {
+    let table = toml::de::DeTable::parse(text).ok()?;
+    table
+        .get_ref()
+        .iter()
+        .find(|(_, value)| value.span().contains(&offset))
+        .map(|(key, _)| key.get_ref().to_string())
 }
 
 #[cfg(test)]
@@ -470,8 +489,48 @@ mod tests {
     }
 
     #[test]
+    fn positions_come_from_the_value_not_from_the_key_name() {
+        // A quoted key: no line starts with `workers =`.
+        let msg = parse("# tuned\n\"workers\" = 0\n").unwrap_err();
+        assert_eq!(
+            msg,
+            "test.toml: 2: workers = 0 is out of range (allowed 1..=1024)"
+        );
+        // The key's name, followed by `=`, at the start of a line inside
+        // another key's multi-line string (validated later than `workers`).
+        let msg = parse("listen = ['''\nworkers = 4\n''']\n\nworkers = 0\n").unwrap_err();
+        assert!(msg.starts_with("test.toml: 5: workers = 0 "), "{msg}");
+        // A multi-line array: the bad entry's own line, not the key's.
+        let msg = parse("listen = [\n  \"127.0.0.1:1\",\n  \"nowhere\",\n]\n").unwrap_err();
+        assert!(
+            msg.starts_with("test.toml: 3: listen entry 'nowhere'"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_type_error_names_its_key() {
+        let msg = parse("# workers = \"x\"\nmax_line_bytes = 1\nworkers = \"four\"\n").unwrap_err();
+        assert!(msg.starts_with("test.toml: 3:11: workers: "), "{msg}");
+        let msg = parse("listen = [\"/a\",\n          7]").unwrap_err();
+        assert!(msg.starts_with("test.toml: 2:11: listen: "), "{msg}");
+        let msg = parse("log_level = \"loud\"").unwrap_err();
+        assert!(msg.starts_with("test.toml: 1:13: log_level: "), "{msg}");
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        let msg = parse("\"wörkers\" = 2").unwrap_err();
+        assert!(msg.starts_with("test.toml: 1:1: unknown field"), "{msg}");
+        let msg = parse("listen = [\"/é\", 1]").unwrap_err();
+        assert!(msg.starts_with("test.toml: 1:17: listen: "), "{msg}");
+    }
+
+    #[test]
     fn line_column_of_offsets() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("é\néx", 5), (2, 2));
+        assert_eq!(line_column("ab", 99), (1, 3));
     }
 }

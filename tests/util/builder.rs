@@ -1,0 +1,173 @@
+//! Starting a daemon under test: its config, environment, and how it gets
+//! its sockets (bound, socket-activated, inherited, or through a wrapper).
+
+use std::fs;
+use std::io;
+use std::process::{Command, Stdio};
+
+use super::{Daemon, NotifySocket, TestDir, BIN};
+
+/// How to start a daemon.
+pub struct DaemonBuilder {
+    name: String,
+    config: String,
+    env: Vec<(String, String)>,
+    activate: Vec<String>,
+    wrapper: Vec<String>,
+    inherit: Option<std::os::fd::RawFd>,
+    journal_stream: bool,
+}
+
+impl DaemonBuilder {
+    /// Extra config lines (TOML). `listen` defaults to `127.0.0.1:0`.
+    pub fn config(mut self, text: &str) -> Self {
+        self.config.push_str(text);
+        self.config.push('\n');
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Hand the daemon this listening socket the way systemd does: as fd 3,
+    /// with `LISTEN_FDS=1` and `LISTEN_PID` set to the daemon's pid. The
+    /// test keeps its own copy, as systemd keeps the socket unit's.
+    pub fn inherit(mut self, listener: std::os::fd::RawFd) -> Self {
+        self.inherit = Some(listener);
+        self
+    }
+
+    /// Set `JOURNAL_STREAM` to the device and inode of the daemon's stderr,
+    /// as systemd does when stderr is connected to the journal.
+    pub fn journal_stream(mut self) -> Self {
+        self.journal_stream = true;
+        self
+    }
+
+    /// Run the daemon through a command that execs it (e.g. `prlimit`).
+    pub fn wrap(mut self, command: &[&str]) -> Self {
+        self.wrapper = command.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Run under `systemd-socket-activate -l ADDR ...` instead of binding.
+    pub fn activate(mut self, addrs: &[String]) -> Self {
+        self.activate = addrs.to_vec();
+        self
+    }
+
+    /// Starts the daemon; for a bound daemon, waits for READY=1.
+    pub fn spawn(self) -> Daemon {
+        let dir = TestDir::new(&self.name);
+        let mut config = self.config;
+        if !config.contains("listen") {
+            config.push_str("listen = [\"127.0.0.1:0\"]\n");
+        }
+        if !config.contains("log_level") {
+            config.push_str("log_level = \"debug\"\n");
+        }
+        let config_path = dir.write("oneshotd.toml", &config);
+        let notify = NotifySocket::bind(dir.join("notify.sock"));
+        let stderr_path = dir.join("stderr.log");
+        let stderr = fs::File::create(&stderr_path).unwrap();
+        let journal_stream = {
+            use std::os::unix::fs::MetadataExt;
+            let meta = stderr.metadata().unwrap();
+            format!("{}:{}", meta.dev(), meta.ino())
+        };
+
+        let mut command = if let Some(fd) = self.inherit {
+            // `sh` learns its own pid ($$) and execs the daemon, which keeps it.
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+                .arg(BIN)
+                .env("NOTIFY_SOCKET", &notify.path);
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls (dup2, fcntl) run between
+            // fork and exec, on descriptors this process owns.
+            unsafe {
+                c.pre_exec(move || {
+                    use nix::libc;
+                    if fd == 3 {
+                        if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(fd, 3) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            c
+        } else if !self.wrapper.is_empty() {
+            let mut c = Command::new(&self.wrapper[0]);
+            c.args(&self.wrapper[1..]).arg(BIN);
+            c.env("NOTIFY_SOCKET", &notify.path);
+            c
+        } else if self.activate.is_empty() {
+            let mut c = Command::new(BIN);
+            c.env("NOTIFY_SOCKET", &notify.path);
+            for (k, v) in &self.env {
+                c.env(k, v);
+            }
+            c
+        } else {
+            let mut c = Command::new("systemd-socket-activate");
+            for addr in &self.activate {
+                c.arg("-l").arg(addr);
+            }
+            c.arg("-E")
+                .arg(format!("NOTIFY_SOCKET={}", notify.path.display()));
+            for (k, v) in &self.env {
+                c.arg("-E").arg(format!("{k}={v}"));
+            }
+            c.arg("--").arg(BIN);
+            c
+        };
+        command.arg("--config").arg(&config_path);
+        if self.inherit.is_none() {
+            command.env_remove("LISTEN_FDS").env_remove("LISTEN_PID");
+        }
+        if self.journal_stream {
+            command.env("JOURNAL_STREAM", &journal_stream);
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        if !self.journal_stream {
+            command.env_remove("JOURNAL_STREAM");
+        }
+        let description = format!("{command:?}");
+        let child = command.spawn().expect("spawn oneshotd");
+        let mut daemon = Daemon {
+            dir,
+            child: Some(child),
+            notify,
+            config: config_path,
+            stderr_path,
+            command: description,
+        };
+        if self.activate.is_empty() {
+            daemon.expect_notify("READY=1");
+        }
+        daemon
+    }
+}
+
+impl Daemon {
+    pub fn builder(name: &str) -> DaemonBuilder {
+        DaemonBuilder {
+            name: name.to_owned(),
+            config: String::new(),
+            env: Vec::new(),
+            activate: Vec::new(),
+            wrapper: Vec::new(),
+            inherit: None,
+            journal_stream: false,
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Client helpers: connecting, reading replies, resets, and the reference
+//! model of a reply.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use super::SOON;
+
+/// Closes with a reset (`SO_LINGER` 0) instead of a FIN.
+pub fn reset(stream: TcpStream) {
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &linger).unwrap();
+}
+
+/// Sends `line` `times` times, reads a little of the replies and resets
+/// the connection while the daemon is still writing the rest.
+pub fn reset_mid_reply(addr: SocketAddr, line: &str, times: usize) {
+    let mut client = connect(addr);
+    client.write_all(line.repeat(times).as_bytes()).unwrap();
+    let mut some = [0u8; 64];
+    let _ = client.read(&mut some);
+    reset(client);
+}
+
+/// A TCP client with timeouts, so no test can hang on a read.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(SOON)).unwrap();
+    stream.set_write_timeout(Some(SOON)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// Reads until EOF; panics on timeout.
+pub fn read_to_end(mut stream: impl Read) -> Vec<u8> {
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).expect("read to EOF");
+    out
+}
+
+/// Reads exactly `n` lines.
+pub fn read_lines(reader: &mut impl BufRead, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("read a reply line");
+            line
+        })
+        .collect()
+}
+
+/// Sends `request` and reads one reply line.
+pub fn roundtrip(stream: &mut TcpStream, request: &str) -> String {
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(&*stream);
+    read_lines(&mut reader, 1).remove(0)
+}
+
+/// The reference model of the "upper" reply to one line.
+pub fn upper(line: &[u8]) -> Vec<u8> {
+    line.to_ascii_uppercase()
+}
+
+/// A TCP port free right now (for `systemd-socket-activate`, which rejects
+/// port 0). Another process may take it before it is used; callers retry.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+nix::ioctl_read_bad!(tiocoutq, nix::libc::TIOCOUTQ, nix::libc::c_int);
+
+/// Bytes this socket has sent that the peer's kernel has not acknowledged.
+pub fn unacked_bytes(stream: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: the stream's descriptor is open for the call, and TIOCOUTQ
+    // writes one c_int into `n`.
+    unsafe { tiocoutq(stream.as_raw_fd(), &mut n) }.unwrap();
+    n as usize
+}
