@@ -30,12 +30,35 @@ impl Service for Fragile {
     }
 }
 
+/// "upper", except that its timeout reply panics: a callback the
+/// housekeeper makes, not a worker.
+struct PanicsOnTimeout;
+
+impl Service for PanicsOnTimeout {
+    fn serve(&self, input: Input<'_>, output: &mut Vec<u8>) -> Served {
+        Upper.serve(input, output)
+    }
+
+    fn request_timeout(&self, connection: ConnectionId, _: &mut Vec<u8>) {
+        panic!("timeout reply on connection {connection}");
+    }
+}
+
 /// Starts a server for `service` on an ephemeral loopback port.
 fn start(workers: usize, service: Arc<dyn Service>) -> (Server, std::net::SocketAddr) {
+    start_with(
+        Config {
+            workers,
+            ..Config::default()
+        },
+        service,
+    )
+}
+
+fn start_with(config: Config, service: Arc<dyn Service>) -> (Server, std::net::SocketAddr) {
     let config = Config {
-        workers,
         listen: vec![ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())],
-        ..Config::default()
+        ..config
     };
     let server = Server::start(&config, listeners::bind(&config.listen).unwrap(), service).unwrap();
     let addr = server.listeners().next().unwrap().tcp_addr().unwrap();
@@ -67,6 +90,44 @@ fn a_panic_closes_only_its_connection() {
     let status = server.status();
     assert_eq!(status.workers, 2);
     assert_eq!(status.connections, 4);
+    assert_eq!(server.drain(Duration::from_secs(1)).abandoned, 0);
+}
+
+/// A panic in the timeout reply closes that connection, and the thread
+/// that enforces timeouts carries on: the next slow request still times
+/// out, and everyone else is served.
+#[test]
+fn a_panic_in_the_timeout_reply_closes_only_its_connection() {
+    let (server, addr) = start_with(
+        Config {
+            workers: 2,
+            request_timeout: Duration::from_millis(200),
+            ..Config::default()
+        },
+        Arc::new(PanicsOnTimeout),
+    );
+    let mut bystander = connect(addr);
+    assert_eq!(roundtrip(&mut bystander, "before\n"), "BEFORE\n");
+    for round in 0..3 {
+        let mut victim = connect(addr);
+        victim.write_all(b"never finished").unwrap();
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        match std::io::Read::read_to_end(&mut victim, &mut rest) {
+            Ok(_) => assert_eq!(rest, b"", "round {round}: nothing is sent"),
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "round {round}"
+            ),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "round {round}: closed by its timeout, not by the test's"
+        );
+        assert_eq!(roundtrip(&mut bystander, "during\n"), "DURING\n");
+    }
+    assert_eq!(server.status().connections, 1);
     assert_eq!(server.drain(Duration::from_secs(1)).abandoned, 0);
 }
 

@@ -6,6 +6,7 @@ mod util;
 mod activation;
 mod config;
 mod hostile;
+mod idle;
 mod isolation;
 mod lifecycle;
 mod limits;
