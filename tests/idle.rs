@@ -4,17 +4,19 @@
 //! good is closed about `idle_timeout_ms` after its output stopped moving.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 
 use crate::util::*;
 
 const LINE_BYTES: usize = 4096;
+
+/// Small, so that the replies queue up on the daemon's side, where the
+/// kernel's send queue (several MiB on loopback) holds most of them.
+const SMALL_RECEIVE_BUFFER: usize = 64 * 1024;
 
 /// Request `n`: 4095 bytes of lowercase text naming `n`, then LF.
 fn request(n: usize) -> Vec<u8> {
@@ -27,35 +29,13 @@ fn request(n: usize) -> Vec<u8> {
     line
 }
 
-/// A client whose receive buffer is small (64 KiB), so that the replies
-/// queue up on the daemon's side, where the kernel's send queue (several
-/// MiB on loopback) holds most of them.
-fn connect_with_small_receive_buffer(addr: SocketAddr) -> TcpStream {
-    let SocketAddr::V4(v4) = addr else {
-        panic!("the daemon listens on IPv4 here")
-    };
-    let fd: OwnedFd = socket::socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    socket::setsockopt(&fd, sockopt::RcvBuf, &(64 * 1024)).unwrap();
-    socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4)).unwrap();
-    let stream = TcpStream::from(fd);
-    stream.set_read_timeout(Some(SOON)).unwrap();
-    stream.set_write_timeout(Some(SOON)).unwrap();
-    stream
-}
-
 #[test]
 fn a_slow_steady_reader_gets_every_reply() {
     const LINES: usize = 1536; // 6 MiB of replies
     let daemon = Daemon::builder("slowreader")
         .config("idle_timeout_ms = 1000")
         .spawn();
-    let client = connect_with_small_receive_buffer(daemon.addr());
+    let client = connect_with_receive_buffer(daemon.addr(), SMALL_RECEIVE_BUFFER);
     let mut writer = client.try_clone().unwrap();
     let sender = thread::spawn(move || {
         for n in 0..LINES {
@@ -109,7 +89,7 @@ fn a_client_that_stops_reading_is_closed_after_its_output_stops_moving() {
     let daemon = Daemon::builder("stopsreading")
         .config("idle_timeout_ms = 500")
         .spawn();
-    let client = connect_with_small_receive_buffer(daemon.addr());
+    let client = connect_with_receive_buffer(daemon.addr(), SMALL_RECEIVE_BUFFER);
     let connected = Instant::now();
     client.set_nonblocking(true).unwrap();
     // Sends until the daemon stops reading (throttled: its replies are

@@ -1,5 +1,6 @@
 //! A bounded soak: a mix of well-behaved pipelining clients, slow readers,
-//! half-closers, resetters, connect-and-close churn and over-long lines,
+//! half-closers, resetters, connect-and-close churn, over-long lines and
+//! a steady slow reader whose replies outgrow the kernel's buffers,
 //! while the pool is resized by SIGHUP every second (workers 2 <-> 7).
 //! Every reply to a well-behaved client is verified; at the end the fd
 //! count is back to baseline, RSS stayed under a bound, and SIGTERM drains
@@ -93,6 +94,35 @@ fn slow_reader(addr: SocketAddr, counts: &Counts) {
     writer.join().unwrap();
 }
 
+/// Reads slowly but steadily, never pausing as long as the idle timeout,
+/// from a small receive buffer: most of its 6 MiB of replies wait in the
+/// daemon's kernel send queue, which the daemon cannot watch drain.
+fn steady_slow_reader(addr: SocketAddr, round: u64, counts: &Counts) {
+    const LINES: usize = 1536;
+    let line = move |i: usize| format!("steady {round} {i:06} {}\n", "x".repeat(4000));
+    let client = connect_with_receive_buffer(addr, 64 * 1024);
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..LINES {
+                client.write_all(line(i).as_bytes()).unwrap();
+            }
+        })
+    };
+    let mut reader = BufReader::with_capacity(16 * 1024, &client);
+    let mut reply = String::new();
+    for i in 0..LINES {
+        if i % 4 == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        reply.clear();
+        reader.read_line(&mut reply).unwrap();
+        assert_eq!(reply, line(i).to_ascii_uppercase());
+        counts.verified.fetch_add(1, Ordering::Relaxed);
+    }
+    writer.join().unwrap();
+}
+
 /// Half-closes after a pipeline ending in an unterminated line.
 fn half_closer(addr: SocketAddr, round: u64, counts: &Counts) {
     let client = connect(addr);
@@ -119,7 +149,7 @@ fn churn(addr: SocketAddr) {
 fn over_long(addr: SocketAddr, counts: &Counts) {
     let client = connect(addr);
     (&client).write_all(b"short\n").unwrap();
-    (&client).write_all(&vec![b'z'; 3000]).unwrap();
+    (&client).write_all(&vec![b'z'; 5000]).unwrap();
     (&client).write_all(b"\n").unwrap();
     assert_eq!(read_to_end(&client), b"SHORT\nERR line too long\n");
     counts.verified.fetch_add(2, Ordering::Relaxed);
@@ -132,7 +162,7 @@ fn soak() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let mut daemon = Daemon::builder("soak")
-        .config("workers = 2\nmax_line_bytes = 1024\nlog_level = \"info\"")
+        .config("workers = 2\nmax_line_bytes = 4096\nidle_timeout_ms = 1000\nlog_level = \"info\"")
         .spawn();
     let addr = daemon.addr();
     let baseline_fds = daemon.resting_fd_count();
@@ -156,6 +186,9 @@ fn soak() {
         threads.push(spawn_loop(&stop, &counts, move |_, _| churn(addr)));
     }
     threads.push(spawn_loop(&stop, &counts, move |_, c| over_long(addr, c)));
+    threads.push(spawn_loop(&stop, &counts, move |round, c| {
+        steady_slow_reader(addr, round, c)
+    }));
 
     let start = Instant::now();
     let mut reloads = 0;

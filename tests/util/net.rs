@@ -34,6 +34,31 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// [`connect`] with the receive buffer set to `bytes` before connecting
+/// (afterwards the window is already agreed).
+pub fn connect_with_receive_buffer(addr: SocketAddr, bytes: usize) -> TcpStream {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let SocketAddr::V4(v4) = addr else {
+        panic!("{addr}: IPv4 only")
+    };
+    let fd: OwnedFd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    socket::setsockopt(&fd, sockopt::RcvBuf, &bytes).unwrap();
+    socket::connect(fd.as_raw_fd(), &SockaddrIn::from(v4))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(SOON)).unwrap();
+    stream.set_write_timeout(Some(SOON)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
 /// Reads until EOF; panics on timeout.
 pub fn read_to_end(mut stream: impl Read) -> Vec<u8> {
     let mut out = Vec::new();
