@@ -116,33 +116,118 @@ impl AsFd for Listener {
     }
 }
 
-/// Takes the sockets passed by socket activation, if `LISTEN_FDS` is set.
+/// What systemd handed the daemon in `LISTEN_FDS`, told apart by the names
+/// in `LISTEN_FDNAMES` (`FileDescriptorName=`), never by their order.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// Listeners of the line protocol: any name but the ones below (the
+    /// default name is the socket unit's).
+    pub listeners: Vec<Listener>,
+    /// Listeners named `metrics`.
+    pub metrics: Vec<Listener>,
+    /// Established connections handed over by the previous instance
+    /// through the fd store, named `conn`.
+    pub connections: Vec<OwnedFd>,
+    /// The previous instance's state records, named `state` (memfds).
+    pub state: Vec<OwnedFd>,
+}
+
+/// The `FileDescriptorName=` of a metrics listener.
+pub const METRICS_NAME: &str = "metrics";
+/// The fd store name of a handed-over connection.
+pub const CONNECTION_NAME: &str = "conn";
+/// The fd store name of a handover's state record.
+pub const STATE_NAME: &str = "state";
+
+/// Takes the descriptors passed by socket activation (and the fd store),
+/// if `LISTEN_FDS` is set.
 ///
-/// Must run first thing in `main`, before any thread exists: `listenfd`
-/// removes `LISTEN_PID`/`LISTEN_FDS`/`LISTEN_FDNAMES` from the environment,
-/// which is only sound while the process is single-threaded.
-pub fn from_systemd() -> io::Result<Option<Vec<Listener>>> {
+/// Must run first thing in `main`, before any thread exists: it removes
+/// `LISTEN_PID`/`LISTEN_FDS`/`LISTEN_FDNAMES` from the environment (so
+/// that no child inherits them), which is only sound while the process is
+/// single-threaded.
+pub fn from_systemd() -> io::Result<Option<Inherited>> {
+    let names = std::env::var("LISTEN_FDNAMES").ok();
+    std::env::remove_var("LISTEN_FDNAMES");
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() == 0 {
         return Ok(None);
     }
-    let mut listeners = Vec::with_capacity(fds.len());
-    for index in 0..fds.len() {
-        let listener = match fds.take_tcp_listener(index) {
-            Ok(Some(tcp)) => Listener::Tcp(tcp),
-            _ => match fds.take_unix_listener(index)? {
-                Some(listener) => Listener::Unix {
-                    listener,
-                    file: None,
-                },
-                None => continue,
-            },
-        };
-        // listenfd leaves the inherited sockets blocking.
-        listener.set_nonblocking()?;
-        listeners.push(listener);
+    // Without names (or with a count that does not match), every fd is a
+    // listener of the line protocol, as with `systemd-socket-activate`.
+    let names: Vec<&str> = match names.as_deref().map(|n| n.split(':').collect::<Vec<_>>()) {
+        Some(names) if names.len() == fds.len() => names,
+        _ => vec![""; fds.len()],
+    };
+    let mut inherited = Inherited::default();
+    for (index, name) in names.into_iter().enumerate() {
+        match name {
+            CONNECTION_NAME | STATE_NAME => {
+                let Some(raw) = fds.take_raw_fd(index)? else {
+                    continue;
+                };
+                let fd = crate::sys::own_inherited_fd(raw);
+                // listenfd marks the listeners it makes close-on-exec, but
+                // not raw fds; no child should inherit a client's socket.
+                nix::fcntl::fcntl(
+                    &fd,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                )?;
+                if name == CONNECTION_NAME {
+                    inherited.connections.push(fd);
+                } else {
+                    inherited.state.push(fd);
+                }
+            }
+            _ => {
+                let listener = take_listener(&mut fds, index).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("LISTEN_FDS fd #{index} (name {name:?}): {e}"),
+                    )
+                })?;
+                if name == METRICS_NAME {
+                    inherited.metrics.push(listener);
+                } else {
+                    inherited.listeners.push(listener);
+                }
+            }
+        }
     }
-    Ok(Some(listeners))
+    Ok(Some(inherited))
+}
+
+/// The inherited fd at `index` as a listener: a TCP or Unix stream socket
+/// that listens. A connected socket (e.g. a stored connection under the
+/// wrong name) is refused: accepting on it would fail forever.
+fn take_listener(fds: &mut listenfd::ListenFd, index: usize) -> io::Result<Listener> {
+    let listener = match fds.take_tcp_listener(index) {
+        Ok(Some(tcp)) => Listener::Tcp(tcp),
+        _ => match fds.take_unix_listener(index) {
+            Ok(Some(listener)) => Listener::Unix {
+                listener,
+                file: None,
+            },
+            Ok(None) => return Err(io::Error::other("already taken")),
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a TCP or Unix stream socket",
+                ))
+            }
+        },
+    };
+    let listening = nix::sys::socket::getsockopt(&listener, nix::sys::socket::sockopt::AcceptConn)
+        .map_err(io::Error::from)?;
+    if !listening {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a connected socket, not a listening one",
+        ));
+    }
+    // listenfd leaves the inherited sockets blocking.
+    listener.set_nonblocking()?;
+    Ok(listener)
 }
 
 /// Binds every `listen` entry.
@@ -190,7 +275,7 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
-/// Socket activation if present, else the configured addresses.
+/// The activated listeners if there are any, else the configured addresses.
 pub fn open(activated: Option<Vec<Listener>>, addrs: &[ListenAddr]) -> io::Result<Vec<Listener>> {
     match activated {
         Some(listeners) => {

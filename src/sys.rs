@@ -2,7 +2,7 @@
 //! wraps safely.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::libc;
 
@@ -16,4 +16,13 @@ pub(crate) fn unsent_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
     // writes exactly one `c_int`, into `unsent`, which lives across it.
     unsafe { outq(fd.as_raw_fd(), &mut unsent) }?;
     Ok(unsent.max(0) as usize)
+}
+
+/// Takes ownership of a descriptor the service manager passed in
+/// `LISTEN_FDS`, as `listenfd` hands it out (a raw number, once).
+pub(crate) fn own_inherited_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: `listenfd` hands out each inherited descriptor at most once
+    // and never closes it; the manager opened it for this process, so it
+    // is open and nothing else in the process owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
 }

@@ -114,3 +114,22 @@ fn a_restart_loses_no_connection_attempt() {
     assert_eq!(read_to_end(&queued), b"QUEUED MEANWHILE\n");
     second.stop();
 }
+
+#[test]
+fn a_connected_socket_is_refused_as_a_listener() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let connected = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&connected);
+    for name in ["", "oneshotd.socket"] {
+        let mut daemon = Daemon::builder("connected-as-listener")
+            .inherit_named(fd, name)
+            .launch();
+        let status = daemon.wait_exit(SOON);
+        assert!(!status.success(), "name {name:?}: {status:?}");
+        let log = daemon.stderr();
+        assert!(
+            log.contains("a connected socket, not a listening one"),
+            "{log}"
+        );
+    }
+}

@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigSource};
 use crate::dispatcher::{Server, Status};
-use crate::listeners::{self, Listener};
+use crate::listeners::{self, Inherited};
 use crate::logging::{self, LogControl};
 use crate::notify::Notifier;
 use crate::service::Service;
@@ -58,7 +58,7 @@ impl SystemdEnv {
 pub fn run(
     source: ConfigSource,
     config: Config,
-    activated: Option<Vec<Listener>>,
+    activated: Option<Inherited>,
     env: SystemdEnv,
     service: Arc<dyn Service>,
 ) -> ExitCode {
@@ -93,7 +93,7 @@ struct Daemon {
 impl Daemon {
     fn serve(
         mut self,
-        activated: Option<Vec<Listener>>,
+        activated: Option<Inherited>,
         service: Arc<dyn Service>,
         watchdog: Option<Duration>,
     ) -> Result<(), Box<dyn std::error::Error>> {
@@ -102,7 +102,7 @@ impl Daemon {
             info!("no configuration file; using built-in defaults");
         }
         let signals = Signals::register()?;
-        let listeners = listeners::open(activated, &self.config.listen)?;
+        let listeners = listeners::open(activated.map(|a| a.listeners), &self.config.listen)?;
         for listener in &listeners {
             info!(address = %listener.describe(), "listening");
         }

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::RawFd;
 use std::process::{Command, Stdio};
 
 use super::{Daemon, NotifySocket, TestDir, BIN};
@@ -14,7 +15,8 @@ pub struct DaemonBuilder {
     env: Vec<(String, String)>,
     activate: Vec<String>,
     wrapper: Vec<String>,
-    inherit: Option<std::os::fd::RawFd>,
+    /// Descriptors handed over as `LISTEN_FDS`, with their names.
+    inherit: Vec<(RawFd, String)>,
     journal_stream: bool,
 }
 
@@ -34,8 +36,16 @@ impl DaemonBuilder {
     /// Hand the daemon this listening socket the way systemd does: as fd 3,
     /// with `LISTEN_FDS=1` and `LISTEN_PID` set to the daemon's pid. The
     /// test keeps its own copy, as systemd keeps the socket unit's.
-    pub fn inherit(mut self, listener: std::os::fd::RawFd) -> Self {
-        self.inherit = Some(listener);
+    pub fn inherit(mut self, listener: RawFd) -> Self {
+        self.inherit.push((listener, String::new()));
+        self
+    }
+
+    /// Hand over `fd` as the next of `LISTEN_FDS` (3, 4, ...) with this
+    /// `LISTEN_FDNAMES` entry, as systemd does for named sockets and for
+    /// what its fd store kept.
+    pub fn inherit_named(mut self, fd: RawFd, name: &str) -> Self {
+        self.inherit.push((fd, name.to_owned()));
         self
     }
 
@@ -58,8 +68,20 @@ impl DaemonBuilder {
         self
     }
 
-    /// Starts the daemon; for a bound daemon, waits for READY=1.
+    /// Starts the daemon; unless socket-activated by
+    /// `systemd-socket-activate`, waits for READY=1.
     pub fn spawn(self) -> Daemon {
+        let wait_ready = self.activate.is_empty();
+        let mut daemon = self.launch();
+        if wait_ready {
+            daemon.expect_notify("READY=1");
+        }
+        daemon
+    }
+
+    /// Starts the daemon without waiting for anything (e.g. one expected
+    /// to refuse what it was given).
+    pub fn launch(self) -> Daemon {
         let dir = TestDir::new(&self.name);
         let mut config = self.config;
         if !config.contains("listen") {
@@ -78,25 +100,40 @@ impl DaemonBuilder {
             format!("{}:{}", meta.dev(), meta.ino())
         };
 
-        let mut command = if let Some(fd) = self.inherit {
+        let mut command = if !self.inherit.is_empty() {
             // `sh` learns its own pid ($$) and execs the daemon, which keeps it.
             let mut c = Command::new("sh");
             c.arg("-c")
-                .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+                .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
                 .arg(BIN)
+                .env("LISTEN_FDS", self.inherit.len().to_string())
                 .env("NOTIFY_SOCKET", &notify.path);
+            if self.inherit.iter().any(|(_, name)| !name.is_empty()) {
+                let names: Vec<&str> = self.inherit.iter().map(|(_, n)| n.as_str()).collect();
+                c.env("LISTEN_FDNAMES", names.join(":"));
+            }
+            let fds: Vec<RawFd> = self.inherit.iter().map(|(fd, _)| *fd).collect();
             use std::os::unix::process::CommandExt;
-            // SAFETY: only async-signal-safe calls (dup2, fcntl) run between
+            // SAFETY: only async-signal-safe calls (fcntl, dup2) run between
             // fork and exec, on descriptors this process owns.
             unsafe {
                 c.pre_exec(move || {
                     use nix::libc;
-                    if fd == 3 {
-                        if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    // First out of the way of 3.., then into place, so that
+                    // a source that is itself in 3.. is not overwritten.
+                    let mut moved = Vec::with_capacity(fds.len());
+                    for &fd in &fds {
+                        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100 + fds.len() as i32);
+                        if high < 0 {
                             return Err(io::Error::last_os_error());
                         }
-                    } else if libc::dup2(fd, 3) < 0 {
-                        return Err(io::Error::last_os_error());
+                        moved.push(high);
+                    }
+                    for (i, &high) in moved.iter().enumerate() {
+                        // dup2 clears close-on-exec on the copy.
+                        if libc::dup2(high, 3 + i as i32) < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
                     }
                     Ok(())
                 });
@@ -128,8 +165,11 @@ impl DaemonBuilder {
             c
         };
         command.arg("--config").arg(&config_path);
-        if self.inherit.is_none() {
-            command.env_remove("LISTEN_FDS").env_remove("LISTEN_PID");
+        if self.inherit.is_empty() {
+            command
+                .env_remove("LISTEN_FDS")
+                .env_remove("LISTEN_PID")
+                .env_remove("LISTEN_FDNAMES");
         }
         if self.journal_stream {
             command.env("JOURNAL_STREAM", &journal_stream);
@@ -143,18 +183,14 @@ impl DaemonBuilder {
         }
         let description = format!("{command:?}");
         let child = command.spawn().expect("spawn oneshotd");
-        let mut daemon = Daemon {
+        Daemon {
             dir,
             child: Some(child),
             notify,
             config: config_path,
             stderr_path,
             command: description,
-        };
-        if self.activate.is_empty() {
-            daemon.expect_notify("READY=1");
         }
-        daemon
     }
 }
 
@@ -166,7 +202,7 @@ impl Daemon {
             env: Vec::new(),
             activate: Vec::new(),
             wrapper: Vec::new(),
-            inherit: None,
+            inherit: Vec::new(),
             journal_stream: false,
         }
     }
