@@ -206,9 +206,20 @@ fn garbage_resets_and_storms_leave_others_unaffected() {
         (&client).write_all(&bytes).unwrap();
         if round % 2 == 0 {
             client.shutdown(Shutdown::Write).unwrap();
-            let mut got = Vec::new();
-            let _ = (&client).read_to_end(&mut got);
-            assert!(got.iter().filter(|&&b| b == b'\n').count() >= 1 || got.is_empty());
+            let got = read_to_end(&client);
+            // Every line comes back uppercased, binary bytes unchanged, and
+            // the last one, cut off by EOF, is answered as if it had an LF.
+            let mut expected = bytes.to_ascii_uppercase();
+            if expected.last() != Some(&b'\n') {
+                expected.push(b'\n');
+            }
+            let first_difference = got.iter().zip(&expected).position(|(a, b)| a != b);
+            assert!(
+                got == expected,
+                "round {round}: {} bytes back, {} expected, first difference at {first_difference:?}",
+                got.len(),
+                expected.len()
+            );
         }
     }
     // NUL bytes are ordinary bytes.

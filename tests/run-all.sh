@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite, in order: unit and integration tests (the real
-# binary over real sockets), static checks of the .deb and the units, then
-# the end-to-end test under a real systemd in systemd-nspawn (root).
+# The whole test suite, in order: what it needs installed first (Debian 12,
+# as root; quick when already there), unit and integration tests (the real
+# binary over real sockets), static checks of the .deb and the units, the
+# end-to-end test under a real systemd in systemd-nspawn (root), then the
+# benchmark's smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash tests/install-deps.sh
 cargo test --locked
 bash tests/packaging/check.sh
 bash tests/e2e/run.sh

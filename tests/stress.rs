@@ -1,11 +1,12 @@
 //! The guarantees of the dispatcher under load: exclusivity, no forgotten
 //! re-arm, no leaked descriptor, no reply to the wrong client.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use oneshotd::config::{Config, ListenAddr};
@@ -17,11 +18,16 @@ use oneshotd::upper::Upper;
 use crate::util::*;
 
 /// "upper", but it sleeps in every call and records how many workers are
-/// inside it for the same connection at once.
+/// inside it for the same connection at once, and, so that a server that
+/// ran all the work on one worker could not pass for exclusive, how many
+/// are inside it at once over all connections and which threads called it.
 #[derive(Default)]
 struct Exclusive {
     inside: Mutex<HashMap<ConnectionId, Arc<AtomicUsize>>>,
     max_overlap: AtomicUsize,
+    busy: AtomicUsize,
+    max_busy: AtomicUsize,
+    threads: Mutex<HashSet<ThreadId>>,
     calls: AtomicUsize,
 }
 
@@ -36,9 +42,16 @@ impl Service for Exclusive {
         );
         let overlap = counter.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_overlap.fetch_max(overlap, Ordering::SeqCst);
+        let busy = self.busy.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_busy.fetch_max(busy, Ordering::SeqCst);
+        self.threads
+            .lock()
+            .unwrap()
+            .insert(std::thread::current().id());
         self.calls.fetch_add(1, Ordering::Relaxed);
         std::thread::sleep(Duration::from_micros(200));
         let served = Upper.serve(input, output);
+        self.busy.fetch_sub(1, Ordering::SeqCst);
         counter.fetch_sub(1, Ordering::SeqCst);
         served
     }
@@ -89,9 +102,22 @@ fn at_most_one_worker_serves_a_connection_at_once() {
         client.join().unwrap();
     }
     let calls = service.calls.load(Ordering::Relaxed);
-    eprintln!("exclusivity: {calls} service calls over 64 connections");
+    let max_busy = service.max_busy.load(Ordering::SeqCst);
+    let threads = service.threads.lock().unwrap().len();
+    eprintln!(
+        "exclusivity: {calls} service calls over 64 connections, by {threads} workers, \
+         up to {max_busy} at once"
+    );
     assert_eq!(service.max_overlap.load(Ordering::SeqCst), 1);
     assert!(calls >= 64, "{calls}");
+    // Exclusivity per connection, not one worker for everything: with 64
+    // busy connections and each call sleeping 200 us, the 8 workers must
+    // have served different connections at the same time.
+    assert!(
+        max_busy >= 2,
+        "never two workers at once ({threads} threads)"
+    );
+    assert!(threads >= 2, "one worker served everything");
     server.drain(Duration::from_secs(5));
 }
 

@@ -159,6 +159,7 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
 
     /// Polls once without blocking (a set with nothing ready returns 0).
     fn ready(set: &EventSet) -> Vec<Token> {
@@ -206,57 +207,136 @@ mod tests {
         );
     }
 
-    /// [`EventSet::wait`], spinning for up to `spin`.
-    fn wait(set: &EventSet, buffer: &mut EventBuffer, spin: Duration) -> Vec<Token> {
-        set.wait(buffer, spin).unwrap().map(|e| e.token).collect()
+    /// A registered socketpair end, for the spin tests.
+    fn armed_pair(set: &EventSet, token: Token) -> (UnixStream, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        set.add(&ours, token, Interest::READ).unwrap();
+        (ours, theirs)
     }
 
+    /// Writes one byte to `theirs` after `delay`, from another thread.
+    fn write_later(mut theirs: UnixStream, delay: Duration) -> std::thread::JoinHandle<UnixStream> {
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            theirs.write_all(b"x").unwrap();
+            theirs
+        })
+    }
+
+    /// Consumes the byte that fired and re-arms, for the next wait.
+    fn consume_and_rearm(set: &EventSet, ours: &UnixStream, token: Token) {
+        (&*ours).read_exact(&mut [0u8; 1]).unwrap();
+        set.rearm(ours, token, Interest::READ).unwrap();
+    }
+
+    // The spin itself, `poll_for`, is tested directly: it only ever calls
+    // `epoll_wait` with a zero timeout, so an event it returns was found
+    // by a poll during the spin, not by the sleeping wait that follows it
+    // in `wait` (which returns the same event whether or not the spin
+    // works, so a test of `wait` alone cannot tell).
     #[test]
-    fn a_spinning_wait_returns_what_arrives_while_it_polls() {
+    fn a_spin_finds_an_event_that_arrives_while_it_polls() {
         let set = EventSet::new().unwrap();
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
         let token = Token::Connection {
             slot: 2,
             generation: 1,
         };
-        set.add(&ours, token, Interest::READ).unwrap();
-        let mut buffer = EventBuffer::new(4);
-        // Ready before the wait: the first poll finds it.
+        let (ours, mut theirs) = armed_pair(&set, token);
+        let mut events = vec![EpollEvent::empty(); 4];
+        // Ready before the spin: the first poll finds it.
         theirs.write_all(b"a").unwrap();
         assert_eq!(
-            wait(&set, &mut buffer, Duration::from_secs(10)),
-            vec![token]
+            set.poll_for(&mut events, Duration::from_secs(10)).unwrap(),
+            1
         );
+        assert_eq!(Token::from_u64(events[0].data()), token);
 
-        // Ready a little later, well within the spin: a later poll finds it.
-        let mut byte = [0u8; 1];
-        (&ours).read_exact(&mut byte).unwrap();
-        set.rearm(&ours, token, Interest::READ).unwrap();
-        let writer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            theirs.write_all(b"b").unwrap();
-            theirs
-        });
+        // Ready 20 ms into a 10 s spin: a later poll finds it, and the
+        // spin ends there rather than running out its time.
+        consume_and_rearm(&set, &ours, token);
+        let writer = write_later(theirs, Duration::from_millis(20));
         let started = Instant::now();
         assert_eq!(
-            wait(&set, &mut buffer, Duration::from_secs(10)),
-            vec![token]
+            set.poll_for(&mut events, Duration::from_secs(10)).unwrap(),
+            1,
+            "the spin ran out without finding the event"
         );
-        assert!(started.elapsed() < Duration::from_secs(10), "spun it out");
-        let mut theirs = writer.join().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5), "spun it out");
+        assert_eq!(Token::from_u64(events[0].data()), token);
+        let theirs = writer.join().unwrap();
 
-        // Not ready within the spin: the wait goes to sleep, and still
-        // wakes for the event.
-        (&ours).read_exact(&mut byte).unwrap();
-        set.rearm(&ours, token, Interest::READ).unwrap();
-        let writer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            theirs.write_all(b"c").unwrap();
-        });
+        // Nothing within the spin: it gives up after its time, not before,
+        // and reports nothing.
+        consume_and_rearm(&set, &ours, token);
+        let started = Instant::now();
         assert_eq!(
-            wait(&set, &mut buffer, Duration::from_micros(100)),
-            vec![token]
+            set.poll_for(&mut events, Duration::from_millis(5)).unwrap(),
+            0
         );
+        assert!(
+            started.elapsed() >= Duration::from_millis(5),
+            "gave up early"
+        );
+        // A zero spin does not poll at all, even with an event ready.
+        let writer = write_later(theirs, Duration::ZERO);
+        writer.join().unwrap();
+        assert_eq!(set.poll_for(&mut events, Duration::ZERO).unwrap(), 0);
+    }
+
+    /// The CPU time this thread has used: a spin uses it, a sleep does not.
+    fn thread_cpu_time() -> Duration {
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
+        Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+    }
+
+    /// [`EventSet::wait`] spinning for up to `spin`, on its own thread so
+    /// that a wait that never wakes fails the test after 10 s instead of
+    /// hanging it: the tokens, and the CPU time the waiting thread used.
+    fn wait_on_thread(set: &Arc<EventSet>, spin: Duration) -> (Vec<Token>, Duration) {
+        let set = Arc::clone(set);
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buffer = EventBuffer::new(4);
+            let cpu = thread_cpu_time();
+            let tokens: Vec<Token> = set
+                .wait(&mut buffer, spin)
+                .unwrap()
+                .map(|e| e.token)
+                .collect();
+            let _ = done.send((tokens, thread_cpu_time() - cpu));
+        });
+        result
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the wait did not return within 10 s")
+    }
+
+    // `wait` spins before it sleeps: waiting 50 ms for an event with a
+    // long spin burns the waiting thread's CPU meanwhile (a sleeping wait
+    // uses microseconds). The bound is a tenth of the gap, so a spinning
+    // thread that a loaded machine schedules out most of the time still
+    // passes; and a spin too short for the event still ends in the sleep
+    // that wakes for it.
+    #[test]
+    fn a_wait_spins_before_it_sleeps_and_the_sleep_still_wakes() {
+        let set = Arc::new(EventSet::new().unwrap());
+        let token = Token::Connection {
+            slot: 3,
+            generation: 1,
+        };
+        let (ours, theirs) = armed_pair(&set, token);
+        let writer = write_later(theirs, Duration::from_millis(50));
+        let (tokens, spun) = wait_on_thread(&set, Duration::from_secs(10));
+        assert_eq!(tokens, vec![token]);
+        assert!(
+            spun >= Duration::from_millis(5),
+            "slept instead: {spun:?} of CPU"
+        );
+        let theirs = writer.join().unwrap();
+
+        consume_and_rearm(&set, &ours, token);
+        let writer = write_later(theirs, Duration::from_millis(50));
+        let (tokens, _) = wait_on_thread(&set, Duration::from_micros(100));
+        assert_eq!(tokens, vec![token]);
         writer.join().unwrap();
     }
 

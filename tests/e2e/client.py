@@ -2,10 +2,18 @@
 """Clients for the end-to-end test, run against 127.0.0.1:7878.
 
   client.py once TEXT          send one line, check the reply, print it
-  client.py loop SECONDS FILE  new connection after new connection until
+  client.py loop SECONDS FILE [PROGRESS]
+                               new connection after new connection until
                                SECONDS pass or FILE exists; every reply is
                                checked; prints the counts and fails on any
-                               refused connection, reset or wrong reply
+                               refused connection, reset or wrong reply.
+                               Each failure is reported on stderr with the
+                               client port of its connection ("port P:", or
+                               "no connection:" if connect failed), so a
+                               test can tell which ones a crashed server
+                               held. With PROGRESS, appends one byte to it
+                               per connection served: its size is the count
+                               so far, for a test to wait on
   client.py hold IN OUT        connect, exchange a line, write OUT, wait for
                                IN to exist, exchange another line on the
                                same connection
@@ -43,19 +51,26 @@ def once(text):
         print(exchange(sock, text))
 
 
-def loop(seconds, stop_file):
+def loop(seconds, stop_file, progress_file=None):
     deadline = time.monotonic() + float(seconds)
+    progress = None
+    if progress_file:
+        progress = os.open(progress_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     ok = failed = 0
     n = 0
     while time.monotonic() < deadline and not os.path.exists(stop_file):
         n += 1
+        where = "no connection"
         try:
             with connect() as sock:
+                where = f"port {sock.getsockname()[1]}"
                 exchange(sock, f"loop request {n}")
             ok += 1
+            if progress is not None:
+                os.write(progress, b".")
         except Exception as e:  # refused, reset, timeout, wrong reply
             failed += 1
-            print(f"request {n}: {e!r}", file=sys.stderr)
+            print(f"{where}: request {n}: {e!r}", file=sys.stderr, flush=True)
     print(f"loop: {ok} served, {failed} failed")
     sys.exit(1 if failed or not ok else 0)
 

@@ -6,14 +6,16 @@
 # keyed by suite, package list and mirror; each run gets a fresh overlay),
 # installs the freshly built .deb with dpkg -i and checks what an operator
 # relies on: socket activation, STATUS, reload (good and broken), restart
-# and upgrade without a refused connection, the journal, stop, remove,
+# and upgrade without a refused connection, a crash (SIGKILL) that loses
+# only the connections the killed process held, the journal, stop, remove,
 # reinstall and purge.
 #
 # The container shares the host's network namespace, so the clients
 # (tests/e2e/client.py) run on the host against 127.0.0.1:7878.
 #
-# Needs root, debootstrap, systemd-container, python3 and a reachable Debian
-# mirror (the one apt is configured with). Usage: tests/e2e/run.sh
+# Needs root, debootstrap, systemd-container, python3, iproute2 (ss) and a
+# reachable Debian mirror (the one apt is configured with); see
+# tests/install-deps.sh. Usage: tests/e2e/run.sh
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -28,7 +30,7 @@ fail() { echo "E2E FAILED: $*" >&2; exit 1; }
 
 if [ "${1:-}" != --inside ]; then
     [ "$(id -u)" = 0 ] || fail "needs root"
-    for tool in debootstrap systemd-nspawn unshare nsenter python3 cargo-deb; do
+    for tool in debootstrap systemd-nspawn unshare nsenter python3 ss cargo-deb; do
         command -v "$tool" >/dev/null || fail "missing $tool"
     done
     if python3 -c 'import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(("127.0.0.1",7878))!=0)'; then
@@ -179,20 +181,64 @@ inside journalctl -u oneshotd --no-pager | grep "workers = 0 is out of range" >/
 expect "reply" "$($CLIENT once "still serving")" "STILL SERVING"
 set_workers 3
 
-# while_connecting WHAT COMMAND...: runs COMMAND while a client makes new
-# connections continuously; fails if a single one is refused or loses its reply.
-while_connecting() {
-    local what=$1 looper
-    shift
-    rm -f "$w/stop"
-    $CLIENT loop 60 "$w/stop" >"$w/loop.out" 2>&1 &
-    looper=$!
-    sleep 1
-    "$@"
-    sleep 1
+# start_loopers N: N clients (tests/e2e/client.py loop) that each make new
+# connections one after the other until $w/stop exists (60 s at most);
+# client i writes its counts to $w/loop.i.out, its failures to
+# $w/loop.i.err and one byte per connection served to $w/loop.i.progress.
+# Sets the array $loopers to their pids.
+start_loopers() {
+    local i
+    rm -f "$w/stop" "$w"/loop.*
+    loopers=()
+    for i in $(seq "$1"); do
+        : >"$w/loop.$i.progress"
+        $CLIENT loop 60 "$w/stop" "$w/loop.$i.progress" >"$w/loop.$i.out" 2>"$w/loop.$i.err" &
+        loopers+=($!)
+    done
+}
+served_by() { stat -c %s "$w/loop.$1.progress"; }
+# wait_loopers_serve N: until every looper has served N more connections
+# than when this was called (30 s at most, and at once if one of them has
+# exited): proof that new connections are being served at this point.
+wait_loopers_serve() {
+    local i more=$1 want=()
+    for i in "${!loopers[@]}"; do want+=($(($(served_by $((i + 1))) + more))); done
+    for _ in $(seq 600); do
+        local behind=0
+        for i in "${!loopers[@]}"; do
+            [ "$(served_by $((i + 1)))" -ge "${want[i]}" ] && continue
+            behind=1
+            kill -0 "${loopers[i]}" 2>/dev/null ||
+                { cat "$w/loop.$((i + 1)).out" "$w/loop.$((i + 1)).err"; fail "client $((i + 1)) exited"; }
+        done
+        [ $behind = 0 ] && return 0
+        sleep 0.05
+    done
+    for i in "${!loopers[@]}"; do cat "$w/loop.$((i + 1)).out" "$w/loop.$((i + 1)).err"; done
+    fail "clients were not served $more more connections within 30 s"
+}
+# stop_loopers: stops them and waits for their counts.
+stop_loopers() {
     touch "$w/stop"
-    wait "$looper" || { cat "$w/loop.out"; fail "connections failed during the $what"; }
-    echo "$what: $(cat "$w/loop.out")"
+    for pid in "${loopers[@]}"; do wait "$pid" || true; done
+}
+
+# while_connecting WHAT COMMAND...: runs COMMAND while a client makes new
+# connections continuously (served before and after it); fails if a single
+# one is refused or loses its reply.
+while_connecting() {
+    local what=$1
+    shift
+    start_loopers 1
+    wait_loopers_serve 20
+    "$@"
+    wait_loopers_serve 20
+    stop_loopers
+    if [ -s "$w/loop.1.err" ] || ! grep -q ' 0 failed$' "$w/loop.1.out"; then
+        cat "$w/loop.1.out" "$w/loop.1.err"
+        fail "connections failed during the $what"
+    fi
+    echo "$what: $(cat "$w/loop.1.out")"
 }
 
 step "restart while a client connects continuously: nothing refused or lost"
@@ -219,6 +265,74 @@ expect "version" "$(inside dpkg-query -W -f '${Version}' oneshotd)" 0.1.0-2
 new_pid=$(inside systemctl show -p MainPID --value oneshotd.service)
 [ "$old_pid" != "$new_pid" ] || fail "the upgrade did not restart the service"
 expect "socket after upgrade" "$(inside systemctl is-active oneshotd.socket)" active
+
+step "crash: SIGKILL of the main process while clients connect continuously: every new attempt served"
+# What the killed process held is lost by nature; every other attempt must
+# wait in the backlog of the socket systemd holds and be served once
+# Restart=on-failure has brought up the next instance. To tell the two
+# apart exactly, the process is frozen (SIGSTOP: it accepts nothing more)
+# while the connections it holds are listed, then killed.
+unit_prop() { inside systemctl show -p "$1" --value oneshotd.service; }
+expect "Restart=" "$(unit_prop Restart)" on-failure
+old_pid=$(unit_prop MainPID)
+restarts=$(unit_prop NRestarts)
+# The process's pid as the host (and so ss -p) sees it.
+pidns=$(readlink "/proc/$pid1/ns/pid")
+host_pid=
+for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/ns/pid" 2>/dev/null)" = "$pidns" ] || continue
+    host_pid=$(awk -v p="$old_pid" '$1 == "NSpid:" && $NF == p { print $2 }' "$p/status" 2>/dev/null)
+    [ -n "$host_pid" ] && break
+done
+[ -n "$host_pid" ] || fail "cannot find the host pid of MainPID $old_pid"
+start_loopers 4
+wait_loopers_serve 20
+inside systemctl kill --kill-whom=main -s STOP oneshotd.service
+# kill(2) returns before every thread has stopped; wait until they all
+# have (the state follows the ")" that ends the thread's name in stat).
+running_threads() { sed 's/.*) //' "/proc/$host_pid"/task/*/stat | grep -vc '^T'; }
+for _ in $(seq 200); do
+    [ "$(running_threads)" = 0 ] && break
+    sleep 0.01
+done
+[ "$(running_threads)" = 0 ] || fail "pid $host_pid did not stop"
+# Connected sockets on 7878 in the frozen process's fd table: the clients'
+# ports. (Those still in the accept queue belong to no process.)
+ss -Htnp state established '( sport = :7878 )' |
+    awk -v pid="pid=$host_pid," 'index($0, pid) { n = split($4, a, ":"); print a[n] }' | sort -u >"$w/held"
+inside systemctl kill --kill-whom=main -s KILL oneshotd.service
+killed_at=$EPOCHREALTIME
+new_pid=
+for _ in $(seq 600); do
+    new_pid=$(unit_prop MainPID)
+    [ "$new_pid" != 0 ] && [ "$new_pid" != "$old_pid" ] && [ "$(unit_prop ActiveState)" = active ] && break
+    new_pid=
+    sleep 0.05
+done
+[ -n "$new_pid" ] || fail "no new instance active within 30 s of the kill ($(unit_prop ActiveState))"
+back_in=$(awk -v a="$killed_at" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+expect "restarts" "$(unit_prop NRestarts)" $((restarts + 1))
+wait_loopers_serve 20
+stop_loopers
+served=0 failed=0 lost=0 other=0
+for i in "${!loopers[@]}"; do
+    n=$((i + 1))
+    read -r _ s _ f _ <"$w/loop.$n.out" || { cat "$w/loop.$n.err"; fail "client $n gave no counts"; }
+    served=$((served + s)) failed=$((failed + f))
+    while read -r where port _; do
+        if [ "$where" = port ] && grep -qx "${port%:}" "$w/held"; then
+            lost=$((lost + 1))
+        else
+            other=$((other + 1))
+            echo "not held by the killed process: $where $port"
+        fi
+    done < <(grep -E '^(port|no connection)' "$w/loop.$n.err")
+done
+[ "$lost" -le "$(wc -l <"$w/held")" ] || fail "more lost than held"
+echo "crash: $served served, $failed failed: $lost held by the killed process" \
+    "(it held $(wc -l <"$w/held")), $other others; pid $old_pid -> $new_pid active ${back_in} s after the kill"
+[ "$failed" = $((lost + other)) ] || { cat "$w"/loop.*.err; fail "unclassified failures"; }
+[ "$other" = 0 ] || { cat "$w"/loop.*.err; fail "$other connection attempts failed across the crash"; }
 
 step "stop drains and exits 0"
 inside systemctl stop oneshotd.service oneshotd.socket
