@@ -127,16 +127,18 @@ fn run_profile(name: &'static str, faults: Faults, seed: u64) -> (Stats, Counter
     let stats = wire.stop();
     println!(
         "netfault {name:<11} seed {seed}: replies verified {verified}, lost {}, wall {:.2}s \
-         (load {:.2}s), longest reply gap {:.2}s; wire: {} packets, {} dropped, {} queue drops, \
-         {} duplicated, {} reordered; tcp: {} retransmits, {} out-of-order, {} dsacks sent; {}",
+         (load {:.2}s), longest reply gap {:.2}s; wire: {} packets, {} dropped ({} data), {} queue drops, \
+         {} duplicated ({} data), {} reordered; tcp: {} retransmits, {} out-of-order, {} dsacks sent; {}",
         lines - verified,
         started.elapsed().as_secs_f64(),
         load_time.as_secs_f64(),
         gap.as_secs_f64(),
         stats.packets,
         stats.dropped,
+        stats.data_dropped,
         stats.queue_drops,
         stats.duplicated,
+        stats.data_duplicated,
         stats.reordered,
         counters.retransmits,
         counters.out_of_order,
@@ -225,8 +227,16 @@ fn loss_3_percent_each_way() {
         ..Faults::default()
     };
     let (stats, counters) = run_profile("loss", faults, seed(1));
-    assert!(stats.dropped > 0, "the wire dropped nothing");
-    assert!(counters.retransmits > 0, "TCP retransmitted nothing");
+    assert!(stats.data_dropped > 0, "the wire dropped no data");
+    // Each lost segment is sent again (a few are merged into one); a
+    // handful of retransmissions happen on a clean wire too, so a bare
+    // "more than zero" would prove nothing.
+    assert!(
+        counters.retransmits >= stats.data_dropped / 2,
+        "{} data segments lost, {} retransmitted",
+        stats.data_dropped,
+        counters.retransmits
+    );
 }
 
 #[test]
@@ -238,6 +248,7 @@ fn delay_20ms_jitter_10ms_reorders() {
     };
     let (stats, counters) = run_profile("delay", faults, seed(2));
     assert!(stats.reordered > 0, "the wire reordered nothing");
+    // A clean wire puts nothing in the out-of-order queue.
     assert!(counters.out_of_order > 0, "TCP queued nothing out of order");
 }
 
@@ -248,8 +259,15 @@ fn duplication_1_percent() {
         ..Faults::default()
     };
     let (stats, counters) = run_profile("duplicate", faults, seed(3));
-    assert!(stats.duplicated > 0, "the wire duplicated nothing");
-    assert!(counters.dsacks_sent > 0, "TCP saw no duplicate segment");
+    assert!(stats.data_duplicated > 0, "the wire duplicated no data");
+    // A receiver answers each duplicate segment with a D-SACK; a clean
+    // wire sees a few too (tail loss probes), so compare, not just count.
+    assert!(
+        counters.dsacks_sent >= stats.data_duplicated / 2,
+        "{} data segments duplicated, {} D-SACKs sent",
+        stats.data_duplicated,
+        counters.dsacks_sent
+    );
 }
 
 #[test]

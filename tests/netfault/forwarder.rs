@@ -44,6 +44,11 @@ pub struct Stats {
     pub dropped: u64,
     pub queue_drops: u64,
     pub duplicated: u64,
+    /// Of `dropped` and `duplicated`, the TCP segments with payload: the
+    /// ones the kernel must answer (a retransmission, a D-SACK), so that
+    /// its counters can be held against these.
+    pub data_dropped: u64,
+    pub data_duplicated: u64,
     /// Packets delivered after one that had been read later.
     pub reordered: u64,
     /// Per direction, as `bytes`: the highest rate over any [`WINDOW`] of
@@ -178,6 +183,7 @@ impl Wire {
         let now = Instant::now();
         if self.rng.chance(self.faults.loss) {
             self.stats.dropped += 1;
+            self.stats.data_dropped += carries_data(packet) as u64;
             return;
         }
         let mut due = now;
@@ -194,6 +200,7 @@ impl Wire {
         due += self.delay();
         let copies = if self.rng.chance(self.faults.duplicate) {
             self.stats.duplicated += 1;
+            self.stats.data_duplicated += carries_data(packet) as u64;
             2
         } else {
             1
@@ -236,6 +243,17 @@ impl Wire {
                 self.stats.queue_drops += 1;
             }
         }
+    }
+}
+
+/// Whether an IPv4 packet is a TCP segment with payload.
+fn carries_data(packet: &[u8]) -> bool {
+    let ip_header = usize::from(packet[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    let is_tcp = packet[9] == 6;
+    match packet.get(ip_header + 12) {
+        Some(offset) if is_tcp => total > ip_header + usize::from(offset >> 4) * 4,
+        _ => false,
     }
 }
 
