@@ -12,8 +12,8 @@
 //! clients, and three more clients check that they (and the line limit)
 //! still do fire, on time. Each profile prints its figures (`--nocapture`).
 //!
-//! Needs root (namespaces, TUN devices) and `ip`; fails, never skips,
-//! without them. `ONESHOTD_NETFAULT_SEED` replays a schedule.
+//! Needs root (namespaces, TUN devices), `ip` (iproute2) and `setpriv`
+//! (util-linux); fails, never skips, without them. `ONESHOTD_NETFAULT_SEED` replays a schedule.
 
 mod util;
 
@@ -78,7 +78,17 @@ fn run_profile(name: &'static str, faults: Faults, seed: u64) -> (Stats, Counter
             REQUEST_TIMEOUT.as_millis(),
             IDLE_TIMEOUT.as_millis()
         ))
-        .wrap(&["ip", "netns", "exec", wire.server.name()])
+        // `--pdeathsig`: a run killed before its guards ran must not leave
+        // a daemon holding its namespace alive.
+        .wrap(&[
+            "setpriv",
+            "--pdeathsig",
+            "KILL",
+            "ip",
+            "netns",
+            "exec",
+            wire.server.name(),
+        ])
         .spawn();
     let addr = daemon.addr();
     let load_started = Instant::now();

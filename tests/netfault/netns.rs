@@ -131,8 +131,13 @@ pub fn require_netns() {
         euid == 0,
         "the netfault tests need root (network namespaces, TUN devices); running as uid {euid}"
     );
-    let found = Command::new("ip").arg("-V").output().is_ok();
-    assert!(found, "the netfault tests need `ip` (Debian: iproute2)");
+    for (tool, package) in [("ip", "iproute2"), ("setpriv", "util-linux")] {
+        let found = Command::new(tool).arg("-V").output().is_ok();
+        assert!(
+            found,
+            "the netfault tests need `{tool}` (Debian: {package})"
+        );
+    }
     assert!(
         std::path::Path::new("/dev/net/tun").exists(),
         "the netfault tests need /dev/net/tun (the tun module)"
