@@ -13,7 +13,9 @@
 //! still do fire, on time. Each profile prints its figures (`--nocapture`).
 //!
 //! Needs root (namespaces, TUN devices), `ip` (iproute2) and `setpriv`
-//! (util-linux); fails, never skips, without them. `ONESHOTD_NETFAULT_SEED` replays a schedule.
+//! (util-linux); fails, never skips, without them. Each profile prints its
+//! seed, which picks the fault schedule and the clients' lines;
+//! `ONESHOTD_NETFAULT_SEED` sets it (the outcome still depends on timing).
 
 mod util;
 
@@ -56,7 +58,7 @@ type Check = fn(NsHandle, SocketAddr, Instant) -> Result<String, String>;
 
 /// What a profile's clients report.
 enum Report {
-    Main(clients::Outcome),
+    Main(usize, clients::Outcome),
     Check(&'static str, Result<String, String>),
 }
 
@@ -101,7 +103,7 @@ fn run_profile(name: &'static str, faults: Faults, seed: u64) -> (Stats, Counter
         let (tx, ns) = (tx.clone(), wire.client.handle());
         std::thread::spawn(move || {
             let outcome = clients::pipelining(ns, addr, id, MAX_LINE, seed, deadline);
-            let _ = tx.send(Report::Main(outcome));
+            let _ = tx.send(Report::Main(id, outcome));
         });
     }
     let checks: [(&'static str, Check); 3] = [
@@ -122,11 +124,11 @@ fn run_profile(name: &'static str, faults: Faults, seed: u64) -> (Stats, Counter
     for _ in 0..CLIENTS + checks.len() {
         let left = (started + HARD_TIMEOUT).saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(Report::Main(o)) => {
+            Ok(Report::Main(id, o)) => {
                 lines += o.lines;
                 verified += o.verified;
                 gap = gap.max(o.longest_gap);
-                failures.extend(o.error.map(|e| format!("client: {e}")));
+                failures.extend(o.error.map(|e| format!("client {id}: {e}")));
             }
             Ok(Report::Check(what, Ok(saw))) => seen.push(format!("{what} {saw}")),
             Ok(Report::Check(what, Err(e))) => failures.push(format!("{what}: {e}")),
