@@ -122,6 +122,9 @@ struct Wire {
 
 /// How often the thread looks at its stop flag when nothing is due.
 const IDLE_POLL: Duration = Duration::from_millis(20);
+/// The forwarder ends by itself after this, should its owner never stop
+/// it: past any test's hard timeout.
+const LIFETIME: Duration = Duration::from_secs(300);
 /// Packets read from one device per round, so neither side starves the other.
 const BATCH: usize = 64;
 
@@ -142,7 +145,8 @@ impl Wire {
 
     fn run(mut self, fds: [OwnedFd; 2], stop: &AtomicBool) -> Stats {
         let mut buf = vec![0u8; 65536];
-        while !stop.load(Ordering::Relaxed) {
+        let end = Instant::now() + LIFETIME;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < end {
             let now = Instant::now();
             let wait = match self.held.peek() {
                 Some(Reverse((due, ..))) => due.saturating_duration_since(now).min(IDLE_POLL),
