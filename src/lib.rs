@@ -63,6 +63,7 @@ pub mod cli;
 pub mod config;
 mod connection;
 pub mod dispatcher;
+pub mod handover;
 pub mod lifecycle;
 pub mod listeners;
 pub mod logging;

@@ -10,16 +10,23 @@
 //! RELOADING and STOPPING are retried for up to a second.
 
 use std::io;
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 use sd_notify::NotifyState;
+
+/// The most descriptors one datagram may carry (the kernel's `SCM_MAX_FD`).
+pub const MAX_FDS_PER_MESSAGE: usize = 253;
 
 /// Sends notifications if `NOTIFY_SOCKET` was set at start.
 #[derive(Debug)]
 pub struct Notifier {
-    target: Option<(UnixDatagram, SocketAddr)>,
+    target: Option<(UnixDatagram, UnixAddr)>,
 }
 
 /// How hard to try when the manager's queue is full.
@@ -29,6 +36,19 @@ enum Delivery {
     Retry,
     /// Superseded by the next one: drop if the queue is full.
     BestEffort,
+    /// A handover's descriptors: connections are lost if they do not get
+    /// through, so wait longer for a slow manager.
+    Handover,
+}
+
+impl Delivery {
+    fn patience(self) -> Duration {
+        match self {
+            Delivery::Retry => Duration::from_secs(1),
+            Delivery::BestEffort => Duration::ZERO,
+            Delivery::Handover => Duration::from_secs(10),
+        }
+    }
 }
 
 impl Notifier {
@@ -37,9 +57,10 @@ impl Notifier {
     pub fn new(notify_socket: Option<&str>) -> Self {
         let target = notify_socket.filter(|s| !s.is_empty()).and_then(|s| {
             let addr = match s.strip_prefix('@') {
-                Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
-                None => SocketAddr::from_pathname(s),
-            };
+                Some(name) => UnixAddr::new_abstract(name.as_bytes()),
+                None => UnixAddr::new(s),
+            }
+            .map_err(io::Error::from);
             let socket = UnixDatagram::unbound().and_then(|socket| {
                 socket.set_nonblocking(true)?;
                 Ok(socket)
@@ -55,23 +76,104 @@ impl Notifier {
         Notifier { target }
     }
 
+    /// There is a manager to tell things to (and to hold descriptors).
+    pub fn has_manager(&self) -> bool {
+        self.target.is_some()
+    }
+
     fn send(&self, states: &[NotifyState<'_>], delivery: Delivery) {
+        // A manager that went away must not stop the daemon.
+        let _ = self.send_with_fds(states, &[], delivery);
+    }
+
+    /// Sends one datagram, with `fds` attached (`SCM_RIGHTS`).
+    fn send_with_fds(
+        &self,
+        states: &[NotifyState<'_>],
+        fds: &[BorrowedFd<'_>],
+        delivery: Delivery,
+    ) -> io::Result<()> {
         let Some((socket, addr)) = &self.target else {
-            return;
+            return Ok(());
         };
         let message: String = states.iter().map(|s| format!("{s}\n")).collect();
-        let give_up = Instant::now() + Duration::from_secs(1);
+        let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        let rights = [ControlMessage::ScmRights(&raw)];
+        let control: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
+        let give_up = Instant::now() + delivery.patience();
         loop {
-            match socket.send_to_addr(message.as_bytes(), addr) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            let sent = sendmsg(
+                socket.as_raw_fd(),
+                &[IoSlice::new(message.as_bytes())],
+                control,
+                MsgFlags::empty(),
+                Some(addr),
+            );
+            match sent {
+                Ok(_) => return Ok(()),
+                Err(Errno::EAGAIN) => {
                     if delivery == Delivery::BestEffort || Instant::now() >= give_up {
-                        return;
+                        return Err(Errno::EAGAIN.into());
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // A manager that went away must not stop the daemon.
-                Ok(_) | Err(_) => return,
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Hands `fds` to the manager's fd store under `name` (`FDSTORE=1`,
+    /// `FDNAME=`), as many datagrams as the kernel's limit per datagram
+    /// needs.
+    pub fn store_fds(&self, name: &str, fds: &[OwnedFd]) -> io::Result<()> {
+        let states = [
+            NotifyState::Custom("FDSTORE=1"),
+            NotifyState::Custom(&format!("FDNAME={name}")),
+        ];
+        for chunk in fds.chunks(MAX_FDS_PER_MESSAGE) {
+            let borrowed: Vec<BorrowedFd<'_>> = chunk.iter().map(|fd| fd.as_fd()).collect();
+            self.send_with_fds(&states, &borrowed, Delivery::Handover)?;
+        }
+        Ok(())
+    }
+
+    /// Asks the manager to drop what its fd store holds under `name`
+    /// (`FDSTOREREMOVE=1`).
+    pub fn remove_stored_fds(&self, name: &str) {
+        self.send(
+            &[
+                NotifyState::Custom("FDSTOREREMOVE=1"),
+                NotifyState::Custom(&format!("FDNAME={name}")),
+            ],
+            Delivery::Retry,
+        );
+    }
+
+    /// `BARRIER=1`: returns once the manager has processed every message
+    /// sent before it (it closes the pipe end sent along, and the read end
+    /// sees the hang-up), or after `timeout`.
+    pub fn barrier(&self, timeout: Duration) -> io::Result<()> {
+        if self.target.is_none() {
+            return Ok(());
+        }
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        self.send_with_fds(
+            &[NotifyState::Custom("BARRIER=1")],
+            &[write_end.as_fd()],
+            Delivery::Handover,
+        )?;
+        drop(write_end);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut fds = [PollFd::new(read_end.as_fd(), PollFlags::POLLIN)];
+            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::TimedOut, "barrier timed out")),
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
     }

@@ -5,6 +5,7 @@ mod util;
 
 mod activation;
 mod config;
+mod handover;
 mod hostile;
 mod idle;
 mod isolation;

@@ -19,6 +19,7 @@
 //! whatever phase it was in.
 
 mod buffers;
+mod carried;
 mod io;
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 pub(crate) use buffers::Scratch;
+pub(crate) use carried::{Carried, CarriedPhase};
 
 use crate::service::{ConnectionId, Service};
 use crate::step::{CloseReason, Interest, Limits, Next, Readiness, Stimulus};

@@ -68,7 +68,25 @@ impl Acceptor {
     }
 }
 
+impl Acceptor {
+    /// Makes new connections' ids follow `id` (one restored from the
+    /// previous instance), so that none is reused while the daemon runs.
+    pub(super) fn continue_ids_after(&self, id: ConnectionId) {
+        self.next_connection_id
+            .fetch_max(id.0.saturating_add(1), Ordering::Relaxed);
+    }
+}
+
 impl Shared {
+    /// Stops accepting for good: deregisters the listeners (they stay
+    /// open; under socket activation they belong to systemd too).
+    pub(super) fn stop_accepting(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        for slot in &self.accept.listeners {
+            let _ = self.events.delete(&slot.listener);
+        }
+    }
+
     /// A worker took listener `index`'s event: accept a batch, re-arm.
     pub(super) fn on_listener_event(&self, index: usize) {
         let slot = &self.accept.listeners[index];

@@ -28,12 +28,10 @@ impl Shared {
     /// Stops accepting and gives every connection its drain step. A
     /// connection a worker holds is waited for, then drained.
     pub(super) fn begin_drain(&self) {
-        if self.draining.swap(true, Ordering::SeqCst) {
+        if self.draining() {
             return;
         }
-        for slot in &self.accept.listeners {
-            let _ = self.events.delete(&slot.listener);
-        }
+        self.stop_accepting();
         info!(connections = self.table.live(), "draining");
         let mut scratch = Scratch::new();
         self.table

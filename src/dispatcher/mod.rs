@@ -36,6 +36,7 @@ mod accept;
 mod drain;
 mod drive;
 pub(crate) mod epoll;
+mod handover;
 mod housekeeper;
 mod leader;
 mod limits;
@@ -63,6 +64,8 @@ use epoll::EventSet;
 use limits::LimitSettings;
 use table::ConnectionTable;
 use token::Token;
+
+pub use handover::{HandedOver, RestoreReport};
 
 /// A snapshot of what the daemon is doing, for STATUS and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

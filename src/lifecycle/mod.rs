@@ -1,5 +1,7 @@
-//! The daemon's life: start, serve, reload on SIGHUP, drain on SIGTERM or
-//! SIGINT, exit. What systemd sees of it goes through [`Notifier`].
+//! The daemon's life: start (taking back connections a previous instance
+//! handed over), serve, reload on SIGHUP, drain on SIGTERM or SIGINT, hand
+//! the connections to the next instance on SIGUSR2, exit. What systemd
+//! sees of it goes through [`Notifier`].
 //!
 //! This module owns the drain's deadline and what is reported while it
 //! runs; the dispatcher owns how connections are drained (`dispatcher/drain.rs`).
@@ -7,6 +9,7 @@
 mod signals;
 mod watchdog;
 
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +18,8 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigSource};
 use crate::dispatcher::{Server, Status};
-use crate::listeners::{self, Inherited};
+use crate::handover;
+use crate::listeners::{self, Inherited, CONNECTION_NAME, STATE_NAME};
 use crate::logging::{self, LogControl};
 use crate::notify::Notifier;
 use crate::service::Service;
@@ -27,6 +31,9 @@ pub const EXIT_CONFIG: u8 = 78;
 
 /// How often the main thread wakes to refresh STATUS; also its rate limit.
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Longest a handover waits for the manager to confirm it took the fds.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The systemd variables the daemon reads, read once in `main` before any
 /// thread exists.
@@ -102,13 +109,22 @@ impl Daemon {
             info!("no configuration file; using built-in defaults");
         }
         let signals = Signals::register()?;
-        let listeners = listeners::open(activated.map(|a| a.listeners), &self.config.listen)?;
+        let (activated, handed_over) = match activated {
+            Some(inherited) => (
+                Some(inherited.listeners),
+                (inherited.connections, inherited.state),
+            ),
+            None => (None, Default::default()),
+        };
+        let listeners = listeners::open(activated, &self.config.listen)?;
         for listener in &listeners {
             info!(address = %listener.describe(), "listening");
         }
         let server = Server::start(&self.config, listeners, service)?;
+        let restored = self.restore(&server, handed_over);
         let mut shown = server.status();
-        self.notifier.ready(&status_line("serving", shown));
+        self.notifier
+            .ready(&format!("{}{restored}", status_line("serving", shown)));
         info!(workers = shown.workers, "ready");
 
         let mut watchdog = watchdog.map(|period| Watchdog::new(period, &server));
@@ -121,6 +137,13 @@ impl Daemon {
                 watchdog.tick(&server, &self.notifier);
             }
             if signals.take_terminate() {
+                break;
+            }
+            if signals.take_handover() {
+                if self.notifier.has_manager() {
+                    return self.hand_over(server);
+                }
+                warn!("SIGUSR2 without NOTIFY_SOCKET: no service manager to hold the connections; draining instead");
                 break;
             }
             if signals.take_hangup() {
@@ -136,6 +159,49 @@ impl Daemon {
         }
         self.drain(server);
         info!("stopped");
+        Ok(())
+    }
+
+    /// Serves on the connections the previous instance handed over, then
+    /// has the manager forget its copies; returns what STATUS adds.
+    fn restore(&self, server: &Server, (sockets, state): (Vec<OwnedFd>, Vec<OwnedFd>)) -> String {
+        if sockets.is_empty() && state.is_empty() {
+            return String::new();
+        }
+        let report = server.restore(sockets, state);
+        // Only now: until systemd drops its copies, closing ours would not
+        // close a connection (nor would the client see EOF).
+        self.notifier.remove_stored_fds(CONNECTION_NAME);
+        self.notifier.remove_stored_fds(STATE_NAME);
+        info!(
+            restored = report.restored,
+            closed = report.closed,
+            "connections restored from the previous instance"
+        );
+        format!(" restored={}", report.restored)
+    }
+
+    /// Hands every connection to the next instance through the manager's
+    /// fd store, and returns once the manager has them.
+    fn hand_over(&self, server: Server) -> Result<(), Box<dyn std::error::Error>> {
+        self.notifier
+            .stopping(&status_line("handing over", server.status()));
+        let handed = server.hand_over();
+        let count = handed.sockets.len();
+        if count > 0 {
+            let state = handover::state_file(&handed.state)?;
+            self.notifier.store_fds(CONNECTION_NAME, &handed.sockets)?;
+            self.notifier.store_fds(STATE_NAME, &[state])?;
+        }
+        self.notifier
+            .status(&format!("handed over: workers=0 connections={count}"));
+        // Our copies may close now: the manager holds its own.
+        drop(handed);
+        self.notifier.barrier(BARRIER_TIMEOUT)?;
+        info!(
+            connections = count,
+            "handed over to the next instance; stopped"
+        );
         Ok(())
     }
 

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 
 /// The flags set by the signal handlers, and the socket they poke.
 pub(super) struct Signals {
     wake: UnixStream,
     hangup: Arc<AtomicBool>,
     terminate: Arc<AtomicBool>,
+    handover: Arc<AtomicBool>,
 }
 
 impl Signals {
@@ -26,10 +27,12 @@ impl Signals {
         wake.set_nonblocking(true)?;
         let hangup = Arc::new(AtomicBool::new(false));
         let terminate = Arc::new(AtomicBool::new(false));
+        let handover = Arc::new(AtomicBool::new(false));
         for (signal, flag) in [
             (SIGHUP, &hangup),
             (SIGTERM, &terminate),
             (SIGINT, &terminate),
+            (SIGUSR2, &handover),
         ] {
             signal_hook::flag::register(signal, Arc::clone(flag))?;
             signal_hook::low_level::pipe::register(signal, poke.try_clone()?)?;
@@ -38,6 +41,7 @@ impl Signals {
             wake,
             hangup,
             terminate,
+            handover,
         })
     }
 
@@ -54,6 +58,11 @@ impl Signals {
     /// SIGTERM or SIGINT arrived since the last call.
     pub(super) fn take_terminate(&self) -> bool {
         self.terminate.swap(false, Ordering::AcqRel)
+    }
+
+    /// SIGUSR2 (systemd's `RestartKillSignal=`) arrived since the last call.
+    pub(super) fn take_handover(&self) -> bool {
+        self.handover.swap(false, Ordering::AcqRel)
     }
 
     /// SIGHUP arrived since the last call.

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::{Command, Stdio};
 
 use super::{Daemon, NotifySocket, TestDir, BIN};
@@ -17,6 +17,8 @@ pub struct DaemonBuilder {
     wrapper: Vec<String>,
     /// Descriptors handed over as `LISTEN_FDS`, with their names.
     inherit: Vec<(RawFd, String)>,
+    /// An fd store to start with (what a previous instance handed over).
+    store: Vec<(String, OwnedFd)>,
     journal_stream: bool,
 }
 
@@ -46,6 +48,16 @@ impl DaemonBuilder {
     /// what its fd store kept.
     pub fn inherit_named(mut self, fd: RawFd, name: &str) -> Self {
         self.inherit.push((fd, name.to_owned()));
+        self
+    }
+
+    /// Start as systemd starts the next instance after a restart: the
+    /// socket units' fds first (given with [`Self::inherit_named`]), then
+    /// everything its fd store holds, named as stored. The store moves to
+    /// the new daemon's notify socket, which drops what the daemon removes
+    /// with `FDSTOREREMOVE=1`.
+    pub fn with_fd_store(mut self, store: Vec<(String, OwnedFd)>) -> Self {
+        self.store = store;
         self
     }
 
@@ -81,7 +93,10 @@ impl DaemonBuilder {
 
     /// Starts the daemon without waiting for anything (e.g. one expected
     /// to refuse what it was given).
-    pub fn launch(self) -> Daemon {
+    pub fn launch(mut self) -> Daemon {
+        for (name, fd) in &self.store {
+            self.inherit.push((fd.as_raw_fd(), name.clone()));
+        }
         let dir = TestDir::new(&self.name);
         let mut config = self.config;
         if !config.contains("listen") {
@@ -91,7 +106,8 @@ impl DaemonBuilder {
             config.push_str("log_level = \"debug\"\n");
         }
         let config_path = dir.write("oneshotd.toml", &config);
-        let notify = NotifySocket::bind(dir.join("notify.sock"));
+        let mut notify = NotifySocket::bind(dir.join("notify.sock"));
+        notify.stored = std::mem::take(&mut self.store);
         let stderr_path = dir.join("stderr.log");
         let stderr = fs::File::create(&stderr_path).unwrap();
         let journal_stream = {
@@ -164,6 +180,11 @@ impl DaemonBuilder {
             c.arg("--").arg(BIN);
             c
         };
+        if !self.inherit.is_empty() || !self.wrapper.is_empty() {
+            for (k, v) in &self.env {
+                command.env(k, v);
+            }
+        }
         command.arg("--config").arg(&config_path);
         if self.inherit.is_empty() {
             command
@@ -203,6 +224,7 @@ impl Daemon {
             activate: Vec::new(),
             wrapper: Vec::new(),
             inherit: Vec::new(),
+            store: Vec::new(),
             journal_stream: false,
         }
     }

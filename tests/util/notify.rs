@@ -1,9 +1,15 @@
-//! The test's end of the daemon's sd_notify socket.
+//! The test's end of the daemon's sd_notify socket, playing the service
+//! manager: it records every line, keeps the descriptors sent with
+//! `FDSTORE=1` (its fd store), drops them on `FDSTOREREMOVE=1`, and answers
+//! `BARRIER=1` by closing the descriptor sent with it.
 
-use std::io;
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 
 /// The test's end of `NOTIFY_SOCKET`.
 pub struct NotifySocket {
@@ -11,6 +17,8 @@ pub struct NotifySocket {
     socket: UnixDatagram,
     /// Every `KEY=VALUE` line received so far, in order.
     pub seen: Vec<String>,
+    /// The fd store: descriptors received with `FDSTORE=1`, by `FDNAME=`.
+    pub stored: Vec<(String, OwnedFd)>,
 }
 
 impl NotifySocket {
@@ -20,6 +28,7 @@ impl NotifySocket {
             path,
             socket,
             seen: Vec::new(),
+            stored: Vec::new(),
         }
     }
 
@@ -50,12 +59,8 @@ impl NotifySocket {
                 );
             }
             self.socket.set_read_timeout(Some(left)).unwrap();
-            let mut buf = [0u8; 4096];
-            match self.socket.recv(&mut buf) {
-                Ok(n) => {
-                    let text = String::from_utf8_lossy(&buf[..n]);
-                    self.seen.extend(text.lines().map(str::to_owned));
-                }
+            match self.receive() {
+                Ok(()) => {}
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -64,6 +69,55 @@ impl NotifySocket {
                 Err(e) => panic!("notify socket: {e}"),
             }
         }
+    }
+
+    /// Receives one datagram and acts on it as the manager would.
+    fn receive(&mut self) -> io::Result<()> {
+        let mut buf = [0u8; 4096];
+        let mut control = nix::cmsg_space!([RawFd; 253]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let message = recvmsg::<UnixAddr>(
+            self.socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let mut fds = Vec::new();
+        for cmsg in message.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                // SAFETY: SCM_RIGHTS installed these descriptors in this
+                // process just now; nothing else owns them.
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        let n = message.bytes;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let has = |line: &str| lines.iter().any(|l| l == line);
+        let name = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("FDNAME="))
+            .unwrap_or("stored")
+            .to_owned();
+        if has("FDSTORE=1") {
+            self.stored
+                .extend(fds.into_iter().map(|fd| (name.clone(), fd)));
+        } else if has("FDSTOREREMOVE=1") {
+            self.stored.retain(|(stored, _)| *stored != name);
+        }
+        // BARRIER=1: the descriptor that came with it is dropped above
+        // (not stored), which is the answer.
+        self.seen.extend(lines);
+        Ok(())
+    }
+
+    /// Takes what the fd store holds, e.g. to start the next instance
+    /// with it.
+    pub fn take_stored(&mut self) -> Vec<(String, OwnedFd)> {
+        std::mem::take(&mut self.stored)
     }
 
     /// Like [`Self::expect_from`], from the next line on.

@@ -1,0 +1,131 @@
+//! The handover: the second way out of a connection's phase machine. A
+//! connection leaves this instance not closed but carried — its socket and
+//! everything the next instance needs to carry on exactly where this one
+//! stopped — and comes back from that in the next.
+
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use super::{Closing, Connection, Phase};
+use crate::service::ConnectionId;
+
+/// A connection's state, as carried to the next instance (beside its
+/// socket, which carries what the kernel holds in both directions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Carried {
+    pub id: ConnectionId,
+    /// Received and not yet consumed: the start of an incomplete request.
+    pub input: Vec<u8>,
+    /// Replies produced and not yet taken by the kernel.
+    pub output: Vec<u8>,
+    /// The client half-closed.
+    pub peer_closed: bool,
+    /// The client has sent at least one byte.
+    pub spoke: bool,
+    pub phase: CarriedPhase,
+    /// Time since the last progress (the idle clock).
+    pub idle_for: Duration,
+    /// Time since the incomplete request's first byte arrived.
+    pub request_for: Option<Duration>,
+}
+
+/// The phases a connection can be handed over in. (A handover never
+/// happens during a drain, so there is no drain phase to carry.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CarriedPhase {
+    Open,
+    /// No more input is served: the service asked to close, or a request
+    /// timed out; the pending replies are still delivered.
+    Closing {
+        timed_out: bool,
+    },
+    /// Replies delivered, our side shut down, client input discarded, for
+    /// `for_` so far.
+    Lingering {
+        timed_out: bool,
+        for_: Duration,
+    },
+}
+
+impl Connection {
+    /// Takes the connection apart for the next instance, as of `now`.
+    pub(crate) fn hand_over(self, now: Instant) -> (OwnedFd, Carried) {
+        let timed_out = |why| why == Closing::RequestTimeout;
+        let phase = match self.phase {
+            Phase::Open | Phase::DrainGrace { .. } => CarriedPhase::Open,
+            Phase::Closing { why, .. } => CarriedPhase::Closing {
+                timed_out: timed_out(why),
+            },
+            Phase::Lingering { since, why, .. } => CarriedPhase::Lingering {
+                timed_out: timed_out(why),
+                for_: now.saturating_duration_since(since),
+            },
+        };
+        let carried = Carried {
+            id: self.id,
+            input: self.input,
+            output: self.output[self.sent..].to_vec(),
+            peer_closed: self.peer_closed,
+            spoke: self.spoke,
+            phase,
+            idle_for: now.saturating_duration_since(self.last_progress),
+            request_for: self
+                .request_started
+                .map(|t| now.saturating_duration_since(t)),
+        };
+        (self.fd, carried)
+    }
+
+    /// Puts a carried connection back together, as of `now` (`carried`'s
+    /// durations already include the time the handover took).
+    pub(crate) fn restore(fd: OwnedFd, carried: Carried, now: Instant) -> Connection {
+        let ago = |d: Duration| now.checked_sub(d).unwrap_or(now);
+        let why = |timed_out| {
+            if timed_out {
+                Closing::RequestTimeout
+            } else {
+                Closing::Service
+            }
+        };
+        let phase = match carried.phase {
+            CarriedPhase::Open => Phase::Open,
+            CarriedPhase::Closing { timed_out } => Phase::Closing {
+                why: why(timed_out),
+                draining: false,
+            },
+            CarriedPhase::Lingering { timed_out, for_ } => Phase::Lingering {
+                since: ago(for_),
+                why: why(timed_out),
+                draining: false,
+            },
+        };
+        let mut connection = Connection::new(fd, carried.id, ago(carried.idle_for));
+        connection.input = carried.input;
+        connection.output = carried.output;
+        connection.peer_closed = carried.peer_closed;
+        connection.spoke = carried.spoke;
+        connection.request_started = carried.request_for.map(ago);
+        connection.phase = phase;
+        // The kernel's send queue is unknown here: have the next tick look.
+        connection.wrote = true;
+        connection
+    }
+
+    /// What the connection should first be armed for after a restore.
+    pub(crate) fn restored_interest(&self) -> crate::step::Interest {
+        let pending = self.pending() > 0;
+        match self.phase {
+            Phase::Open | Phase::DrainGrace { .. } => crate::step::Interest {
+                read: !self.peer_closed && !self.throttled(),
+                write: pending,
+            },
+            // Writable at once if the kernel has room: the step then
+            // flushes and decides (shut down and linger, or close).
+            Phase::Closing { .. } => crate::step::Interest {
+                read: false,
+                write: true,
+            },
+            Phase::Lingering { .. } => crate::step::Interest::READ,
+        }
+    }
+}

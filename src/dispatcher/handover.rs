@@ -1,0 +1,146 @@
+//! The dispatcher's side of a handover: taking every connection out whole,
+//! and taking handed-over connections back in (see `handover/mod.rs`).
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+use tracing::{debug, warn};
+
+use super::{Server, Shared};
+use crate::config::MAX_CONNECTIONS_LIMIT;
+use crate::connection::{Carried, Connection};
+use crate::handover::{self, record, SocketKey};
+
+/// The connections a handover took out of the dispatcher, ready for the
+/// manager: their sockets, and one state file describing them all.
+#[derive(Debug)]
+pub struct HandedOver {
+    /// The sockets, in no particular order (the records are keyed by each
+    /// socket's identity, not by position).
+    pub sockets: Vec<OwnedFd>,
+    /// The state file (see `handover/record.rs`).
+    pub state: Vec<u8>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RestoreReport {
+    /// Connections taken back and served on.
+    pub restored: usize,
+    /// Sockets closed because no readable record described them.
+    pub closed: usize,
+}
+
+impl Server {
+    /// Stops accepting, retires the housekeeper and the workers (each
+    /// finishes the event it holds: a worker owns a connection only
+    /// between an event and its re-arm), then takes every connection out
+    /// of the table and the epoll set, whole. Nothing waits on a client.
+    pub fn hand_over(mut self) -> HandedOver {
+        self.shared.stop_accepting();
+        if let Some(housekeeper) = self.housekeeper.take() {
+            housekeeper.stop();
+        }
+        self.pool.stop(&self.shared);
+        let now = Instant::now();
+        let mut sockets = Vec::new();
+        let mut carried = Vec::new();
+        self.shared.table.for_each(true, |mut held| {
+            let _ = self.shared.events.delete(held.connection().fd());
+            let (fd, state) = self.shared.table.remove(held).hand_over(now);
+            match SocketKey::of(&fd) {
+                Ok(key) => {
+                    sockets.push(fd);
+                    carried.push((key, state));
+                }
+                Err(e) => {
+                    warn!(conn = %state.id, error = %e, "cannot identify the socket; closing it")
+                }
+            }
+        });
+        let refs: Vec<_> = carried.iter().map(|(key, state)| (*key, state)).collect();
+        HandedOver {
+            sockets,
+            state: record::encode(handover::monotonic_now(), &refs),
+        }
+    }
+
+    /// Takes back the connections a previous instance handed over: each
+    /// socket in `sockets` is matched to its record in the `state` files by
+    /// its identity and served on from where it stopped. A socket without a
+    /// readable record (missing, corrupt, an unknown format version) is
+    /// closed with a warning, never served with part of its state missing.
+    pub fn restore(&self, sockets: Vec<OwnedFd>, state: Vec<OwnedFd>) -> RestoreReport {
+        let mut records: HashMap<SocketKey, Carried> = HashMap::new();
+        for fd in state {
+            let file = handover::read_state_file(fd)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| record::decode(&bytes).map_err(|e| e.to_string()));
+            match file {
+                Ok(file) => {
+                    // The time the restart took counts on every timer.
+                    let gap = handover::monotonic_now().saturating_sub(file.handed_over_at);
+                    records.extend(file.records.into_iter().map(|(key, mut carried)| {
+                        carried.idle_for += gap;
+                        carried.request_for = carried.request_for.map(|d| d + gap);
+                        if let crate::connection::CarriedPhase::Lingering { for_, .. } =
+                            &mut carried.phase
+                        {
+                            *for_ += gap;
+                        }
+                        (key, carried)
+                    }));
+                }
+                Err(e) => {
+                    warn!(error = %e, "unreadable handover state; its connections will be closed")
+                }
+            }
+        }
+        let mut report = RestoreReport::default();
+        for fd in sockets {
+            let carried = SocketKey::of(&fd).ok().and_then(|key| records.remove(&key));
+            match carried {
+                Some(carried) => {
+                    if self.shared.adopt(fd, carried) {
+                        report.restored += 1;
+                    } else {
+                        report.closed += 1;
+                    }
+                }
+                None => {
+                    warn!("a handed-over connection has no readable state record; closing it");
+                    report.closed += 1;
+                }
+            }
+        }
+        report
+    }
+}
+
+impl Shared {
+    /// Takes one restored connection into the table and the epoll set.
+    fn adopt(&self, fd: OwnedFd, carried: Carried) -> bool {
+        let id = carried.id;
+        self.accept.continue_ids_after(id);
+        if !self.table.reserve(MAX_CONNECTIONS_LIMIT as usize) {
+            warn!(conn = %id, "connection table full; closing a restored connection");
+            return false;
+        }
+        let connection = Connection::restore(fd, carried, Instant::now());
+        let interest = connection.restored_interest();
+        let registered = self.table.insert(connection, |connection, token| {
+            self.events.add(connection.fd(), token, interest)
+        });
+        match registered {
+            Ok(_) => {
+                debug!(conn = %id, "connection restored");
+                true
+            }
+            Err(e) => {
+                warn!(conn = %id, error = %e, "cannot register a restored connection");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The state record's format: versioned, length-prefixed, checksummed, and
+//! read without trusting a byte of it.
+//!
+//! All integers little-endian. Version 1:
+//!
+//! ```text
+//! file    = magic "ONESHOTD" | version u32 | handed_over_at u64 | count u32
+//!           | record * count | checksum u64
+//! record  = length u32 (of what follows in the record)
+//!           | dev u64 | ino u64 | id u64 | flags u8 | phase u8
+//!           | lingering_us u64 | idle_us u64 | request_us u64
+//!           | input_length u32 | input | output_length u32 | output
+//! ```
+//!
+//! `handed_over_at` is `CLOCK_MONOTONIC` in microseconds when the record
+//! was written: the next instance adds the time since to every duration,
+//! so timers run on across the restart. `flags`: bit 0 the client
+//! half-closed, bit 1 it has spoken. `phase`: 0 open, 1 closing, 2 closing
+//! after a request timeout, 3 lingering, 4 lingering after a request
+//! timeout. `request_us` is `u64::MAX` when no request is incomplete. The
+//! checksum is FNV-1a (64 bits) over everything before it: a torn or
+//! corrupted file is rejected whole rather than half believed.
+
+use std::time::Duration;
+
+use super::SocketKey;
+use crate::connection::{Carried, CarriedPhase};
+use crate::service::ConnectionId;
+
+const MAGIC: &[u8; 8] = b"ONESHOTD";
+/// The format version this build writes and reads.
+pub(crate) const VERSION: u32 = 1;
+/// No request is incomplete.
+const NO_REQUEST: u64 = u64::MAX;
+
+/// Why a state file was not read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    /// It ends before its own lengths say it does.
+    #[error("truncated")]
+    Truncated,
+    /// Not a state file of ours.
+    #[error("not a oneshotd state file")]
+    BadMagic,
+    /// Written by a build with a format this one does not know.
+    #[error("unknown format version {0} (this build reads {VERSION})")]
+    UnknownVersion(u32),
+    /// The checksum does not match: torn or corrupted.
+    #[error("checksum mismatch")]
+    Checksum,
+    /// A field holds a value no writer produces.
+    #[error("corrupt: {0}")]
+    Corrupt(&'static str),
+}
+
+/// What a state file holds.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct StateFile {
+    /// `CLOCK_MONOTONIC` when it was written.
+    pub handed_over_at: Duration,
+    pub records: Vec<(SocketKey, Carried)>,
+}
+
+/// Writes the state file for `records`, as of `handed_over_at`.
+pub(crate) fn encode(handed_over_at: Duration, records: &[(SocketKey, &Carried)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    put_u64(&mut out, micros(handed_over_at));
+    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    for (key, carried) in records {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        put_u64(&mut out, key.dev);
+        put_u64(&mut out, key.ino);
+        put_u64(&mut out, carried.id.0);
+        out.push(u8::from(carried.peer_closed) | (u8::from(carried.spoke) << 1));
+        let (phase, lingering) = match carried.phase {
+            CarriedPhase::Open => (0, Duration::ZERO),
+            CarriedPhase::Closing { timed_out } => (1 + u8::from(timed_out), Duration::ZERO),
+            CarriedPhase::Lingering { timed_out, for_ } => (3 + u8::from(timed_out), for_),
+        };
+        out.push(phase);
+        put_u64(&mut out, micros(lingering));
+        put_u64(&mut out, micros(carried.idle_for));
+        put_u64(&mut out, carried.request_for.map_or(NO_REQUEST, micros));
+        put_bytes(&mut out, &carried.input);
+        put_bytes(&mut out, &carried.output);
+        let length = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&length.to_le_bytes());
+    }
+    let checksum = fnv1a(&out);
+    put_u64(&mut out, checksum);
+    out
+}
+
+/// Reads a state file; any inconsistency rejects it whole.
+pub(crate) fn decode(bytes: &[u8]) -> Result<StateFile, FormatError> {
+    let mut file = Reader(bytes);
+    if file.take(MAGIC.len())? != MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let version = file.u32()?;
+    if version != VERSION {
+        return Err(FormatError::UnknownVersion(version));
+    }
+    let body_end = bytes.len().checked_sub(8).ok_or(FormatError::Truncated)?;
+    let stored = u64::from_le_bytes(bytes[body_end..].try_into().expect("8 bytes"));
+    if fnv1a(&bytes[..body_end]) != stored {
+        return Err(FormatError::Checksum);
+    }
+    let mut file = Reader(&bytes[MAGIC.len() + 4..body_end]);
+    let handed_over_at = Duration::from_micros(file.u64()?);
+    let count = file.u32()? as usize;
+    // Each record takes at least its fixed fields: a count that cannot fit
+    // is corrupt, and must not size an allocation.
+    if count > file.0.len() / 50 {
+        return Err(FormatError::Corrupt("record count"));
+    }
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        let length = file.u32()? as usize;
+        let mut record = Reader(file.take(length)?);
+        let key = SocketKey {
+            dev: record.u64()?,
+            ino: record.u64()?,
+        };
+        let id = ConnectionId(record.u64()?);
+        let flags = record.u8()?;
+        if flags & !0b11 != 0 {
+            return Err(FormatError::Corrupt("flags"));
+        }
+        let phase = record.u8()?;
+        let lingering = record.duration()?;
+        let phase = match phase {
+            0 => CarriedPhase::Open,
+            1 | 2 => CarriedPhase::Closing {
+                timed_out: phase == 2,
+            },
+            3 | 4 => CarriedPhase::Lingering {
+                timed_out: phase == 4,
+                for_: lingering,
+            },
+            _ => return Err(FormatError::Corrupt("phase")),
+        };
+        let idle_for = record.duration()?;
+        let request_for = match record.u64()? {
+            NO_REQUEST => None,
+            us => Some(Duration::from_micros(us)),
+        };
+        let input = record.bytes()?.to_vec();
+        let output = record.bytes()?.to_vec();
+        if !record.0.is_empty() {
+            return Err(FormatError::Corrupt("record length"));
+        }
+        records.push((
+            key,
+            Carried {
+                id,
+                input,
+                output,
+                peer_closed: flags & 1 != 0,
+                spoke: flags & 2 != 0,
+                phase,
+                idle_for,
+                request_for,
+            },
+        ));
+    }
+    if !file.0.is_empty() {
+        return Err(FormatError::Corrupt("bytes after the last record"));
+    }
+    Ok(StateFile {
+        handed_over_at,
+        records,
+    })
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX - 1)
+}
+
+fn put_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// FNV-1a, 64 bits: enough to tell a torn or flipped file from a whole one
+/// (this guards against accidents, not against an attacker, who would
+/// need to be root to write into the fd store anyway).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Reads fields off the front of a byte slice; never reads past its end.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+        if self.0.len() < n {
+            return Err(FormatError::Truncated);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, FormatError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, FormatError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+
+    fn u64(&mut self) -> Result<u64, FormatError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+
+    fn duration(&mut self) -> Result<Duration, FormatError> {
+        self.u64().map(Duration::from_micros)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], FormatError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<(SocketKey, Carried)> {
+        vec![
+            (
+                SocketKey { dev: 8, ino: 1234 },
+                Carried {
+                    id: ConnectionId(7),
+                    input: b"partial li".to_vec(),
+                    output: b"REPLY ONE\nREPLY TWO\n".to_vec(),
+                    peer_closed: false,
+                    spoke: true,
+                    phase: CarriedPhase::Open,
+                    idle_for: Duration::from_micros(1500),
+                    request_for: Some(Duration::from_millis(20)),
+                },
+            ),
+            (
+                SocketKey {
+                    dev: 8,
+                    ino: u64::MAX,
+                },
+                Carried {
+                    id: ConnectionId(u64::MAX),
+                    input: Vec::new(),
+                    output: Vec::new(),
+                    peer_closed: true,
+                    spoke: false,
+                    phase: CarriedPhase::Lingering {
+                        timed_out: true,
+                        for_: Duration::from_secs(1),
+                    },
+                    idle_for: Duration::ZERO,
+                    request_for: None,
+                },
+            ),
+            (
+                SocketKey { dev: 0, ino: 0 },
+                Carried {
+                    id: ConnectionId(1),
+                    input: vec![0, 10, 255],
+                    output: b"ERR line too long\n".to_vec(),
+                    peer_closed: false,
+                    spoke: true,
+                    phase: CarriedPhase::Closing { timed_out: false },
+                    idle_for: Duration::from_secs(299),
+                    request_for: None,
+                },
+            ),
+        ]
+    }
+
+    fn encoded() -> Vec<u8> {
+        let records = sample();
+        let refs: Vec<_> = records.iter().map(|(k, c)| (*k, c)).collect();
+        encode(Duration::from_secs(12345), &refs)
+    }
+
+    #[test]
+    fn round_trips() {
+        let file = decode(&encoded()).unwrap();
+        assert_eq!(file.handed_over_at, Duration::from_secs(12345));
+        assert_eq!(file.records, sample());
+        let empty = encode(Duration::ZERO, &[]);
+        assert_eq!(decode(&empty).unwrap().records, Vec::new());
+    }
+
+    #[test]
+    fn every_truncation_is_rejected() {
+        let bytes = encoded();
+        for len in 0..bytes.len() {
+            assert!(decode(&bytes[..len]).is_err(), "accepted {len} bytes");
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_is_rejected() {
+        let bytes = encoded();
+        for at in 0..bytes.len() {
+            let mut corrupt = bytes.clone();
+            corrupt[at] ^= 0x41;
+            assert!(decode(&corrupt).is_err(), "accepted a flip at byte {at}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_version_or_magic_is_named() {
+        let mut bytes = encoded();
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(decode(&bytes), Err(FormatError::UnknownVersion(2)));
+        assert_eq!(decode(b"NOTOURS!...."), Err(FormatError::BadMagic));
+    }
+
+    #[test]
+    fn a_consistent_but_impossible_record_is_rejected() {
+        // A checksum that matches does not make a phase valid.
+        let mut bytes = encoded();
+        let phase_at = 8 + 4 + 8 + 4 + 4 + 8 + 8 + 8 + 1;
+        bytes[phase_at] = 9;
+        let body_end = bytes.len() - 8;
+        let checksum = fnv1a(&bytes[..body_end]);
+        bytes[body_end..].copy_from_slice(&checksum.to_le_bytes());
+        assert_eq!(decode(&bytes), Err(FormatError::Corrupt("phase")));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = decode(&bytes);
+        }
+    }
+}
