@@ -17,7 +17,20 @@
   client.py hold IN OUT        connect, exchange a line, write OUT, wait for
                                IN to exist, exchange another line on the
                                same connection
+  client.py busy N FILE PROGRESS
+                               hold N established connections, each sending
+                               a numbered request every 10 ms and checking
+                               each reply, until FILE exists (120 s at
+                               most); appends one byte to PROGRESS per 100
+                               replies; prints the replies verified, the
+                               connections dropped and the longest wait for
+                               a reply; fails on any error
+  client.py idle SECONDS OUT   connect, exchange a line, write OUT, then
+                               wait for the server to close the connection;
+                               fails unless EOF comes within SECONDS of the
+                               exchange
 """
+import selectors
 import os
 import socket
 import sys
@@ -87,6 +100,68 @@ def hold(wait_for, ready_file):
         print(exchange(sock, "held after"))
 
 
+def busy(count, stop_file, progress_file):
+    count = int(count)
+    progress = os.open(progress_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    sel = selectors.DefaultSelector()
+    conns = []
+    for i in range(count):
+        sock = connect()
+        sock.setblocking(False)
+        # [socket, next request number, when it was sent (None: not yet), bytes received]
+        conn = [sock, 0, None, b""]
+        conns.append(conn)
+        sel.register(sock, selectors.EVENT_READ, conn)
+    verified = longest = 0
+    deadline = time.monotonic() + 120
+    next_send = time.monotonic()
+    while not os.path.exists(stop_file):
+        now = time.monotonic()
+        if now > deadline:
+            sys.exit("busy: ran out of time")
+        if now >= next_send:
+            for conn in conns:
+                if conn[2] is None:
+                    conn[0].sendall(f"busy {conns.index(conn)} request {conn[1]}\n".encode())
+                    conn[2] = now
+            next_send = now + 0.01
+        for key, _ in sel.select(timeout=max(0.0, next_send - time.monotonic())):
+            conn = key.data
+            chunk = conn[0].recv(65536)
+            if not chunk:
+                sys.exit(f"busy: connection {conns.index(conn)} dropped after {verified} replies")
+            conn[3] += chunk
+            while b"\n" in conn[3]:
+                line, conn[3] = conn[3].split(b"\n", 1)
+                want = f"BUSY {conns.index(conn)} REQUEST {conn[1]}".encode()
+                if line != want or conn[2] is None:
+                    sys.exit(f"busy: expected {want!r}, got {line!r}")
+                longest = max(longest, time.monotonic() - conn[2])
+                conn[1] += 1
+                conn[2] = None
+                verified += 1
+                if verified % 100 == 0:
+                    os.write(progress, b".")
+    for conn in conns:
+        conn[0].close()
+    print(f"busy: {count} connections, {verified} replies verified, 0 dropped, longest wait {longest:.3f} s")
+
+
+def idle(seconds, ready_file):
+    with connect() as sock:
+        exchange(sock, "idle soon")
+        exchanged = time.monotonic()
+        open(ready_file, "w").close()
+        sock.settimeout(float(seconds) + 5)
+        rest = sock.recv(4096)
+        took = time.monotonic() - exchanged
+        if rest:
+            sys.exit(f"idle: got {rest!r} instead of EOF")
+        if took > float(seconds):
+            sys.exit(f"idle: EOF {took:.2f} s after the exchange, more than {seconds} s")
+        print(f"idle: EOF {took:.2f} s after the last exchange")
+
+
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
-    {"once": once, "loop": loop, "hold": hold}[mode](*args)
+    {"once": once, "loop": loop, "hold": hold, "busy": busy, "idle": idle}[mode](*args)

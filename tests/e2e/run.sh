@@ -40,7 +40,8 @@ if [ "${1:-}" != --inside ]; then
     step "building the package, and the same rebuilt as a newer version"
     mkdir -p "$ROOT/target/e2e"
     (cd "$ROOT" && cargo deb --locked -p oneshotd -o target/e2e/oneshotd_1.deb >/dev/null &&
-        cargo deb --locked -p oneshotd --no-build --deb-revision 2 -o target/e2e/oneshotd_2.deb >/dev/null)
+        cargo deb --locked -p oneshotd --no-build --deb-revision 2 -o target/e2e/oneshotd_2.deb >/dev/null &&
+        cargo deb --locked -p oneshotd --no-build --deb-revision 3 -o target/e2e/oneshotd_3.deb >/dev/null)
 
     mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
     [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
@@ -68,14 +69,14 @@ debs=$3
 mount -t tmpfs tmpfs /run
 stage=/run/oneshotd-e2e
 mkdir "$stage"
-cp "$debs/oneshotd_1.deb" "$debs/oneshotd_2.deb" "$HERE/client.py" "$stage/"
+cp "$debs/oneshotd_1.deb" "$debs/oneshotd_2.deb" "$debs/oneshotd_3.deb" "$HERE/client.py" "$stage/"
 CLIENT="python3 $stage/client.py"
 mount -t tmpfs tmpfs /tmp
 cd /
 w=$(mktemp -d /tmp/oneshotd-e2e.XXXXXX)
 mkdir "$w/upper" "$w/work" "$w/root"
 mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$w/upper,workdir=$w/work" "$w/root"
-cp "$stage/oneshotd_1.deb" "$stage/oneshotd_2.deb" "$w/root/root/"
+cp "$stage/oneshotd_1.deb" "$stage/oneshotd_2.deb" "$stage/oneshotd_3.deb" "$w/root/root/"
 
 # A cgroup of our own for the container (nspawn --keep-unit uses ours).
 cgroup=oneshotd-e2e-$$
@@ -249,7 +250,7 @@ new_pid=$(inside systemctl show -p MainPID --value oneshotd.service)
 
 step "journal: start, reload and drain lines with structured fields"
 journal -o verbose
-for needle in "MESSAGE=starting" "MESSAGE=reload applied" "MESSAGE=draining" "MESSAGE=stopped" \
+for needle in "MESSAGE=starting" "MESSAGE=reload applied" "MESSAGE=handed over to the next instance; stopped" \
     "MESSAGE=connection accepted" "CONN=" "PEER=127.0.0.1:" "WORKERS=2 -> 3"; do
     grep -q "$needle" "$w/journal.txt" || fail "journal lacks '$needle'"
 done
@@ -333,6 +334,66 @@ echo "crash: $served served, $failed failed: $lost held by the killed process" \
     "(it held $(wc -l <"$w/held")), $other others; pid $old_pid -> $new_pid active ${back_in} s after the kill"
 [ "$failed" = $((lost + other)) ] || { cat "$w"/loop.*.err; fail "unclassified failures"; }
 [ "$other" = 0 ] || { cat "$w"/loop.*.err; fail "$other connection attempts failed across the crash"; }
+
+step "restart, try-restart, daemon-reload + restart, dpkg -i with 200 busy connections: none dropped"
+# 200 established connections, each sending a request every 10 ms and
+# checking every reply, stay open across all four: the connections travel
+# through systemd's fd store (SIGUSR2, RestartKillSignal=).
+expect "RestartKillSignal=" "$(unit_prop RestartKillSignal)" 12
+stored() { unit_prop NFileDescriptorStore; }
+busy_progress() { stat -c %s "$w/busy.progress"; }
+# wait_busy N: until N*100 more replies have been verified (30 s at most).
+wait_busy() {
+    local want=$(($(busy_progress) + $1))
+    for _ in $(seq 600); do
+        [ "$(busy_progress)" -ge "$want" ] && return 0
+        kill -0 "$busy" 2>/dev/null || { cat "$w/busy.out" "$w/busy.err"; fail "the busy client exited"; }
+        sleep 0.05
+    done
+    cat "$w/busy.out" "$w/busy.err"
+    fail "the busy connections were not served"
+}
+rm -f "$w/busy.stop"
+: >"$w/busy.progress"
+$CLIENT busy 200 "$w/busy.stop" "$w/busy.progress" >"$w/busy.out" 2>"$w/busy.err" &
+busy=$!
+wait_busy 20
+for how in restart try-restart daemon-reload+restart dpkg-i; do
+    old_pid=$(unit_prop MainPID)
+    case $how in
+        restart) inside systemctl restart oneshotd.service ;;
+        try-restart) inside systemctl try-restart oneshotd.service ;;
+        daemon-reload+restart) inside systemctl daemon-reload && inside systemctl restart oneshotd.service ;;
+        dpkg-i)
+            inside dpkg -i --force-confold /root/oneshotd_3.deb >"$w/dpkg.log" 2>&1 || { cat "$w/dpkg.log"; fail "upgrade"; }
+            expect "version" "$(inside dpkg-query -W -f '${Version}' oneshotd)" 0.1.0-3
+            ;;
+    esac
+    new_pid=$(unit_prop MainPID)
+    [ "$new_pid" != "$old_pid" ] || fail "$how did not start a new instance"
+    for _ in $(seq 200); do [ "$(stored)" = 0 ] && break; sleep 0.05; done
+    expect "NFileDescriptorStore after $how" "$(stored)" 0
+    wait_busy 20
+    echo "$how: pid $old_pid -> $new_pid; fd store back to 0; $(status_text)"
+done
+touch "$w/busy.stop"
+wait "$busy" || { cat "$w/busy.out" "$w/busy.err"; fail "busy connections broke across the restarts"; }
+cat "$w/busy.out"
+journal
+grep -q "handed over to the next instance" "$w/journal.txt" || fail "the journal does not say connections were handed over"
+grep -q "connections restored from the previous instance" "$w/journal.txt" || fail "the journal does not say connections were restored"
+
+step "after a handover, a connection the daemon closes (idle timeout) gets EOF promptly"
+inside sed -i 's/^idle_timeout_ms = .*/idle_timeout_ms = 2000/' /etc/oneshotd.toml
+inside systemctl reload oneshotd
+rm -f "$w/idle.ready"
+$CLIENT idle 5 "$w/idle.ready" >"$w/idle.out" 2>&1 &
+idler=$!
+for _ in $(seq 100); do [ -e "$w/idle.ready" ] && break; sleep 0.05; done
+[ -e "$w/idle.ready" ] || fail "the idle client did not start"
+inside systemctl restart oneshotd.service
+wait "$idler" || { cat "$w/idle.out"; fail "no prompt EOF for a handed-over connection closed as idle"; }
+cat "$w/idle.out"
 
 step "stop drains and exits 0"
 inside systemctl stop oneshotd.service oneshotd.socket
