@@ -128,26 +128,29 @@ impl DaemonBuilder {
                 let names: Vec<&str> = self.inherit.iter().map(|(_, n)| n.as_str()).collect();
                 c.env("LISTEN_FDNAMES", names.join(":"));
             }
-            let fds: Vec<RawFd> = self.inherit.iter().map(|(fd, _)| *fd).collect();
+            // Allocated here: after fork, only async-signal-safe calls.
+            let mut sources: Vec<RawFd> = self.inherit.iter().map(|(fd, _)| *fd).collect();
             use std::os::unix::process::CommandExt;
             // SAFETY: only async-signal-safe calls (fcntl, dup2) run between
             // fork and exec, on descriptors this process owns.
             unsafe {
                 c.pre_exec(move || {
                     use nix::libc;
-                    // First out of the way of 3.., then into place, so that
-                    // a source that is itself in 3.. is not overwritten.
-                    let mut moved = Vec::with_capacity(fds.len());
-                    for &fd in &fds {
-                        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100 + fds.len() as i32);
-                        if high < 0 {
+                    // Sources inside 3..3+n first move out of the way, so
+                    // that putting one fd in place never overwrites another
+                    // still to be placed (F_DUPFD takes a free number, which
+                    // is no source's). The rest are placed directly.
+                    let end = 3 + sources.len() as i32;
+                    for fd in sources.iter_mut().filter(|fd| (3..end).contains(*fd)) {
+                        let moved = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, end);
+                        if moved < 0 {
                             return Err(io::Error::last_os_error());
                         }
-                        moved.push(high);
+                        *fd = moved;
                     }
-                    for (i, &high) in moved.iter().enumerate() {
+                    for (i, &source) in sources.iter().enumerate() {
                         // dup2 clears close-on-exec on the copy.
-                        if libc::dup2(high, 3 + i as i32) < 0 {
+                        if libc::dup2(source, 3 + i as i32) < 0 {
                             return Err(io::Error::last_os_error());
                         }
                     }
