@@ -31,14 +31,23 @@
 //! ## Layout
 //!
 //! - [`config`]: TOML → validated [`config::Config`], errors with file,
-//!   line and key.
-//! - [`listeners`]: `LISTEN_FDS` or bind; TCP and Unix stream.
-//! - [`dispatcher`]: the epoll set, tokens, the worker pool, the connection
-//!   table, the housekeeper (timeouts); [`dispatcher::Server`] is the
-//!   entry point for running it in-process.
-//! - `connection`: buffers, framing calls, throttling, half-close, linger.
+//!   line, column and key.
+//! - [`listeners`]: `LISTEN_FDS` (told apart by `LISTEN_FDNAMES`) or bind;
+//!   TCP and Unix stream.
+//! - `step`: the contract between the dispatcher and a connection: what a
+//!   step is given and what it decides.
+//! - [`dispatcher`]: the epoll set, tokens, the connection table,
+//!   accepting, the worker loop and pool, the one panic-guarded step
+//!   function, the housekeeper (deadlines), the drain and the handover;
+//!   [`dispatcher::Server`] is the entry point for running it in-process.
+//! - `connection`: one connection's phase machine, its buffers (the call
+//!   into the service, throttling), its system calls, and what it carries
+//!   to the next instance.
+//! - [`handover`]: restarts without dropping a connection; the state
+//!   record's format.
 //! - [`service`]: the protocol seam; [`upper`]: the default protocol.
-//! - [`lifecycle`]: signals, reload, drain; [`notify`]: sd_notify;
+//! - [`lifecycle`]: signals, reload, the drain's deadline, the handover,
+//!   the watchdog; [`notify`]: sd_notify (with descriptors);
 //!   [`logging`]: journal or stderr; [`cli`]: the command line.
 //!
 //! ## Using it as a library

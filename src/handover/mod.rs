@@ -5,11 +5,11 @@
 //! the daemon stops accepting, lets every worker finish the event it holds,
 //! and takes each connection out of the dispatcher whole: its socket,
 //! which still holds what the kernel queued in both directions, and a
-//! [`Carried`](crate::connection::Carried) state — the incomplete request,
+//! carried state — the incomplete request,
 //! the replies not yet sent, the half-close, its id and timers. The sockets
 //! go to the manager with `FDSTORE=1 FDNAME=conn`; the states go in one
 //! memfd, `FDNAME=state`, as records keyed by each socket's identity
-//! ([`SocketKey`]), because systemd hands stored fds back in no fixed
+//! (device and inode), because systemd hands stored fds back in no fixed
 //! order. A barrier makes sure the manager took them before the process
 //! exits. The next instance finds them in `LISTEN_FDS`, matches each socket
 //! to its record, serves it on as if nothing had happened, and removes them
