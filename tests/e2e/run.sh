@@ -395,8 +395,17 @@ inside systemctl restart oneshotd.service
 wait "$idler" || { cat "$w/idle.out"; fail "no prompt EOF for a handed-over connection closed as idle"; }
 cat "$w/idle.out"
 
-step "stop drains and exits 0"
+step "stop drains (nothing handed over), closes every connection and exits 0"
+# idle_timeout_ms is 2000 here: an EOF within 1.5 s is the drain's.
+rm -f "$w/idle.ready"
+$CLIENT idle 1.5 "$w/idle.ready" >"$w/idle.out" 2>&1 &
+idler=$!
+for _ in $(seq 100); do [ -e "$w/idle.ready" ] && break; sleep 0.05; done
+[ -e "$w/idle.ready" ] || fail "the idle client did not start"
 inside systemctl stop oneshotd.service oneshotd.socket
+wait "$idler" || { cat "$w/idle.out"; fail "stop did not close an idle connection at once"; }
+echo "stop: $(cat "$w/idle.out")"
+expect "NFileDescriptorStore after stop" "$(inside systemctl show -p NFileDescriptorStore --value oneshotd.service)" 0
 expect "service result" "$(inside systemctl show -p Result --value oneshotd.service)" success
 expect "exit status" "$(inside systemctl show -p ExecMainStatus --value oneshotd.service)" 0
 
