@@ -66,6 +66,7 @@ pub mod dispatcher;
 pub mod lifecycle;
 pub mod listeners;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod service;
 mod step;

@@ -56,6 +56,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::config::{Config, MAX_CONNECTIONS_LIMIT};
 use crate::listeners::Listener;
+use crate::metrics::{Gauges, Metrics, ServiceLabels, MAX_SERVICES};
 use crate::service::Service;
 use crate::step::Interest;
 use accept::Acceptor;
@@ -94,7 +95,9 @@ struct Shared {
     events: EventSet,
     table: ConnectionTable,
     accept: Acceptor,
-    service: Arc<dyn Service>,
+    /// What the connections are served by; a connection holds an index.
+    services: Vec<Arc<dyn Service>>,
+    metrics: Arc<Metrics>,
     limits: LimitSettings,
     /// Wakes one waiting worker (oneshot) to check whether it must retire.
     wake: EventFd,
@@ -119,23 +122,66 @@ impl std::fmt::Debug for Shared {
 
 impl Server {
     /// Registers the listeners and starts `config.workers` workers serving
-    /// `service`.
+    /// `service` on all of them.
     pub fn start(
         config: &Config,
         listeners: Vec<Listener>,
         service: Arc<dyn Service>,
     ) -> io::Result<Server> {
+        let listeners = listeners.into_iter().map(|l| (l, 0)).collect();
+        Server::start_serving(config, vec![service], listeners, Metrics::new())
+    }
+
+    /// Registers each listener with the service its connections get (e.g.
+    /// the line protocol on some, the metrics endpoint on another) and
+    /// starts `config.workers` workers serving them all, counting into
+    /// `metrics`. The first endpoint's service is the one connections
+    /// restored at a restart get. At most [`MAX_SERVICES`] distinct
+    /// services (told apart by `Arc::ptr_eq`).
+    pub fn start_endpoints(
+        config: &Config,
+        endpoints: Vec<(Listener, Arc<dyn Service>)>,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Server> {
+        let mut services: Vec<Arc<dyn Service>> = Vec::new();
+        let mut listeners = Vec::with_capacity(endpoints.len());
+        for (listener, service) in endpoints {
+            let index = match services.iter().position(|s| Arc::ptr_eq(s, &service)) {
+                Some(index) => index,
+                None => {
+                    services.push(service);
+                    services.len() - 1
+                }
+            };
+            listeners.push((listener, index as u8));
+        }
+        if services.len() > MAX_SERVICES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("at most {MAX_SERVICES} distinct services per server"),
+            ));
+        }
+        Server::start_serving(config, services, listeners, metrics)
+    }
+
+    fn start_serving(
+        config: &Config,
+        services: Vec<Arc<dyn Service>>,
+        listeners: Vec<(Listener, u8)>,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Server> {
         let events = EventSet::new()?;
         let wake = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
         events.add(wake.as_fd(), Token::Wake, Interest::READ)?;
-        for (index, listener) in listeners.iter().enumerate() {
+        for (index, (listener, _)) in listeners.iter().enumerate() {
             events.add(listener, Token::Listener(index as u32), Interest::READ)?;
         }
         let shared = Arc::new(Shared {
             events,
             table: ConnectionTable::new(MAX_CONNECTIONS_LIMIT as usize),
             accept: Acceptor::new(listeners),
-            service,
+            services,
+            metrics,
             limits: LimitSettings::from_config(config),
             wake,
             leadership: leader::Leadership::new()?,
@@ -143,6 +189,10 @@ impl Server {
             draining: AtomicBool::new(false),
             heartbeat: AtomicU64::new(0),
         });
+        shared.metrics.attach(
+            service_labels(&shared.services),
+            Arc::downgrade(&shared) as std::sync::Weak<dyn Gauges>,
+        );
         let pool = pool::Pool::default();
         pool.resize(&shared, config.workers)?;
         let housekeeper = housekeeper::spawn(Arc::clone(&shared))?;
@@ -151,6 +201,12 @@ impl Server {
             pool,
             housekeeper: Some(housekeeper),
         })
+    }
+
+    /// The counters this server counts into (e.g. for reporting reloads
+    /// and handovers).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
     }
 
     /// Workers running and connections held.
@@ -242,6 +298,33 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+impl Gauges for Shared {
+    fn workers(&self) -> usize {
+        self.pool.live()
+    }
+}
+
+/// Each service's labels; a name used twice gets its index appended, so
+/// that no two services' series are the same.
+fn service_labels(services: &[Arc<dyn Service>]) -> Vec<ServiceLabels> {
+    services
+        .iter()
+        .enumerate()
+        .map(|(index, service)| {
+            let name = service.name();
+            let shared = services.iter().filter(|s| s.name() == name).count() > 1;
+            ServiceLabels {
+                name: if shared {
+                    format!("{name}{index}")
+                } else {
+                    name.to_owned()
+                },
+                closed_by_service: service.closed_by_service(),
+            }
+        })
+        .collect()
 }
 
 // The shared state crosses threads; prove it at compile time.
