@@ -48,6 +48,9 @@ pub struct Config {
     /// How long a worker that runs out of events polls for more before it
     /// sleeps (zero: it sleeps at once).
     pub spin_before_sleep: Duration,
+    /// Addresses of the metrics endpoint when not socket-activated; empty:
+    /// none.
+    pub metrics_listen: Vec<ListenAddr>,
     /// The log filter.
     pub log_level: LogLevel,
 }
@@ -111,6 +114,7 @@ struct RawConfig {
     request_timeout_ms: Option<Spanned<i64>>,
     drain_timeout_ms: Option<Spanned<i64>>,
     spin_before_sleep_us: Option<Spanned<i64>>,
+    metrics_listen: Option<Spanned<Vec<Spanned<String>>>>,
     log_level: Option<Spanned<LogLevel>>,
 }
 
@@ -159,9 +163,12 @@ pub enum ConfigErrorKind {
         /// The largest allowed value.
         max: i64,
     },
-    /// A `listen` entry that is neither an `IP:port` nor an absolute path.
-    #[error("{line}: listen entry '{entry}' is neither IP:port nor an absolute Unix socket path")]
+    /// A `listen` (or `metrics_listen`) entry that is neither an
+    /// `IP:port` nor an absolute path.
+    #[error("{line}: {key} entry '{entry}' is neither IP:port nor an absolute Unix socket path")]
     BadListen {
+        /// `listen` or `metrics_listen`.
+        key: &'static str,
         /// The 1-based line of the entry (an array can span lines).
         line: usize,
         /// The entry as written.
@@ -268,15 +275,8 @@ impl Config {
             1_000,
         )?;
 
-        let listen = match raw.listen {
-            None => vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 7878)))],
-            Some(entries) if entries.get_ref().is_empty() => {
-                return Err(ConfigErrorKind::EmptyListen {
-                    line: line_of(entries.span()),
-                });
-            }
-            Some(entries) => entries
-                .into_inner()
+        let addrs = |key: &'static str, entries: Vec<Spanned<String>>| {
+            entries
                 .into_iter()
                 .map(|entry| {
                     let span = entry.span();
@@ -288,12 +288,27 @@ impl Config {
                             .parse()
                             .map(ListenAddr::Tcp)
                             .map_err(|_| ConfigErrorKind::BadListen {
+                                key,
                                 line: line_of(span),
                                 entry,
                             })
                     }
                 })
-                .collect::<Result<Vec<_>, _>>()?,
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let listen = match raw.listen {
+            None => vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 7878)))],
+            Some(entries) if entries.get_ref().is_empty() => {
+                return Err(ConfigErrorKind::EmptyListen {
+                    line: line_of(entries.span()),
+                });
+            }
+            Some(entries) => addrs("listen", entries.into_inner())?,
+        };
+        // Empty is allowed here: no metrics endpoint.
+        let metrics_listen = match raw.metrics_listen {
+            None => Vec::new(),
+            Some(entries) => addrs("metrics_listen", entries.into_inner())?,
         };
 
         Ok(Config {
@@ -305,6 +320,7 @@ impl Config {
             request_timeout: ms(request),
             drain_timeout: ms(drain),
             spin_before_sleep: Duration::from_micros(spin as u64),
+            metrics_listen,
             log_level: raw.log_level.map_or(LogLevel::Info, Spanned::into_inner),
         })
     }
@@ -399,6 +415,7 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.drain_timeout, Duration::from_secs(10));
         assert_eq!(config.spin_before_sleep, Duration::from_micros(10));
+        assert!(config.metrics_listen.is_empty());
         assert_eq!(config.log_level, LogLevel::Info);
         assert!(config.workers >= 1);
     }
@@ -408,7 +425,8 @@ mod tests {
         let config = parse(
             "workers = 3\nlisten = [\"[::1]:9000\", \"/run/x.sock\"]\nmax_connections = 5\n\
              max_line_bytes = 10\nidle_timeout_ms = 100\nrequest_timeout_ms = 200\n\
-             drain_timeout_ms = 0\nspin_before_sleep_us = 0\nlog_level = \"debug\"\n",
+             drain_timeout_ms = 0\nspin_before_sleep_us = 0\nlog_level = \"debug\"\n\
+             metrics_listen = [\"127.0.0.1:9787\", \"/run/m.sock\"]\n",
         )
         .unwrap();
         assert_eq!(config.workers, 3);
@@ -426,6 +444,13 @@ mod tests {
         assert_eq!(config.drain_timeout, Duration::ZERO);
         assert_eq!(config.spin_before_sleep, Duration::ZERO);
         assert_eq!(config.log_level, LogLevel::Debug);
+        assert_eq!(
+            config.metrics_listen,
+            vec![
+                ListenAddr::Tcp("127.0.0.1:9787".parse().unwrap()),
+                ListenAddr::Unix("/run/m.sock".into())
+            ]
+        );
     }
 
     #[test]
@@ -486,6 +511,15 @@ mod tests {
         );
         let msg = parse("listen = []").unwrap_err();
         assert_eq!(msg, "test.toml: 1: listen must name at least one address");
+        let msg = parse("\nmetrics_listen = [\"9787\"]").unwrap_err();
+        assert_eq!(
+            msg,
+            "test.toml: 2: metrics_listen entry '9787' is neither IP:port nor an absolute Unix socket path"
+        );
+        assert!(parse("metrics_listen = []")
+            .unwrap()
+            .metrics_listen
+            .is_empty());
     }
 
     #[test]
