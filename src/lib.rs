@@ -35,9 +35,13 @@
 //! - [`listeners`]: `LISTEN_FDS` or bind; TCP and Unix stream.
 //! - [`dispatcher`]: the epoll set, tokens, the worker pool, the connection
 //!   table, the housekeeper (timeouts); [`dispatcher::Server`] is the
-//!   entry point for running it in-process.
+//!   entry point for running it in-process, one service on every listener
+//!   or each listener with its own (`Server::start_endpoints`).
 //! - `connection`: buffers, framing calls, throttling, half-close, linger.
-//! - [`service`]: the protocol seam; [`upper`]: the default protocol.
+//! - [`service`]: the protocol seam; [`upper`]: the default protocol;
+//!   `examples/reverse.rs`: a service of one's own, complete.
+//! - [`metrics`]: per-worker counters, summed when scraped, and
+//!   [`metrics::MetricsEndpoint`], the HTTP service that shows them.
 //! - [`lifecycle`]: signals, reload, drain; [`notify`]: sd_notify;
 //!   [`logging`]: journal or stderr; [`cli`]: the command line.
 //!
