@@ -23,7 +23,7 @@
 //! Steps 2–4 are one function (`drive.rs`), also used by the housekeeper
 //! (deadlines, `housekeeper.rs`) and the drain (`drain.rs`), always under
 //! a panic guard. Of an event's flags only two change what a step does
-//! (`epoll.rs` decodes them into [`Readiness`](crate::step::Readiness)):
+//! (`epoll.rs` decodes them into `step::Readiness`):
 //! `EPOLLERR` closes with the socket's error, `EPOLLHUP` (both directions
 //! gone) closes because nothing can be delivered any more. Readable,
 //! writable and the peer's half-close need no flag: every step writes what

@@ -3,7 +3,7 @@
 //!
 //! Counting must not cost the hot path a system call or a cache line that
 //! another worker also writes. So what grows per request (requests, bytes
-//! received and sent) is counted in a [`Block`] per worker thread: one
+//! received and sent) is counted in a `Block` per worker thread: one
 //! cache-line-aligned block of relaxed atomics that only its worker writes
 //! (leased in `Lease`, given back when the worker retires, so a later
 //! worker carries on from its totals and the blocks never outnumber the
@@ -30,7 +30,7 @@ use crate::step::{CloseReason, Tally};
 pub const MAX_SERVICES: usize = 4;
 
 /// Why a connection was closed, as counted: the `reason` label of
-/// `oneshotd_connections_closed_total`. Each [`CloseReason`] maps to one.
+/// `oneshotd_connections_closed_total`. Each of the dispatcher's close reasons maps to one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Closed {
@@ -224,7 +224,7 @@ impl Metrics {
     }
 
     /// Counts connections handed over to the next instance at a restart.
-    /// (Each is also closed with [`CloseReason::Handover`], counted as
+    /// (Each is also closed with `CloseReason::Handover`, counted as
     /// closed with reason `handover`.)
     pub fn handed_over(&self, connections: u64) {
         self.shared
