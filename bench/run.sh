@@ -10,6 +10,10 @@
 #   BASELINE=tokio  (the issue's baseline: tokio_upper, idiomatic tokio)
 #   BASELINE=et     (et_upper: one thread, edge-triggered, no re-arm; the
 #                    practical ceiling on a 2-core machine, for reference)
+#   BASELINE=rev    (oneshotd itself as built from git revision BASELINE_REV,
+#                    default: the merge-base with main; the oneshotd under
+#                    test then also serves its metrics endpoint. The cost of
+#                    a change, e.g. of counting metrics: metrics on vs off)
 # Usage: bench/run.sh            SMOKE=1 bench/run.sh (a few seconds, for CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,14 +27,15 @@ SYSCALL_SECS=${SYSCALL_SECS:-2}
 SCENARIOS=${SCENARIOS:-"50x1 50x16 2000x1"}
 BASELINE=${BASELINE:-tokio}
 case $BASELINE in
-tokio | et) ;;
-*) echo "bench: BASELINE must be tokio or et" >&2; exit 2 ;;
+tokio | et | rev) ;;
+*) echo "bench: BASELINE must be tokio, et or rev" >&2; exit 2 ;;
 esac
 if [ -n "${SMOKE:-}" ]; then
     SECS=1 SYSCALL_SECS=1 IDLE=200 SCENARIOS="10x1 10x8"
 fi
 PORT_ONESHOTD=${PORT_ONESHOTD:-17878}
 PORT_BASELINE=${PORT_BASELINE:-17879}
+PORT_METRICS=${PORT_METRICS:-17880}
 
 cargo build --release --locked -p oneshotd -p oneshotd-bench >/dev/null 2>&1 ||
     cargo build --release --locked -p oneshotd -p oneshotd-bench
@@ -51,6 +56,20 @@ listen = ["127.0.0.1:$PORT_ONESHOTD"]
 max_connections = 100000
 log_level = "warn"
 EOF
+
+if [ "$BASELINE" = rev ]; then
+    # The revision's own sources, built in a target directory of their own
+    # (kept between runs); its config has no key it may not know.
+    BASELINE_REV=$(git rev-parse --short "${BASELINE_REV:-$(git merge-base HEAD main)}")
+    mkdir -p "$tmp/rev"
+    git archive "$BASELINE_REV" | tar -x -C "$tmp/rev"
+    CARGO_TARGET_DIR=$PWD/target/bench-rev cargo build --release --locked -p oneshotd \
+        --manifest-path "$tmp/rev/Cargo.toml" >/dev/null 2>&1 ||
+        { echo "bench: cannot build $BASELINE_REV" >&2; exit 1; }
+    rev_bin=$PWD/target/bench-rev/release/oneshotd
+    sed "s/:$PORT_ONESHOTD/:$PORT_BASELINE/" "$tmp/oneshotd.toml" >"$tmp/rev.toml"
+    echo "metrics_listen = [\"127.0.0.1:$PORT_METRICS\"]" >>"$tmp/oneshotd.toml"
+fi
 
 have_perf=
 if perf stat -e raw_syscalls:sys_enter -x, -o /dev/null -- true 2>/dev/null; then have_perf=1; fi
@@ -83,6 +102,10 @@ start_server() {
     oneshotd)
         port=$PORT_ONESHOTD
         "$BIN/oneshotd" --config "$tmp/oneshotd.toml" 2>"$tmp/server.log" &
+        ;;
+    rev)
+        port=$PORT_BASELINE
+        "$rev_bin" --config "$tmp/rev.toml" 2>"$tmp/server.log" &
         ;;
     tokio | et)
         port=$PORT_BASELINE
@@ -164,6 +187,7 @@ idle() {
     awk -v b="$before" -v a="$after" -v n="$IDLE" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }'
 }
 
+[ "$BASELINE" = rev ] && echo "rev = oneshotd built from $BASELINE_REV; oneshotd under test serves metrics on 127.0.0.1:$PORT_METRICS"
 echo "oneshotd vs $BASELINE: workers=$WORKERS, ${BYTES}-byte lines, ${SECS} s per run, rounds=$ROUNDS"
 echo "note: this machine has $(nproc) cores, shared by the server and the load generator"
 [ -n "$have_perf" ] || echo "note: perf stat unavailable: syscalls per reply not measured (apt-get install linux-perf)"
@@ -204,6 +228,17 @@ if [ "$ROUNDS" -gt 1 ]; then
         printf '%-8s | %6s %11s | %9s %9s | %8s %8s | %8s %8s | %7s %7s\n' "$scenario" "$(col "$scenario" 2)" "$range" \
             "$(col "$scenario" 3)" "$(col "$scenario" 4)" "$(col "$scenario" 5)" "$(col "$scenario" 6)" \
             "$(col "$scenario" 7)" "$(col "$scenario" 8)" "$(col "$scenario" 9)" "$(col "$scenario" 10)"
+    done
+fi
+if [ "$BASELINE" = rev ]; then
+    # The figure a change is judged by: how much slower (negative) or
+    # faster the oneshotd under test is than the revision, in req/s, and
+    # the system calls per reply of each.
+    printf '\noneshotd (metrics on) vs %s (before): req/s difference, median of %d rounds (range)\n' "$BASELINE_REV" "$ROUNDS"
+    for scenario in $SCENARIOS; do
+        diff=$(col "$scenario" 2 | awk '{ printf "%+.1f%%", ($1 - 1) * 100 }')
+        range=$(values "$scenario" 2 | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%+.1f%% to %+.1f%%", (lo - 1) * 100, (hi - 1) * 100 }')
+        printf '%-8s %8s (%s)   syscalls/reply: on %s, before %s\n' "$scenario" "$diff" "$range" "$(col "$scenario" 5)" "$(col "$scenario" 6)"
     done
 fi
 if [ -n "$have_perf" ]; then

@@ -39,13 +39,18 @@
 //! - [`dispatcher`]: the epoll set, tokens, the connection table,
 //!   accepting, the worker loop and pool, the one panic-guarded step
 //!   function, the housekeeper (deadlines), the drain and the handover;
-//!   [`dispatcher::Server`] is the entry point for running it in-process.
+//!   [`dispatcher::Server`] is the entry point for running it in-process,
+//!   one service on every listener or each listener with its own
+//!   (`Server::start_endpoints`).
 //! - `connection`: one connection's phase machine, its buffers (the call
 //!   into the service, throttling), its system calls, and what it carries
 //!   to the next instance.
 //! - [`handover`]: restarts without dropping a connection; the state
 //!   record's format.
-//! - [`service`]: the protocol seam; [`upper`]: the default protocol.
+//! - [`service`]: the protocol seam; [`upper`]: the default protocol;
+//!   `examples/reverse.rs`: a service of one's own, complete.
+//! - [`metrics`]: per-worker counters, summed when scraped, and
+//!   [`metrics::MetricsEndpoint`], the HTTP service that shows them.
 //! - [`lifecycle`]: signals, reload, the drain's deadline, the handover,
 //!   the watchdog; [`notify`]: sd_notify (with descriptors);
 //!   [`logging`]: journal or stderr; [`cli`]: the command line.
@@ -76,6 +81,7 @@ pub mod handover;
 pub mod lifecycle;
 pub mod listeners;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod service;
 mod step;

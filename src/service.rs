@@ -43,8 +43,9 @@ pub struct Input<'a> {
     pub max_request_bytes: usize,
 }
 
-/// What a service did with an [`Input`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a service did with an [`Input`]. The default consumed nothing,
+/// answered nothing and keeps the connection open: wait for more bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Served {
     /// How many leading bytes of `Input::bytes` were used up. The rest is
     /// handed back on the next call, after more bytes have arrived.
@@ -52,6 +53,10 @@ pub struct Served {
     /// Close the connection once `output` has been delivered: no further
     /// input is read or served.
     pub close: bool,
+    /// How many requests were answered: counted for operators
+    /// (`oneshotd_requests_total`), since only the service knows what a
+    /// request is.
+    pub requests: usize,
 }
 
 /// A request/reply protocol served by the dispatcher.
@@ -68,4 +73,15 @@ pub trait Service: Send + Sync + 'static {
     /// `request_timeout_ms` of its first byte. The connection is closed
     /// once the replies before it and this one have been delivered.
     fn request_timeout(&self, connection: ConnectionId, output: &mut Vec<u8>);
+
+    /// A short lowercase name: the `service` label of its counters.
+    fn name(&self) -> &'static str {
+        "service"
+    }
+
+    /// The `reason` label of the connections closed because the service
+    /// said so ([`Served::close`]), e.g. `line_too_long`.
+    fn closed_by_service(&self) -> &'static str {
+        "service"
+    }
 }

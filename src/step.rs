@@ -88,6 +88,10 @@ pub(crate) enum CloseReason {
     LingerExpired,
     /// The service panicked while serving it.
     Panic,
+    /// Handed over to the next instance at a restart (its socket lives on
+    /// there).
+    #[allow(dead_code)] // until the restart handover produces it
+    Handover,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -103,6 +107,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::DrainTimedOut => f.write_str("drain timed out"),
             CloseReason::LingerExpired => f.write_str("client kept sending after close"),
             CloseReason::Panic => f.write_str("service panicked"),
+            CloseReason::Handover => f.write_str("handed over"),
         }
     }
 }
@@ -116,4 +121,17 @@ pub(crate) struct Limits {
     pub idle_timeout: Duration,
     /// Longest a request may take to arrive whole.
     pub request_timeout: Duration,
+}
+
+/// What steps did that operators count, added up by the connection during
+/// a step and taken by the dispatcher after it (plain integers: the
+/// counting itself is the dispatcher's business).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Requests the service answered.
+    pub requests: u64,
+    /// Bytes read from the client and given to the service.
+    pub received: u64,
+    /// Reply bytes the kernel took.
+    pub sent: u64,
 }

@@ -16,6 +16,7 @@ impl Service for Upper {
     fn serve(&self, input: Input<'_>, output: &mut Vec<u8>) -> Served {
         let bytes = input.bytes;
         let mut consumed = 0;
+        let mut answered = 0;
         for line in bytes.split_inclusive(|&b| b == b'\n') {
             let complete = line.ends_with(b"\n");
             let content = if complete {
@@ -30,6 +31,7 @@ impl Service for Upper {
                 return Served {
                     consumed: bytes.len(),
                     close: true,
+                    requests: answered,
                 };
             }
             if !complete && !input.eof {
@@ -40,15 +42,25 @@ impl Service for Upper {
             output[start..].make_ascii_uppercase();
             output.push(b'\n');
             consumed += line.len();
+            answered += 1;
         }
         Served {
             consumed,
             close: false,
+            requests: answered,
         }
     }
 
     fn request_timeout(&self, _connection: ConnectionId, output: &mut Vec<u8>) {
         output.extend_from_slice(REQUEST_TIMEOUT);
+    }
+
+    fn name(&self) -> &'static str {
+        "upper"
+    }
+
+    fn closed_by_service(&self) -> &'static str {
+        "line_too_long"
     }
 }
 

@@ -361,3 +361,46 @@ fn many_idle_connections_come_back_and_answer() {
     );
     second.stop();
 }
+
+/// Only the line protocol's connections are carried; a metrics
+/// connection open at the restart is closed, and the next instance's
+/// counters say how many came back.
+#[test]
+fn the_metrics_count_the_handover_and_its_connections_are_not_carried() {
+    let unit = SocketUnit::new();
+    // The metrics socket unit, kept by "systemd" like the line one.
+    let metrics = TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let start = |name: &str, store| {
+        Daemon::builder(name)
+            .inherit_named(unit.listener.as_raw_fd(), "oneshotd.socket")
+            .inherit_named(metrics.as_raw_fd(), "metrics")
+            .with_fd_store(store)
+            .spawn()
+    };
+    let mut first = start("metrics-handover-1", Vec::new());
+    let scrape_conn = connect(metrics_addr);
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| connect(unit.addr())).collect();
+    for c in &mut clients {
+        assert_eq!(roundtrip(c, "counted\n"), "COUNTED\n");
+    }
+    first.expect_notify_from(0, |l| l.contains("connections=4"));
+    let store = unit.hand_over(&mut first);
+    assert_eq!(
+        names(&store),
+        (3, 1),
+        "the metrics connection is not stored"
+    );
+    assert_eq!(read_to_end(&scrape_conn), b"", "and it is closed");
+
+    let mut second = start("metrics-handover-2", store);
+    let samples = scrape(metrics_addr);
+    assert_eq!(
+        samples["oneshotd_connections_restored_total"], 3,
+        "{samples:#?}"
+    );
+    for c in &mut clients {
+        assert_eq!(roundtrip(c, "still counted\n"), "STILL COUNTED\n");
+    }
+    second.stop();
+}

@@ -11,5 +11,7 @@ mod idle;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod metrics;
+mod metrics_hostile;
 mod protocol;
 mod stress;

@@ -48,6 +48,9 @@ pub struct Config {
     /// How long a worker that runs out of events polls for more before it
     /// sleeps (zero: it sleeps at once).
     pub spin_before_sleep: Duration,
+    /// Addresses of the metrics endpoint when not socket-activated; empty:
+    /// none.
+    pub metrics_listen: Vec<ListenAddr>,
     /// The log filter.
     pub log_level: LogLevel,
 }
@@ -111,6 +114,7 @@ struct RawConfig {
     request_timeout_ms: Option<Spanned<i64>>,
     drain_timeout_ms: Option<Spanned<i64>>,
     spin_before_sleep_us: Option<Spanned<i64>>,
+    metrics_listen: Option<Spanned<Vec<Spanned<String>>>>,
     log_level: Option<Spanned<LogLevel>>,
 }
 
@@ -159,9 +163,12 @@ pub enum ConfigErrorKind {
         /// The largest allowed value.
         max: i64,
     },
-    /// A `listen` entry that is neither an `IP:port` nor an absolute path.
-    #[error("{line}: listen entry '{entry}' is neither IP:port nor an absolute Unix socket path")]
+    /// A `listen` (or `metrics_listen`) entry that is neither an
+    /// `IP:port` nor an absolute path.
+    #[error("{line}: {key} entry '{entry}' is neither IP:port nor an absolute Unix socket path")]
     BadListen {
+        /// `listen` or `metrics_listen`.
+        key: &'static str,
         /// The 1-based line of the entry (an array can span lines).
         line: usize,
         /// The entry as written.
@@ -268,15 +275,8 @@ impl Config {
             1_000,
         )?;
 
-        let listen = match raw.listen {
-            None => vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 7878)))],
-            Some(entries) if entries.get_ref().is_empty() => {
-                return Err(ConfigErrorKind::EmptyListen {
-                    line: line_of(entries.span()),
-                });
-            }
-            Some(entries) => entries
-                .into_inner()
+        let addrs = |key: &'static str, entries: Vec<Spanned<String>>| {
+            entries
                 .into_iter()
                 .map(|entry| {
                     let span = entry.span();
@@ -288,12 +288,27 @@ impl Config {
                             .parse()
                             .map(ListenAddr::Tcp)
                             .map_err(|_| ConfigErrorKind::BadListen {
+                                key,
                                 line: line_of(span),
                                 entry,
                             })
                     }
                 })
-                .collect::<Result<Vec<_>, _>>()?,
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let listen = match raw.listen {
+            None => vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 7878)))],
+            Some(entries) if entries.get_ref().is_empty() => {
+                return Err(ConfigErrorKind::EmptyListen {
+                    line: line_of(entries.span()),
+                });
+            }
+            Some(entries) => addrs("listen", entries.into_inner())?,
+        };
+        // Empty is allowed here: no metrics endpoint.
+        let metrics_listen = match raw.metrics_listen {
+            None => Vec::new(),
+            Some(entries) => addrs("metrics_listen", entries.into_inner())?,
         };
 
         Ok(Config {
@@ -305,6 +320,7 @@ impl Config {
             request_timeout: ms(request),
             drain_timeout: ms(drain),
             spin_before_sleep: Duration::from_micros(spin as u64),
+            metrics_listen,
             log_level: raw.log_level.map_or(LogLevel::Info, Spanned::into_inner),
         })
     }

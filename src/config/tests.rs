@@ -18,6 +18,7 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.request_timeout, Duration::from_secs(30));
     assert_eq!(config.drain_timeout, Duration::from_secs(10));
     assert_eq!(config.spin_before_sleep, Duration::from_micros(10));
+    assert!(config.metrics_listen.is_empty());
     assert_eq!(config.log_level, LogLevel::Info);
     assert!(config.workers >= 1);
 }
@@ -27,7 +28,8 @@ fn every_key_is_read() {
     let config = parse(
         "workers = 3\nlisten = [\"[::1]:9000\", \"/run/x.sock\"]\nmax_connections = 5\n\
          max_line_bytes = 10\nidle_timeout_ms = 100\nrequest_timeout_ms = 200\n\
-         drain_timeout_ms = 0\nspin_before_sleep_us = 0\nlog_level = \"debug\"\n",
+         drain_timeout_ms = 0\nspin_before_sleep_us = 0\nlog_level = \"debug\"\n\
+         metrics_listen = [\"127.0.0.1:9787\", \"/run/m.sock\"]\n",
     )
     .unwrap();
     assert_eq!(config.workers, 3);
@@ -45,6 +47,13 @@ fn every_key_is_read() {
     assert_eq!(config.drain_timeout, Duration::ZERO);
     assert_eq!(config.spin_before_sleep, Duration::ZERO);
     assert_eq!(config.log_level, LogLevel::Debug);
+    assert_eq!(
+        config.metrics_listen,
+        vec![
+            ListenAddr::Tcp("127.0.0.1:9787".parse().unwrap()),
+            ListenAddr::Unix("/run/m.sock".into())
+        ]
+    );
 }
 
 #[test]
@@ -105,6 +114,15 @@ fn bad_listen_entries() {
     );
     let msg = parse("listen = []").unwrap_err();
     assert_eq!(msg, "test.toml: 1: listen must name at least one address");
+    let msg = parse("\nmetrics_listen = [\"9787\"]").unwrap_err();
+    assert_eq!(
+        msg,
+        "test.toml: 2: metrics_listen entry '9787' is neither IP:port nor an absolute Unix socket path"
+    );
+    assert!(parse("metrics_listen = []")
+        .unwrap()
+        .metrics_listen
+        .is_empty());
 }
 
 #[test]

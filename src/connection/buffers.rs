@@ -14,17 +14,24 @@ use std::time::Instant;
 
 use super::io::write_some;
 use super::{Closing, Connection, Context};
+use crate::metrics::Lease;
 use crate::service::Input;
+use crate::step::Tally;
 
 /// Pending output past which the connection stops reading: a client that
 /// sends but never reads is throttled here instead of growing our memory.
 pub(crate) const OUTPUT_HIGH_WATER: usize = 1 << 20;
 
-/// The per-worker buffers a connection borrows while it is being handled.
+/// The per-worker buffers a connection borrows while it is being handled,
+/// and what its steps did, for the counters.
 #[derive(Debug)]
 pub(crate) struct Scratch {
     pub(super) input: Box<[u8]>,
     pub(super) output: Vec<u8>,
+    /// Added to by the step, taken by the dispatcher after it.
+    pub(crate) tally: Tally,
+    /// A worker's own counters; `None` off the workers' path.
+    pub(crate) counters: Option<Lease>,
 }
 
 impl Scratch {
@@ -33,6 +40,16 @@ impl Scratch {
         Scratch {
             input: vec![0; 64 * 1024].into_boxed_slice(),
             output: Vec::with_capacity(64 * 1024),
+            tally: Tally::default(),
+            counters: None,
+        }
+    }
+
+    /// The same, counting into a worker's own counters.
+    pub(crate) fn counting(counters: Lease) -> Self {
+        Scratch {
+            counters: Some(counters),
+            ..Scratch::new()
         }
     }
 }
@@ -56,8 +73,14 @@ impl Connection {
     /// Serves `scratch.input[..fresh]` after whatever was buffered, then
     /// writes the replies.
     pub(super) fn serve(&mut self, fresh: usize, cx: &mut Context<'_>) -> io::Result<()> {
-        let Scratch { input, output } = &mut *cx.scratch;
+        let Scratch {
+            input,
+            output,
+            tally,
+            ..
+        } = &mut *cx.scratch;
         let fresh = &input[..fresh];
+        tally.received += fresh.len() as u64;
         // Replies go straight from the worker's buffer to the socket unless
         // older ones are still queued, which they must follow.
         let direct = self.pending() == 0;
@@ -90,26 +113,29 @@ impl Connection {
         } else if served.consumed > 0 || self.request_started.is_none() {
             self.request_started = Some(cx.now);
         }
+        tally.requests += served.requests as u64;
         if served.close {
             self.stop_input(Closing::Service);
         }
         if direct {
             let written = write_some(self.fd.as_fd(), &cx.scratch.output)?;
             self.wrote |= written > 0;
+            cx.scratch.tally.sent += written as u64;
             self.output.extend_from_slice(&cx.scratch.output[written..]);
             Ok(())
         } else {
-            self.flush()
+            self.flush(&mut cx.scratch.tally)
         }
     }
 
     /// Writes pending replies until done or the kernel's buffer is full.
-    pub(super) fn flush(&mut self) -> io::Result<()> {
+    pub(super) fn flush(&mut self, tally: &mut Tally) -> io::Result<()> {
         if self.pending() == 0 {
             return Ok(());
         }
         let written = write_some(self.fd.as_fd(), &self.output[self.sent..])?;
         self.wrote |= written > 0;
+        tally.sent += written as u64;
         self.sent += written;
         if self.sent == self.output.len() {
             // Release the memory: an idle connection holds no buffer.

@@ -132,6 +132,9 @@ pub(crate) struct Connection {
     /// The client has sent at least one byte. Until then `last_progress`
     /// is the time the connection was accepted.
     spoke: bool,
+    /// Which of the dispatcher's services serves it (an index, not a
+    /// pointer: a byte per connection, where an `Arc` would be eight).
+    service: u8,
     phase: Phase,
 }
 
@@ -150,12 +153,24 @@ impl Connection {
             request_started: None,
             peer_closed: false,
             spoke: false,
+            service: 0,
             phase: Phase::Open,
         }
     }
 
+    /// The same connection, served by the dispatcher's service number
+    /// `service` (the first, 0, by default).
+    pub(crate) fn serving(self, service: u8) -> Self {
+        Connection { service, ..self }
+    }
+
     pub(crate) fn id(&self) -> ConnectionId {
         self.id
+    }
+
+    /// The index of the service that serves it.
+    pub(crate) fn service(&self) -> u8 {
+        self.service
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
@@ -214,7 +229,7 @@ impl Connection {
             // write can be delivered any more.
             return Next::Close(CloseReason::Hangup);
         }
-        if let Err(e) = self.flush() {
+        if let Err(e) = self.flush(&mut cx.scratch.tally) {
             return Next::Close(CloseReason::Error(e));
         }
         let budget = match self.phase {
@@ -265,7 +280,7 @@ impl Connection {
                     let start = self.output.len();
                     cx.service.request_timeout(self.id, &mut self.output);
                     debug_assert!(self.output.len() > start, "a timeout reply is owed");
-                    if let Err(e) = self.flush() {
+                    if let Err(e) = self.flush(&mut cx.scratch.tally) {
                         return Some(Next::Close(CloseReason::Error(e)));
                     }
                     return Some(self.next(now));

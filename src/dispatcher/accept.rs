@@ -24,8 +24,9 @@ use super::token::Token;
 use super::Shared;
 use crate::connection::Connection;
 use crate::listeners::{Listener, Peer};
+use crate::metrics::Refused;
 use crate::service::ConnectionId;
-use crate::step::{Interest, Stimulus};
+use crate::step::{CloseReason, Interest, Stimulus};
 
 /// Connections accepted per listener event before the listener is re-armed
 /// and the worker moves on.
@@ -46,18 +47,21 @@ pub(super) struct Acceptor {
 #[derive(Debug)]
 pub(super) struct ListenerSlot {
     pub(super) listener: Listener,
+    /// The index of the service its connections get.
+    service: u8,
     /// Not re-armed after running out of descriptors; the housekeeper
     /// re-arms it on its next tick.
     paused: AtomicBool,
 }
 
 impl Acceptor {
-    pub(super) fn new(listeners: Vec<Listener>) -> Self {
+    pub(super) fn new(listeners: Vec<(Listener, u8)>) -> Self {
         Acceptor {
             listeners: listeners
                 .into_iter()
-                .map(|listener| ListenerSlot {
+                .map(|(listener, service)| ListenerSlot {
                     listener,
+                    service,
                     paused: AtomicBool::new(false),
                 })
                 .collect(),
@@ -96,7 +100,7 @@ impl Shared {
                 return;
             }
             match slot.listener.accept() {
-                Ok((fd, peer)) => self.admit(fd, peer),
+                Ok((fd, peer)) => self.admit(fd, peer, slot.service),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if is_out_of_fds(&e) => {
                     if !self.refuse_with_reserve(slot) {
@@ -141,9 +145,11 @@ impl Shared {
 
     /// Takes a freshly accepted connection into the table and the epoll set,
     /// or closes it at once when `max_connections` are already held.
-    fn admit(&self, fd: OwnedFd, peer: Peer) {
+    fn admit(&self, fd: OwnedFd, peer: Peer, service: u8) {
         let max = self.limits.max_connections();
         if !self.table.reserve(max) {
+            self.metrics
+                .refused(usize::from(service), Refused::MaxConnections);
             if let Some(suppressed) = self.accept.refusals.allow() {
                 warn!(%peer, max_connections = max, suppressed, "connection limit reached; closing new connections");
             }
@@ -154,7 +160,9 @@ impl Shared {
                 .next_connection_id
                 .fetch_add(1, Ordering::Relaxed),
         );
-        let connection = Connection::new(fd, id, Instant::now());
+        let connection = Connection::new(fd, id, Instant::now()).serving(service);
+        // Counted before it can be served (and closed, and counted closed).
+        self.metrics.accepted(usize::from(service));
         let registered = self.table.insert(connection, |connection, token| {
             self.events.add(connection.fd(), token, Interest::READ)
         });
@@ -169,7 +177,12 @@ impl Shared {
                     self.drive_token(token, Stimulus::Drain);
                 }
             }
-            Err(e) => warn!(conn = %id, %peer, error = %e, "cannot register connection"),
+            Err(e) => {
+                warn!(conn = %id, %peer, error = %e, "cannot register connection");
+                // Never served, but counted as accepted: count it closed.
+                self.metrics
+                    .closed(usize::from(service), &CloseReason::Error(e));
+            }
         }
     }
 
@@ -193,6 +206,10 @@ impl Shared {
         // Dropped at once: the refused connection's descriptor must be
         // closed before the reserve is reopened in its place.
         let refused = slot.listener.accept().is_ok();
+        if refused {
+            self.metrics
+                .refused(usize::from(slot.service), Refused::OutOfDescriptors);
+        }
         *reserve = File::open("/dev/null").ok();
         if let Some(suppressed) = self.accept.refusals.allow() {
             warn!(listener = %slot.listener.describe(), connections = self.table.live(), suppressed, "out of file descriptors; closing new connections");

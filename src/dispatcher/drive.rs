@@ -12,7 +12,7 @@ use super::token::Token;
 use super::Shared;
 use crate::connection::{Context, Scratch};
 use crate::service::ConnectionId;
-use crate::step::{CloseReason, Next, Stimulus};
+use crate::step::{CloseReason, Next, Stimulus, Tally};
 
 impl Shared {
     /// Steps the connection in a held slot, then re-arms it, closes it, or
@@ -20,19 +20,21 @@ impl Shared {
     /// the step — a service bug, in any of its callbacks — closes only this
     /// connection, logged, whichever thread drove it.
     pub(super) fn drive(&self, mut held: Held<'_>, stimulus: Stimulus, scratch: &mut Scratch) {
+        let connection = held.connection();
+        let id = connection.id();
+        let service = usize::from(connection.service());
         let mut cx = Context {
-            service: &*self.service,
+            service: &*self.services[service],
             limits: self.limits.connection(),
             scratch,
             now: Instant::now(),
         };
-        let connection = held.connection();
-        let id = connection.id();
         let next = panic::catch_unwind(AssertUnwindSafe(|| connection.step(stimulus, &mut cx)))
             .unwrap_or_else(|payload| {
                 log_panic(id, payload.as_ref());
                 Some(Next::Close(CloseReason::Panic))
             });
+        self.count(service, scratch);
         match next {
             None => {}
             Some(Next::Rearm(interest)) => {
@@ -55,12 +57,29 @@ impl Shared {
         }
     }
 
+    /// Adds what a step did to the counters of whoever took it: a
+    /// worker's own, or the shared ones off the workers' path.
+    fn count(&self, service: usize, scratch: &mut Scratch) {
+        let tally = std::mem::take(&mut scratch.tally);
+        if tally != Tally::default() {
+            let block = match &scratch.counters {
+                Some(lease) => lease.block(),
+                None => self.metrics.off_path(),
+            };
+            block.add(service, &tally);
+        }
+    }
+
     /// Deregisters and closes the connection in a held slot.
     pub(super) fn close(&self, mut held: Held<'_>, reason: CloseReason) {
         // Closing would deregister it too, but only once no other
         // descriptor refers to the socket; say it explicitly, while the
         // slot is still ours.
         let _ = self.events.delete(held.connection().fd());
+        // Counted before the socket is closed, so that a client that saw
+        // the close and then scrapes sees it counted.
+        self.metrics
+            .closed(usize::from(held.connection().service()), &reason);
         let connection = self.table.remove(held);
         debug!(conn = %connection.id(), %reason, "connection closed");
     }

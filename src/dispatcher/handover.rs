@@ -11,6 +11,7 @@ use super::{Server, Shared};
 use crate::config::MAX_CONNECTIONS_LIMIT;
 use crate::connection::{Carried, Connection};
 use crate::handover::{self, record, SocketKey};
+use crate::step::CloseReason;
 
 /// The connections a handover took out of the dispatcher, ready for the
 /// manager: their sockets, and one state file describing them all.
@@ -47,7 +48,15 @@ impl Server {
         let mut sockets = Vec::new();
         let mut carried = Vec::new();
         self.shared.table.for_each(true, |mut held| {
+            // Only the line protocol's connections (the first service)
+            // are carried: another service's (a metrics scrape) is short,
+            // and its client simply asks again.
+            if held.connection().service() != 0 {
+                self.shared.close(held, CloseReason::Handover);
+                return;
+            }
             let _ = self.shared.events.delete(held.connection().fd());
+            self.shared.metrics.closed(0, &CloseReason::Handover);
             let (fd, state) = self.shared.table.remove(held).hand_over(now);
             match SocketKey::of(&fd) {
                 Ok(key) => {
@@ -59,6 +68,7 @@ impl Server {
                 }
             }
         });
+        self.shared.metrics.handed_over(sockets.len() as u64);
         let refs: Vec<_> = carried.iter().map(|(key, state)| (*key, state)).collect();
         HandedOver {
             sockets,
@@ -114,6 +124,7 @@ impl Server {
                 }
             }
         }
+        self.shared.metrics.restored(report.restored as u64);
         report
     }
 }

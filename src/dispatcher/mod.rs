@@ -35,6 +35,7 @@
 mod accept;
 mod drain;
 mod drive;
+mod endpoints;
 pub(crate) mod epoll;
 mod handover;
 mod housekeeper;
@@ -57,6 +58,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::config::{Config, MAX_CONNECTIONS_LIMIT};
 use crate::listeners::Listener;
+use crate::metrics::{Gauges, Metrics};
 use crate::service::Service;
 use crate::step::Interest;
 use accept::Acceptor;
@@ -97,7 +99,9 @@ struct Shared {
     events: EventSet,
     table: ConnectionTable,
     accept: Acceptor,
-    service: Arc<dyn Service>,
+    /// What the connections are served by; a connection holds an index.
+    services: Vec<Arc<dyn Service>>,
+    metrics: Arc<Metrics>,
     limits: LimitSettings,
     /// Wakes one waiting worker (oneshot) to check whether it must retire.
     wake: EventFd,
@@ -122,23 +126,34 @@ impl std::fmt::Debug for Shared {
 
 impl Server {
     /// Registers the listeners and starts `config.workers` workers serving
-    /// `service`.
+    /// `service` on all of them.
     pub fn start(
         config: &Config,
         listeners: Vec<Listener>,
         service: Arc<dyn Service>,
     ) -> io::Result<Server> {
+        let listeners = listeners.into_iter().map(|l| (l, 0)).collect();
+        Server::start_serving(config, vec![service], listeners, Metrics::new())
+    }
+
+    fn start_serving(
+        config: &Config,
+        services: Vec<Arc<dyn Service>>,
+        listeners: Vec<(Listener, u8)>,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Server> {
         let events = EventSet::new()?;
         let wake = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
         events.add(wake.as_fd(), Token::Wake, Interest::READ)?;
-        for (index, listener) in listeners.iter().enumerate() {
+        for (index, (listener, _)) in listeners.iter().enumerate() {
             events.add(listener, Token::Listener(index as u32), Interest::READ)?;
         }
         let shared = Arc::new(Shared {
             events,
             table: ConnectionTable::new(MAX_CONNECTIONS_LIMIT as usize),
             accept: Acceptor::new(listeners),
-            service,
+            services,
+            metrics,
             limits: LimitSettings::from_config(config),
             wake,
             leadership: leader::Leadership::new()?,
@@ -146,6 +161,10 @@ impl Server {
             draining: AtomicBool::new(false),
             heartbeat: AtomicU64::new(0),
         });
+        shared.metrics.attach(
+            endpoints::service_labels(&shared.services),
+            Arc::downgrade(&shared) as std::sync::Weak<dyn Gauges>,
+        );
         let pool = pool::Pool::default();
         pool.resize(&shared, config.workers)?;
         let housekeeper = housekeeper::spawn(Arc::clone(&shared))?;
@@ -154,6 +173,12 @@ impl Server {
             pool,
             housekeeper: Some(housekeeper),
         })
+    }
+
+    /// The counters this server counts into (e.g. for reporting reloads
+    /// and handovers).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
     }
 
     /// Workers running and connections held.

@@ -25,7 +25,7 @@ const EVENTS_PER_WAIT: usize = 64;
 impl Shared {
     /// Runs one worker until it retires.
     pub(super) fn work(&self) {
-        let mut scratch = Scratch::new();
+        let mut scratch = Scratch::counting(self.metrics.lease());
         let mut buffer = EventBuffer::new(EVENTS_PER_WAIT);
         let mut spin = SpinBeforeSleep::new();
         loop {

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ConfigSource};
+use crate::config::{Config, ConfigSource, ListenAddr};
 use crate::dispatcher::{Server, Status};
 use crate::handover;
-use crate::listeners::{self, Inherited, CONNECTION_NAME, STATE_NAME};
+use crate::listeners::{self, Inherited, Listener, CONNECTION_NAME, STATE_NAME};
 use crate::logging::{self, LogControl};
+use crate::metrics::{Metrics, MetricsEndpoint};
 use crate::notify::Notifier;
 use crate::service::Service;
 use signals::Signals;
@@ -109,18 +110,31 @@ impl Daemon {
             info!("no configuration file; using built-in defaults");
         }
         let signals = Signals::register()?;
-        let (activated, handed_over) = match activated {
+        let (activated, activated_metrics, handed_over) = match activated {
             Some(inherited) => (
                 Some(inherited.listeners),
+                Some(inherited.metrics),
                 (inherited.connections, inherited.state),
             ),
-            None => (None, Default::default()),
+            None => (None, None, Default::default()),
         };
         let listeners = listeners::open(activated, &self.config.listen)?;
         for listener in &listeners {
             info!(address = %listener.describe(), "listening");
         }
-        let server = Server::start(&self.config, listeners, service)?;
+        let metrics_listeners = open_metrics(activated_metrics, &self.config.metrics_listen)?;
+        let metrics = Metrics::new();
+        let endpoint: Arc<dyn Service> = Arc::new(MetricsEndpoint::new(Arc::clone(&metrics)));
+        let endpoints = listeners
+            .into_iter()
+            .map(|listener| (listener, Arc::clone(&service)))
+            .chain(
+                metrics_listeners
+                    .into_iter()
+                    .map(|listener| (listener, Arc::clone(&endpoint))),
+            )
+            .collect();
+        let server = Server::start_endpoints(&self.config, endpoints, metrics)?;
         let restored = self.restore(&server, handed_over);
         let mut shown = server.status();
         self.notifier
@@ -243,6 +257,7 @@ impl Daemon {
         let new = match self.source.load() {
             Ok(new) => new,
             Err(e) => {
+                server.metrics().reloaded(false);
                 error!(error = %e, "reload failed; keeping the running configuration");
                 self.notifier.status(&format!(
                     "reload failed: {e}; {}",
@@ -256,6 +271,9 @@ impl Daemon {
         if new.listen != old.listen {
             warn!("`listen` changed; a restart is needed to apply it");
         }
+        if new.metrics_listen != old.metrics_listen {
+            warn!("`metrics_listen` changed; a restart is needed to apply it");
+        }
         self.log.set_level(new.log_level);
         if let Err(e) = server.reconfigure(&new) {
             error!(error = %e, "cannot resize the worker pool");
@@ -268,12 +286,36 @@ impl Daemon {
             "reload applied"
         );
         self.config = new;
+        server.metrics().reloaded(true);
         let status = Status {
             workers: self.config.workers,
             connections: server.status().connections,
         };
         self.notifier.ready(&status_line("serving", status));
     }
+}
+
+/// The metrics endpoint's listeners: the fds named `metrics` under socket
+/// activation (`metrics_listen` is then ignored, as `listen` is), else
+/// `metrics_listen` bound (none if it is empty).
+fn open_metrics(
+    activated: Option<Vec<Listener>>,
+    addrs: &[ListenAddr],
+) -> std::io::Result<Vec<Listener>> {
+    let listeners = match activated {
+        Some(listeners) => {
+            if !addrs.is_empty() {
+                info!("socket-activated: `metrics_listen` is ignored");
+            }
+            listeners
+        }
+        None => listeners::bind(addrs)?,
+    };
+    for listener in &listeners {
+        // Not "listening": that word marks the line protocol's sockets.
+        info!(address = %listener.describe(), "metrics endpoint");
+    }
+    Ok(listeners)
 }
 
 /// The STATUS line: a word for the state, then the figures.

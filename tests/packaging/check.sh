@@ -21,10 +21,10 @@ echo "== systemd-analyze verify"
 # Verify the units as installed, with ExecStart pointing at the built binary
 # (verify checks that it exists and is executable).
 mkdir -p "$work/units"
-for unit in oneshotd.socket oneshotd.service; do
+for unit in oneshotd.socket oneshotd-metrics.socket oneshotd.service; do
     sed "s|/usr/sbin/oneshotd|$PWD/target/release/oneshotd|g" "packaging/systemd/$unit" >"$work/units/$unit"
 done
-if ! out=$(cd "$work/units" && systemd-analyze verify --man=no oneshotd.socket oneshotd.service 2>&1) || [ -n "$out" ]; then
+if ! out=$(cd "$work/units" && systemd-analyze verify --man=no oneshotd.socket oneshotd-metrics.socket oneshotd.service 2>&1) || [ -n "$out" ]; then
     echo "$out"
     fail "systemd-analyze verify is not clean"
 fi
@@ -49,7 +49,8 @@ fi
 echo "== contents"
 dpkg-deb --contents "$deb" | awk '{print $6}' >"$work/contents"
 for path in ./usr/sbin/oneshotd ./etc/oneshotd.toml \
-    ./lib/systemd/system/oneshotd.socket ./lib/systemd/system/oneshotd.service \
+    ./lib/systemd/system/oneshotd.socket ./lib/systemd/system/oneshotd-metrics.socket \
+    ./lib/systemd/system/oneshotd.service \
     ./usr/share/man/man8/oneshotd.8.gz ./usr/share/man/man5/oneshotd.toml.5.gz \
     ./usr/share/doc/oneshotd/copyright ./usr/share/doc/oneshotd/changelog.Debian.gz; do
     grep -qx "$path" "$work/contents" || fail "missing $path"

@@ -99,7 +99,8 @@ impl DaemonBuilder {
         }
         let dir = TestDir::new(&self.name);
         let mut config = self.config;
-        if !config.contains("listen") {
+        // The key itself, not `metrics_listen`.
+        if !config.lines().any(|l| l.trim_start().starts_with("listen")) {
             config.push_str("listen = [\"127.0.0.1:0\"]\n");
         }
         if !config.contains("log_level") {

@@ -10,11 +10,12 @@ mod dir;
 mod net;
 mod notify;
 mod proc;
+mod scrape;
 
 // Each test crate uses its own part of the harness; every name stays
 // reachable as `util::name` whether or not this crate uses it.
 #[allow(unused_imports)]
-pub use self::{builder::*, daemon::*, dir::*, net::*, notify::*, proc::*};
+pub use self::{builder::*, daemon::*, dir::*, net::*, notify::*, proc::*, scrape::*};
 
 use std::time::Duration;
 

@@ -1,0 +1,72 @@
+//! Listeners with different services: which service each listener's
+//! connections get, and how the services are named in the metrics.
+
+use std::io;
+use std::sync::Arc;
+
+use super::{Server, Shared};
+use crate::config::Config;
+use crate::listeners::Listener;
+use crate::metrics::{Gauges, Metrics, ServiceLabels, MAX_SERVICES};
+use crate::service::Service;
+
+impl Server {
+    /// Registers each listener with the service its connections get (e.g.
+    /// the line protocol on some, the metrics endpoint on another) and
+    /// starts `config.workers` workers serving them all, counting into
+    /// `metrics`. The first endpoint's service is the one connections
+    /// restored at a restart get. At most [`MAX_SERVICES`] distinct
+    /// services (told apart by `Arc::ptr_eq`).
+    pub fn start_endpoints(
+        config: &Config,
+        endpoints: Vec<(Listener, Arc<dyn Service>)>,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Server> {
+        let mut services: Vec<Arc<dyn Service>> = Vec::new();
+        let mut listeners = Vec::with_capacity(endpoints.len());
+        for (listener, service) in endpoints {
+            let index = match services.iter().position(|s| Arc::ptr_eq(s, &service)) {
+                Some(index) => index,
+                None => {
+                    services.push(service);
+                    services.len() - 1
+                }
+            };
+            listeners.push((listener, index as u8));
+        }
+        if services.len() > MAX_SERVICES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("at most {MAX_SERVICES} distinct services per server"),
+            ));
+        }
+        Server::start_serving(config, services, listeners, metrics)
+    }
+}
+
+impl Gauges for Shared {
+    fn workers(&self) -> usize {
+        self.pool.live()
+    }
+}
+
+/// Each service's labels; a name used twice gets its index appended, so
+/// that no two services' series are the same.
+pub(super) fn service_labels(services: &[Arc<dyn Service>]) -> Vec<ServiceLabels> {
+    services
+        .iter()
+        .enumerate()
+        .map(|(index, service)| {
+            let name = service.name();
+            let shared = services.iter().filter(|s| s.name() == name).count() > 1;
+            ServiceLabels {
+                name: if shared {
+                    format!("{name}{index}")
+                } else {
+                    name.to_owned()
+                },
+                closed_by_service: service.closed_by_service(),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,186 @@
+//! The metrics endpoint against hostile clients, which must disturb
+//! nothing else; its output checked by `promtool`; its socket-activated fd.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::util::*;
+
+/// Sends the start of a request one byte at a time, slower than the
+/// request timeout allows; returns the response.
+fn slowloris(addr: SocketAddr) -> Response {
+    let mut client = connect(addr);
+    let mut reader = client.try_clone().unwrap();
+    let answer = std::thread::spawn(move || {
+        let mut raw = Vec::new();
+        let _ = reader.read_to_end(&mut raw);
+        raw
+    });
+    for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: "
+        .iter()
+        .cycle()
+        .take(200)
+    {
+        if client.write_all(&[*byte]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        if answer.is_finished() {
+            break;
+        }
+    }
+    parse_response(&answer.join().unwrap())
+}
+
+/// 1 MiB of garbage, written while the answer is read.
+fn garbage(addr: SocketAddr) -> Response {
+    let mut client = connect(addr);
+    let mut reader = client.try_clone().unwrap();
+    let answer = std::thread::spawn(move || {
+        let mut raw = Vec::new();
+        let _ = reader.read_to_end(&mut raw);
+        raw
+    });
+    let junk: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    // The server may close before it has read it all: a reset is fine.
+    let _ = client.write_all(&junk);
+    let _ = client.shutdown(Shutdown::Write);
+    parse_response(&answer.join().unwrap())
+}
+
+#[test]
+fn hostile_clients_on_the_metrics_port_disturb_nothing_else() {
+    let (mut daemon, line, metrics) =
+        spawn_with_metrics("metrics-hostile", "workers = 2\nrequest_timeout_ms = 500");
+    let mut client = connect(line);
+    assert_eq!(roundtrip(&mut client, "before\n"), "BEFORE\n");
+    let mut expected = zero(2);
+    set(&mut expected, "oneshotd_connections_accepted_total{u}", 1);
+    set(&mut expected, "oneshotd_connections_open{u}", 1);
+    set(&mut expected, "oneshotd_requests_total{u}", 1);
+    set(&mut expected, "oneshotd_received_bytes_total{u}", 7);
+    set(&mut expected, "oneshotd_sent_bytes_total{u}", 7);
+    let before = expect_settled(metrics, &expected);
+
+    let slow = std::thread::spawn(move || slowloris(metrics));
+    let junk = std::thread::spawn(move || garbage(metrics));
+    // The line service is answered all the while.
+    let mut rounds = 0u64;
+    while !(slow.is_finished() && junk.is_finished()) || rounds < 10 {
+        assert_eq!(roundtrip(&mut client, "during\n"), "DURING\n");
+        rounds += 1;
+    }
+    let slow = slow.join().unwrap();
+    let junk = junk.join().unwrap();
+    assert_eq!(slow.status, 408, "{}", slow.body);
+    assert!([400, 431].contains(&junk.status), "{}", junk.status);
+
+    set(&mut expected, "oneshotd_requests_total{u}", 1 + rounds);
+    set(
+        &mut expected,
+        "oneshotd_received_bytes_total{u}",
+        7 + 7 * rounds,
+    );
+    set(
+        &mut expected,
+        "oneshotd_sent_bytes_total{u}",
+        7 + 7 * rounds,
+    );
+    let after = expect_settled(metrics, &expected);
+    // On the metrics side, the two hostile connections count as what they
+    // were: one more timed out, one more answered, nothing else.
+    let m = |snapshot: &BTreeMap<String, u64>, reason: &str| {
+        snapshot[&format!(
+            "oneshotd_connections_closed_total{{service=\"metrics\",reason=\"{reason}\"}}"
+        )]
+    };
+    assert_eq!(
+        m(&after, "request_timeout"),
+        m(&before, "request_timeout") + 1
+    );
+    for reason in ["client_eof", "idle", "error", "reset", "drain", "handover"] {
+        assert_eq!(m(&after, reason), m(&before, reason), "{reason}");
+    }
+    daemon.stop();
+}
+
+#[test]
+fn the_output_passes_promtool() {
+    let (mut daemon, line, metrics) = spawn_with_metrics("metrics-promtool", "");
+    let mut client = connect(line);
+    assert_eq!(roundtrip(&mut client, "x\n"), "X\n");
+    let response = exchange(metrics, b"GET /metrics HTTP/1.1\r\n\r\n");
+    // Every family has HELP and TYPE, and is named by the conventions.
+    let families: Vec<&str> = response
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .collect();
+    assert!(families.len() >= 12, "{families:?}");
+    for family in &families {
+        let (name, kind) = family.split_once(' ').unwrap();
+        assert!(name.starts_with("oneshotd_"), "{name}");
+        assert!(response.body.contains(&format!("# HELP {name} ")), "{name}");
+        assert_eq!(kind == "counter", name.ends_with("_total"), "{family}");
+    }
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut promtool) = promtool else {
+        // Optional tool (Debian: prometheus); the checks above still ran.
+        eprintln!("promtool not installed: `promtool check metrics` skipped");
+        daemon.stop();
+        return;
+    };
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(response.body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    daemon.stop();
+}
+
+#[test]
+fn a_socket_activated_fd_named_metrics_serves_the_metrics() {
+    let line = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (line_addr, metrics_addr) = (line.local_addr().unwrap(), metrics.local_addr().unwrap());
+    use std::os::fd::AsRawFd;
+    let ignored = free_port();
+    let mut daemon = Daemon::builder("metrics-activated")
+        .config(&format!("metrics_listen = [\"127.0.0.1:{ignored}\"]"))
+        .inherit_named(metrics.as_raw_fd(), "metrics")
+        .inherit_named(line.as_raw_fd(), "oneshotd.socket")
+        .spawn();
+    let mut client = connect(line_addr);
+    assert_eq!(roundtrip(&mut client, "line\n"), "LINE\n");
+    let m = scrape(metrics_addr);
+    assert_eq!(m["oneshotd_requests_total{service=\"upper\"}"], 1);
+    // And the line listener does not speak HTTP.
+    let mut http = connect(line_addr);
+    assert_eq!(
+        roundtrip(&mut http, "GET /metrics HTTP/1.1\r\n"),
+        "GET /METRICS HTTP/1.1\r\n"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", ignored)).is_err(),
+        "metrics_listen ignored"
+    );
+    daemon.stop();
+}
