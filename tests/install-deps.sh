@@ -24,6 +24,8 @@ deps=(
     ss iproute2                             # tests/e2e/run.sh (crash step)
     tc iproute2                             # network fault tests
     nc netcat-openbsd                       # the README's examples
+    curl curl                               # tests/e2e/run.sh (metrics)
+    promtool prometheus                     # tests/metrics.rs (promtool check metrics)
 )
 
 need=()

@@ -182,6 +182,23 @@ inside journalctl -u oneshotd --no-pager | grep "workers = 0 is out of range" >/
 expect "reply" "$($CLIENT once "still serving")" "STILL SERVING"
 set_workers 3
 
+step "metrics: curl reads the metrics socket; the counters carry on across a reload"
+expect "metrics socket active" "$(inside systemctl is-active oneshotd-metrics.socket)" active
+requests() {
+    curl -fsS --max-time 10 http://127.0.0.1:9787/metrics >"$w/metrics.txt" || fail "curl of the metrics socket failed"
+    awk '$1 == "oneshotd_requests_total{service=\"upper\"}" { print $2 }' "$w/metrics.txt"
+}
+before=$(requests)
+[ -n "$before" ] && [ "$before" -gt 0 ] || { cat "$w/metrics.txt"; fail "no line requests counted: '$before'"; }
+grep -q '^oneshotd_build_info{' "$w/metrics.txt" || fail "no build info in the metrics"
+expect "reply" "$($CLIENT once "counted")" COUNTED
+inside systemctl reload oneshotd
+wait_status "serving"
+after=$(requests)
+[ "$after" -gt "$before" ] || fail "requests went from $before to $after across a reload"
+grep -q '^oneshotd_reloads_total{result="ok"} [1-9]' "$w/metrics.txt" || fail "the reload is not counted"
+echo "metrics: requests $before -> $after across a reload"
+
 # start_loopers N: N clients (tests/e2e/client.py loop) that each make new
 # connections one after the other until $w/stop exists (60 s at most);
 # client i writes its counts to $w/loop.i.out, its failures to
