@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# User-space instructions per request of each oneshotd binary given, counted
+# by callgrind: repeatable where wall-clock figures on a shared 2-core
+# machine are not (it counts the same whatever else the machine does). The
+# kernel's share (send, recv, epoll_ctl: most of a request's cost) is not
+# in these figures; compare binaries with it, not with other servers.
+#
+# Each binary serves 10 connections x N requests (one in flight per
+# connection), for N = 200 and N = 1200, with one worker and no spin; the
+# difference of the two totals over the 10 000 extra requests is the cost
+# per request, free of start-up and shutdown.
+# Usage: bench/instructions.sh BIN [BIN...]     (needs valgrind, python3)
+set -euo pipefail
+[ $# -gt 0 ] || { echo "usage: $0 BIN [BIN...]" >&2; exit 2; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+cat >"$tmp/client.py" <<'PY'
+import socket, sys, time
+port, conns, per = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+deadline = time.monotonic() + 60
+while True:
+    try:
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(conns)]
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.1)
+for i in range(per):
+    for j, s in enumerate(socks):
+        s.sendall(f"conn {j} request {i} abcdefghijklmnopqrstuvwxyz\n".encode())
+    for j, s in enumerate(socks):
+        want = f"CONN {j} REQUEST {i} ABCDEFGHIJKLMNOPQRSTUVWXYZ\n".encode()
+        got = b""
+        while len(got) < len(want):
+            chunk = s.recv(4096)
+            if not chunk:
+                sys.exit("closed early")
+            got += chunk
+        if got != want:
+            sys.exit(f"wrong reply {got!r}")
+for s in socks:
+    s.close()
+PY
+
+# instructions BIN N: the daemon's total for 10 x N requests.
+instructions() {
+    local port=$((20000 + RANDOM % 20000))
+    printf 'workers = 1\nlisten = ["127.0.0.1:%s"]\nlog_level = "warn"\nspin_before_sleep_us = 0\n' "$port" >"$tmp/conf.toml"
+    valgrind --tool=callgrind --callgrind-out-file="$tmp/out" "$1" --config "$tmp/conf.toml" 2>"$tmp/valgrind.log" &
+    local pid=$!
+    python3 "$tmp/client.py" "$port" 10 "$2" || { kill "$pid"; cat "$tmp/valgrind.log"; exit 1; }
+    kill -TERM "$pid"
+    wait "$pid"
+    awk '/^summary:/ { print $2 }' "$tmp/out"
+}
+
+for bin in "$@"; do
+    small=$(instructions "$bin" 200)
+    large=$(instructions "$bin" 1200)
+    echo "$bin: $(( (large - small) / 10000 )) instructions per request"
+done
