@@ -162,6 +162,28 @@ fn connect_from(o: &Options, i: usize, nonblocking: bool) -> io::Result<(OwnedFd
     }
 }
 
+/// Connects (blocking) and checks one exchange before the next connect:
+/// the reply proves the server accepted it, so the setup never has more
+/// than one connection in the listener's backlog (a burst of blocking
+/// connects overflows a 128-entry accept queue: SYN dropped, 1 s retry).
+fn open(o: &Options, i: usize) -> io::Result<TcpStream> {
+    let (fd, _) = connect_from(o, i, false)?;
+    let mut stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let line = format!("open {i}\n");
+    stream.write_all(line.as_bytes())?;
+    let mut reply = vec![0u8; line.len()];
+    stream
+        .read_exact(&mut reply)
+        .map_err(|e| io::Error::other(format!("connection {i}: {e}")))?;
+    if reply != line.to_ascii_uppercase().as_bytes() {
+        return Err(io::Error::other(format!(
+            "connection {i}: wrong reply {reply:?}"
+        )));
+    }
+    Ok(stream)
+}
+
 fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted
         .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
@@ -235,8 +257,7 @@ fn active(o: &Options) -> io::Result<u64> {
     let opening = Instant::now();
     let mut conns = Vec::with_capacity(o.conns);
     for i in 0..o.conns {
-        let (fd, _) = connect_from(o, i, false)?;
-        let stream = TcpStream::from(fd);
+        let stream = open(o, i)?;
         stream.set_nonblocking(true)?;
         epoll.add(
             stream.as_fd(),
@@ -328,9 +349,11 @@ fn active(o: &Options) -> io::Result<u64> {
             }
         }
     }
+    // The last replies may all arrive in the pass that crosses the end.
+    let at_end = at_end.unwrap_or_else(|| sample(o.server_pid));
     latencies.sort_unstable();
     let window = o.secs - o.warmup;
-    let cpu = match (at_start.flatten(), at_end.flatten()) {
+    let cpu = match (at_start.flatten(), at_end) {
         (Some(s), Some(e)) => format!(
             "{:.2}",
             e.cpu.saturating_sub(s.cpu).as_secs_f64() * 1e6 / measured.max(1) as f64
@@ -346,11 +369,12 @@ fn active(o: &Options) -> io::Result<u64> {
         _ => "n/a".into(),
     };
     println!(
-        "mode=active conns={} secs={window:.1} open_s={open_secs:.2} replies={measured} req_per_s={:.0} p50_us={} p99_us={} cpu_us_per_reply={cpu} rss_b_per_conn={rss} errors={errors}",
+        "mode=active conns={} secs={window:.1} open_s={open_secs:.2} replies={measured} req_per_s={:.0} p50_us={} p99_us={} p999_us={} cpu_us_per_reply={cpu} rss_b_per_conn={rss} errors={errors}",
         o.conns,
         measured as f64 / window,
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
+        percentile(&latencies, 0.999),
     );
     Ok(errors)
 }
@@ -506,9 +530,16 @@ fn churn(o: &Options) -> io::Result<u64> {
             let done_at = Instant::now();
             if failed {
                 errors += 1;
-            } else if slot.started >= measure_from && done_at <= stop {
-                measured += 1;
-                latencies.push((done_at - slot.started).as_micros().min(u32::MAX as u128) as u32);
+            } else {
+                if done_at >= measure_from && done_at <= stop {
+                    measured += 1;
+                }
+                // Every connection started in the window counts for latency,
+                // however late it finishes (a dropped SYN costs a second).
+                if slot.started >= measure_from && slot.started < stop {
+                    latencies
+                        .push((done_at - slot.started).as_micros().min(u32::MAX as u128) as u32);
+                }
             }
             slot.fd = None; // close: the client closes first, as clients do
             slot.stage = Stage::Free;
@@ -524,9 +555,11 @@ fn churn(o: &Options) -> io::Result<u64> {
             }
         }
     }
+    // The last replies may all arrive in the pass that crosses the end.
+    let at_end = at_end.unwrap_or_else(|| sample(o.server_pid));
     latencies.sort_unstable();
     let window = o.secs - o.warmup;
-    let cpu = match (at_start.flatten(), at_end.flatten()) {
+    let cpu = match (at_start.flatten(), at_end) {
         (Some(s), Some(e)) => format!(
             "{:.2}",
             e.cpu.saturating_sub(s.cpu).as_secs_f64() * 1e6 / measured.max(1) as f64
@@ -534,11 +567,12 @@ fn churn(o: &Options) -> io::Result<u64> {
         _ => "n/a".into(),
     };
     println!(
-        "mode=churn conns={} secs={window:.1} opened={opened} replies={measured} conns_per_s={:.0} p50_us={} p99_us={} cpu_us_per_reply={cpu} errors={errors}",
+        "mode=churn conns={} secs={window:.1} opened={opened} replies={measured} conns_per_s={:.0} p50_us={} p99_us={} p999_us={} cpu_us_per_reply={cpu} errors={errors}",
         o.conns,
         measured as f64 / window,
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
+        percentile(&latencies, 0.999),
     );
     Ok(errors)
 }
@@ -554,12 +588,8 @@ fn idle(o: &Options) -> io::Result<()> {
     let opening = Instant::now();
     let mut held = Vec::with_capacity(o.conns);
     for i in 0..o.conns {
-        let (fd, _) = connect_from(o, i, false)?;
-        let stream = TcpStream::from(fd);
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        held.push(stream);
+        held.push(open(o, i)?);
     }
-    exchange(&mut held, "idle")?;
     let open_secs = opening.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
     let after = sample(o.server_pid);
