@@ -14,6 +14,8 @@
 #   HANDOVER="1000 15000"      idle connections through a handover, then a drain
 #   RESULTS=FILE               keep the raw results (one line per run)
 #   SVG=FILE                   draw the curves (bench/plot.py) into FILE
+#   BACKLOG=4096               accept queue of both servers (oneshotd.socket's
+#                              Backlog=; std's and tokio's bind give 128)
 #   PORT_BASE=23000            each run gets its own port (see below)
 # Usage: bash bench/scale.sh      SMOKE=1 bash bench/scale.sh (~20 s once built)
 #
@@ -35,6 +37,7 @@ CHURN=${CHURN:-"50 500"}
 IDLE=${IDLE:-18000}
 HANDOVER=${HANDOVER:-"1000 15000"}
 PORT_BASE=${PORT_BASE:-23000}
+BACKLOG=${BACKLOG:-4096}
 if [ -n "${SMOKE:-}" ]; then
     SECS=1 WARMUP=0.3 ROUNDS=1 ACTIVE="200 1000" CHURN="20" IDLE=1000 HANDOVER="200"
 fi
@@ -72,10 +75,13 @@ listen = ["127.0.0.1:$port"]
 max_connections = 100000
 log_level = "warn"
 EOF
-        "$BIN/oneshotd" --config "$tmp/oneshotd.toml" 2>"$tmp/server.log" &
+        # Socket-activated, as under systemd: the listener comes bound, with
+        # oneshotd.socket's backlog, in LISTEN_FDS (scale_listen execs it).
+        "$BIN/scale_listen" --addr "127.0.0.1:$port" --backlog "$BACKLOG" -- \
+            "$BIN/oneshotd" --config "$tmp/oneshotd.toml" 2>"$tmp/server.log" &
         ;;
     tokio)
-        "$BIN/tokio_upper" --addr "127.0.0.1:$port" --workers "$WORKERS" 2>"$tmp/server.log" &
+        "$BIN/tokio_upper" --addr "127.0.0.1:$port" --workers "$WORKERS" --backlog "$BACKLOG" 2>"$tmp/server.log" &
         ;;
     esac
     server=$!
@@ -120,7 +126,7 @@ overflows() {
 
 order() { if [ $(($1 % 2)) = 1 ]; then echo "oneshotd tokio"; else echo "tokio oneshotd"; fi; }
 
-echo "oneshotd vs tokio at scale: workers=$WORKERS, ${BYTES}-byte lines, ${SECS} s runs, rounds=$ROUNDS, $SOURCES source addresses"
+echo "oneshotd vs tokio at scale: workers=$WORKERS, ${BYTES}-byte lines, ${SECS} s runs, rounds=$ROUNDS, $SOURCES source addresses, backlog $BACKLOG"
 echo "note: this machine has $(nproc) cores, shared by the servers, the load generator and whatever else runs"
 for round in $(seq "$ROUNDS"); do
     for conns in $ACTIVE; do

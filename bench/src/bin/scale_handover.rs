@@ -34,6 +34,17 @@ use std::time::{Duration, Instant};
 use nix::libc;
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 
+/// The oneshotd instances started and not yet reaped: killed if the run
+/// fails, so that nothing outlives it.
+static LIVE: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+fn kill_live() {
+    for pid in LIVE.lock().unwrap().drain(..) {
+        // SAFETY: kill has no memory-safety preconditions; pid is our child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 /// The manager's own descriptors live at or above this number, so that the
 /// numbers from 3 up are free for what the next instance is given.
 const HIGH_FD: RawFd = 19_000;
@@ -88,12 +99,14 @@ fn main() -> ExitCode {
     std::thread::spawn(|| {
         std::thread::sleep(Duration::from_secs(120));
         eprintln!("scale_handover: no result within two minutes: giving up");
+        kill_live();
         std::process::exit(3);
     });
     match run(&o) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("scale_handover: {e}");
+            kill_live();
             ExitCode::FAILURE
         }
     }
@@ -150,6 +163,7 @@ fn reap(pid: i32) -> io::Result<(Duration, i32)> {
         // SAFETY: wait4 on our own child with valid out-pointers.
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
         if r == pid {
+            LIVE.lock().unwrap().retain(|&p| p != pid);
             break;
         }
         let e = io::Error::last_os_error();
@@ -168,6 +182,9 @@ fn signal(pid: i32, sig: libc::c_int) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A descriptor the child moves into place: (source, target).
+type Move = (RawFd, RawFd);
 
 /// The manager's end of `NOTIFY_SOCKET` and its fd store.
 struct Manager {
@@ -246,7 +263,7 @@ impl Manager {
     /// else (std opens a few) is filled in the child instead, between fork
     /// and exec. Returns the names in descriptor order and the child's
     /// moves (source, target).
-    fn place(&mut self) -> io::Result<(Vec<String>, Vec<(RawFd, RawFd)>)> {
+    fn place(&mut self) -> io::Result<(Vec<String>, Vec<Move>)> {
         let n = self.stored.len() as RawFd;
         let end = 4 + n;
         if end >= HIGH_FD {
@@ -295,7 +312,7 @@ fn start(
     listener: RawFd,
     manager: &Manager,
     names: &[String],
-    moves: Vec<(RawFd, RawFd)>,
+    moves: Vec<Move>,
     log: &str,
 ) -> io::Result<i32> {
     let count = 1 + names.len();
@@ -335,7 +352,9 @@ fn start(
             Ok(())
         });
     }
-    Ok(command.spawn()?.id() as i32)
+    let pid = command.spawn()?.id() as i32;
+    LIVE.lock().unwrap().push(pid);
+    Ok(pid)
 }
 
 fn run(o: &Options) -> io::Result<()> {
