@@ -180,13 +180,17 @@ COLOURS = {"oneshotd": "#1f77b4", "tokio": "#d62728", "handover": "#1f77b4", "dr
 
 
 def nice_max(v):
+    """The smallest 4 x (1, 2, 2.5 or 5 x 10^k) at least 5 % above v."""
+    import math
+
     if v <= 0:
         return 1
-    step = 10 ** (len(str(int(v))) - 1) if v >= 1 else 0.1
-    top = step
-    while top < v * 1.05:
-        top += step / 2 if step >= 1 else step
-    return top
+    quarter = v * 1.05 / 4
+    k = 10 ** math.floor(math.log10(quarter))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * k >= quarter:
+            return 4 * m * k
+    return 40 * k
 
 
 def panel(x0, y0, w, h, title, xlabel, series, ylabel):
@@ -202,7 +206,7 @@ def panel(x0, y0, w, h, title, xlabel, series, ylabel):
     for i in range(5):
         yv = ymax * i / 4
         s.append(f'<line x1="{px(0)}" y1="{py(yv)}" x2="{px(xmax)}" y2="{py(yv)}" stroke="#ddd"/>')
-        label = f"{yv:,.0f}".replace(",", " ") if ymax >= 10 else f"{yv:.2f}"
+        label = f"{yv:,.0f}".replace(",", " ") if ymax >= 40 else f"{yv:g}"
         s.append(f'<text x="{px(0) - 4}" y="{py(yv) + 4}" text-anchor="end" font-size="10">{label}</text>')
         xv = xmax * i / 4
         s.append(f'<text x="{px(xv)}" y="{py(0) + 14}" text-anchor="middle" font-size="10">{xv:,.0f}</text>'.replace(",", " "))

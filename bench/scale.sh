@@ -17,7 +17,7 @@
 #   BACKLOG=4096               accept queue of both servers (oneshotd.socket's
 #                              Backlog=; std's and tokio's bind give 128)
 #   PORT_BASE=23000            each run gets its own port (see below)
-# Usage: bash bench/scale.sh      SMOKE=1 bash bench/scale.sh (~20 s once built)
+# Usage: bash bench/scale.sh      SMOKE=1 bash bench/scale.sh (~10 s once built)
 #
 # One process holds at most ~19 900 descriptors here (hard RLIMIT_NOFILE
 # 20 000), so no scenario has more than 18 000 connections in one process;
