@@ -4,8 +4,11 @@
 //! oneshotd against.
 //!
 //! ```text
-//! tokio_upper --addr 127.0.0.1:7879 --workers 2
+//! tokio_upper --addr 127.0.0.1:7879 --workers 2 [--backlog 4096]
 //! ```
+//!
+//! `--backlog` sets the accept queue's length (`bench/scale.sh` gives both
+//! servers `oneshotd.socket`'s 4096); without it, `TcpListener::bind`'s.
 
 use std::net::SocketAddr;
 
@@ -15,12 +18,14 @@ use tokio::net::{TcpListener, TcpStream};
 fn main() -> std::io::Result<()> {
     let mut addr: SocketAddr = "127.0.0.1:7879".parse().unwrap();
     let mut workers = 2;
+    let mut backlog = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().expect("flag value");
         match flag.as_str() {
             "--addr" => addr = value.parse().expect("--addr"),
             "--workers" => workers = value.parse().expect("--workers"),
+            "--backlog" => backlog = Some(value.parse().expect("--backlog")),
             _ => panic!("unknown flag {flag}"),
         }
     }
@@ -28,11 +33,19 @@ fn main() -> std::io::Result<()> {
         .worker_threads(workers)
         .enable_all()
         .build()?
-        .block_on(serve(addr))
+        .block_on(serve(addr, backlog))
 }
 
-async fn serve(addr: SocketAddr) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+async fn serve(addr: SocketAddr, backlog: Option<u32>) -> std::io::Result<()> {
+    let listener = match backlog {
+        None => TcpListener::bind(addr).await?,
+        Some(backlog) => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(backlog)?
+        }
+    };
     eprintln!("tokio_upper listening on {addr}");
     loop {
         let (stream, _) = listener.accept().await?;

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# oneshotd at scale, against tokio (bench/src/bin/tokio_upper.rs) where
+# tokio has an equivalent: many active connections, connection churn, many
+# idle connections, and what a drain (SIGTERM to exit) and a handover
+# (SIGUSR2 to the next instance's READY=1) cost as connections grow.
+# Loopback only; the clients spread over source addresses 127.0.0.2 ...;
+# every reply byte is verified and a run with errors fails the benchmark.
+#
+# Settings (environment):
+#   WORKERS=2 SECS=5 WARMUP=0.5 ROUNDS=3 BYTES=64 SOURCES=16
+#   ACTIVE="1000 5000 15000"   active connections, pipeline 1
+#   CHURN="50 500"             connections at a time: connect, 1 request, close
+#   IDLE=18000                 idle connections (server RSS per connection)
+#   HANDOVER="1000 15000"      idle connections through a handover, then a drain
+#   RESULTS=FILE               keep the raw results (one line per run)
+#   SVG=FILE                   draw the curves (bench/plot.py) into FILE
+#   BACKLOG=4096               accept queue of both servers (oneshotd.socket's
+#                              Backlog=; std's and tokio's bind give 128)
+#   PORT_BASE=23000            each run gets its own port (see below)
+# Usage: bash bench/scale.sh      SMOKE=1 bash bench/scale.sh (~10 s once built)
+#
+# One process holds at most ~19 900 descriptors here (hard RLIMIT_NOFILE
+# 20 000), so no scenario has more than 18 000 connections in one process;
+# the handover's clients run in a process of their own, apart from the
+# manager that holds the fd store's copies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WORKERS=${WORKERS:-2}
+SECS=${SECS:-5}
+WARMUP=${WARMUP:-0.5}
+ROUNDS=${ROUNDS:-3}
+BYTES=${BYTES:-64}
+SOURCES=${SOURCES:-16}
+ACTIVE=${ACTIVE:-"1000 5000 15000"}
+CHURN=${CHURN:-"50 500"}
+IDLE=${IDLE:-18000}
+HANDOVER=${HANDOVER:-"1000 15000"}
+PORT_BASE=${PORT_BASE:-23000}
+BACKLOG=${BACKLOG:-4096}
+if [ -n "${SMOKE:-}" ]; then
+    SECS=1 WARMUP=0.3 ROUNDS=1 ACTIVE="200 1000" CHURN="20" IDLE=1000 HANDOVER="200"
+fi
+
+cargo build --release --locked -p oneshotd -p oneshotd-bench >/dev/null 2>&1 ||
+    cargo build --release --locked -p oneshotd -p oneshotd-bench
+ulimit -n "$(ulimit -Hn)"
+BIN=target/release
+tmp=$(mktemp -d)
+server=
+cleanup() {
+    [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+results=${RESULTS:-$tmp/results.txt}
+: >"$results"
+
+# Every run listens on a port of its own: a server that closes first
+# (stopping with connections open) leaves its side in TIME_WAIT, and a
+# client that later picks the same source address and port for the same
+# server port has its SYN answered by that TIME_WAIT socket with an ACK,
+# then waits a second to retry (seen: 1 000 connects took 4 s).
+next_port=$PORT_BASE
+take_port() { port=$next_port; next_port=$((next_port + 1)); }
+
+# start_server oneshotd|tokio -> sets $server (pid) and $port
+start_server() {
+    take_port
+    case $1 in
+    oneshotd)
+        cat >"$tmp/oneshotd.toml" <<EOF
+workers = $WORKERS
+listen = ["127.0.0.1:$port"]
+max_connections = 100000
+log_level = "warn"
+EOF
+        # Socket-activated, as under systemd: the listener comes bound, with
+        # oneshotd.socket's backlog, in LISTEN_FDS (scale_listen execs it).
+        "$BIN/scale_listen" --addr "127.0.0.1:$port" --backlog "$BACKLOG" -- \
+            "$BIN/oneshotd" --config "$tmp/oneshotd.toml" 2>"$tmp/server.log" &
+        ;;
+    tokio)
+        "$BIN/tokio_upper" --addr "127.0.0.1:$port" --workers "$WORKERS" --backlog "$BACKLOG" 2>"$tmp/server.log" &
+        ;;
+    esac
+    server=$!
+    for _ in $(seq 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    cat "$tmp/server.log"
+    echo "scale: $1 did not start" >&2
+    exit 1
+}
+
+stop_server() {
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+    server=
+}
+
+# run_load scenario server round mode conns
+run_load() {
+    local scenario=$1 kind=$2 round=$3 mode=$4 conns=$5 out before
+    start_server "$kind"
+    before=$(overflows)
+    if ! out=$("$BIN/scale_load" "$mode" --addr "127.0.0.1:$port" --conns "$conns" \
+        --secs "$SECS" --warmup "$WARMUP" --bytes "$BYTES" --sources "$SOURCES" \
+        --server-pid "$server" </dev/null); then
+        echo "scale: $kind $scenario round $round failed: $out" >&2
+        exit 1
+    fi
+    local dropped=$(($(overflows) - before))
+    stop_server
+    echo "scenario=$scenario server=$kind round=$round ${out#idle_ready } listen_overflows=$dropped" | tee -a "$results"
+}
+
+# The kernel's counters of connection attempts a full accept queue dropped
+# (each costs its client a 1 s SYN retry): machine-wide, so another
+# engineer's benchmark running at the same time would show here too.
+overflows() {
+    awk '/^TcpExt:/ { if (!h) { for (i = 2; i <= NF; i++) name[i] = $i; h = 1 }
+        else for (i = 2; i <= NF; i++) if (name[i] == "ListenOverflows") print $i }' /proc/net/netstat
+}
+
+order() { if [ $(($1 % 2)) = 1 ]; then echo "oneshotd tokio"; else echo "tokio oneshotd"; fi; }
+
+echo "oneshotd vs tokio at scale: workers=$WORKERS, ${BYTES}-byte lines, ${SECS} s runs, rounds=$ROUNDS, $SOURCES source addresses, backlog $BACKLOG"
+echo "note: this machine has $(nproc) cores, shared by the servers, the load generator and whatever else runs"
+for round in $(seq "$ROUNDS"); do
+    for conns in $ACTIVE; do
+        for kind in $(order "$round"); do run_load "active:$conns" "$kind" "$round" active "$conns"; done
+    done
+    for conns in $CHURN; do
+        for kind in $(order "$round"); do run_load "churn:$conns" "$kind" "$round" churn "$conns"; done
+    done
+    for kind in $(order "$round"); do run_load "idle:$IDLE" "$kind" "$round" idle "$IDLE"; done
+    for conns in $HANDOVER; do
+        take_port
+        mkdir -p "$tmp/handover"
+        if ! out=$("$BIN/scale_handover" --oneshotd "$BIN/oneshotd" --load "$BIN/scale_load" \
+            --conns "$conns" --port "$port" --workers "$WORKERS" --sources "$SOURCES" --dir "$tmp/handover"); then
+            cat "$tmp/handover/"*.log >&2 || true
+            echo "scale: handover of $conns failed" >&2
+            exit 1
+        fi
+        echo "scenario=handover:$conns server=oneshotd round=$round $out" | tee -a "$results"
+    done
+done
+echo
+python3 bench/plot.py "$results" ${SVG:+"$SVG"}

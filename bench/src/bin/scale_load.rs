@@ -1,0 +1,663 @@
+//! `scale_load`: the load generator of `bench/scale.sh`, for many
+//! connections and for connection churn. Like `loadgen` it verifies every
+//! reply byte, and a run with errors exits non-zero: it is a failure, not a
+//! figure. Connections are spread over several loopback source addresses
+//! (127.0.0.2, 127.0.0.3, ..., bound before connecting) so that churn does
+//! not run out of ephemeral ports for one (source, destination) pair.
+//!
+//! ```text
+//! scale_load active --addr 127.0.0.1:7878 --conns 15000 --secs 5 --server-pid PID
+//! scale_load churn  --addr 127.0.0.1:7878 --conns 500 --secs 5 --server-pid PID
+//! scale_load idle   --addr 127.0.0.1:7878 --conns 18000 --server-pid PID
+//! ```
+//!
+//! `active`: C connections, one request in flight on each (pipeline 1).
+//! `churn`: C at a time, each connects, sends one request, verifies the
+//! reply and closes; latency is from the start of connect to the verified
+//! reply. `idle`: C connections, one exchange each, then commands on stdin:
+//! `check` (one more exchange on every connection, all verified), `eof`
+//! (every connection must see the server close it); stdin's end exits.
+//!
+//! With `--server-pid`, the server's CPU time (utime + stime from
+//! /proc/PID/stat) over the measured window gives CPU microseconds per reply,
+//! and its VmRSS before connecting and after gives bytes per connection.
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{
+    bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Active,
+    Churn,
+    Idle,
+}
+
+struct Options {
+    mode: Mode,
+    addr: SocketAddrV4,
+    conns: usize,
+    bytes: usize,
+    secs: f64,
+    warmup: f64,
+    sources: u8,
+    server_pid: Option<u32>,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut args = std::env::args().skip(1);
+    let mode = match args.next().as_deref() {
+        Some("active") => Mode::Active,
+        Some("churn") => Mode::Churn,
+        Some("idle") => Mode::Idle,
+        other => return Err(format!("mode must be active, churn or idle, not {other:?}")),
+    };
+    let mut o = Options {
+        mode,
+        addr: "127.0.0.1:7878".parse().unwrap(),
+        conns: 1000,
+        bytes: 64,
+        secs: 5.0,
+        warmup: 0.5,
+        sources: 16,
+        server_pid: None,
+    };
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+        match flag.as_str() {
+            "--addr" => o.addr = value.parse().map_err(|e| bad(&e))?,
+            "--conns" => o.conns = value.parse().map_err(|e| bad(&e))?,
+            "--bytes" => o.bytes = value.parse().map_err(|e| bad(&e))?,
+            "--secs" => o.secs = value.parse().map_err(|e| bad(&e))?,
+            "--warmup" => o.warmup = value.parse().map_err(|e| bad(&e))?,
+            "--sources" => o.sources = value.parse().map_err(|e| bad(&e))?,
+            "--server-pid" => o.server_pid = Some(value.parse().map_err(|e| bad(&e))?),
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    if o.conns == 0 || o.bytes == 0 || !(1..=250).contains(&o.sources) {
+        return Err("conns and bytes must be at least 1, sources 1..=250".into());
+    }
+    if o.warmup >= o.secs && o.mode != Mode::Idle {
+        return Err("warmup must be shorter than secs".into());
+    }
+    Ok(o)
+}
+
+/// xorshift64*, as in `loadgen`: sender and verifier share a seed.
+#[derive(Clone)]
+struct Lines(u64);
+
+impl Lines {
+    fn next_line(&mut self, len: usize, out: &mut Vec<u8>) {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789 -";
+        for _ in 0..len {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let r = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            out.push(ALPHABET[(r >> 58) as usize % ALPHABET.len()]);
+        }
+        out.push(b'\n');
+    }
+}
+
+/// The server's CPU time and resident memory, from /proc.
+struct ProcSample {
+    cpu: Duration,
+    rss_bytes: u64,
+}
+
+fn sample(pid: Option<u32>) -> Option<ProcSample> {
+    let pid = pid?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at 3.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as u64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(ProcSample {
+        cpu: Duration::from_micros(ticks * 1_000_000 / hz),
+        rss_bytes: rss_kib * 1024,
+    })
+}
+
+/// A TCP socket bound to source address 127.0.0.(2 + i % sources), port
+/// chosen at connect (IP_BIND_ADDRESS_NO_PORT), connecting to `addr`.
+/// Nonblocking sockets may return with the connect in progress.
+fn connect_from(o: &Options, i: usize, nonblocking: bool) -> io::Result<(OwnedFd, bool)> {
+    let mut flags = SockFlag::SOCK_CLOEXEC;
+    if nonblocking {
+        flags |= SockFlag::SOCK_NONBLOCK;
+    }
+    let fd = socket(AddressFamily::Inet, SockType::Stream, flags, None)?;
+    setsockopt(&fd, sockopt::IpBindAddressNoPort, &true)?;
+    setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
+    let source = Ipv4Addr::new(127, 0, 0, 2 + (i % o.sources as usize) as u8);
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(SocketAddrV4::new(source, 0)),
+    )?;
+    match connect(fd.as_raw_fd(), &SockaddrIn::from(o.addr)) {
+        Ok(()) => Ok((fd, true)),
+        Err(Errno::EINPROGRESS) => Ok((fd, false)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Connects (blocking) and checks one exchange before the next connect:
+/// the reply proves the server accepted it, so the setup never has more
+/// than one connection in the listener's backlog (a burst of blocking
+/// connects overflows a 128-entry accept queue: SYN dropped, 1 s retry).
+fn open(o: &Options, i: usize) -> io::Result<TcpStream> {
+    let (fd, _) = connect_from(o, i, false)?;
+    let mut stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let line = format!("open {i}\n");
+    stream.write_all(line.as_bytes())?;
+    let mut reply = vec![0u8; line.len()];
+    stream
+        .read_exact(&mut reply)
+        .map_err(|e| io::Error::other(format!("connection {i}: {e}")))?;
+    if reply != line.to_ascii_uppercase().as_bytes() {
+        return Err(io::Error::other(format!(
+            "connection {i}: wrong reply {reply:?}"
+        )));
+    }
+    Ok(stream)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
+}
+
+fn main() -> ExitCode {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("scale_load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    raise_fd_limit();
+    let result = match o.mode {
+        Mode::Active => active(&o),
+        Mode::Churn => churn(&o),
+        Mode::Idle => idle(&o).map(|()| 0),
+    };
+    match result {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(errors) => {
+            eprintln!("scale_load: {errors} errors: this run is a failure");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("scale_load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Soft RLIMIT_NOFILE up to the hard limit.
+fn raise_fd_limit() {
+    let mut limit = nix::libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn interrupted_is_zero(r: Result<usize, Errno>) -> io::Result<usize> {
+    match r {
+        Ok(n) => Ok(n),
+        Err(Errno::EINTR) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+struct ActiveConn {
+    stream: TcpStream,
+    sender: Lines,
+    verifier: Lines,
+    sent_at: Instant,
+    partial: Vec<u8>,
+    expected: Vec<u8>,
+}
+
+/// Active connections at pipeline 1; returns the number of errors.
+fn active(o: &Options) -> io::Result<u64> {
+    let before = sample(o.server_pid);
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    let opening = Instant::now();
+    let mut conns = Vec::with_capacity(o.conns);
+    for i in 0..o.conns {
+        let stream = open(o, i)?;
+        stream.set_nonblocking(true)?;
+        epoll.add(
+            stream.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, i as u64),
+        )?;
+        let seed = 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1);
+        conns.push(ActiveConn {
+            stream,
+            sender: Lines(seed),
+            verifier: Lines(seed),
+            sent_at: Instant::now(),
+            partial: Vec::new(),
+            expected: Vec::new(),
+        });
+    }
+    let open_secs = opening.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(o.warmup);
+    let stop_sending = start + Duration::from_secs_f64(o.secs);
+    let give_up = stop_sending + Duration::from_secs(10);
+    let mut line = Vec::with_capacity(o.bytes + 1);
+    for c in &mut conns {
+        line.clear();
+        c.sender.next_line(o.bytes, &mut line);
+        c.sent_at = start;
+        // One short line into an empty send buffer: never partial.
+        if c.stream.write(&line)? != line.len() {
+            return Err(io::Error::other("short write of a first request"));
+        }
+    }
+    let (mut at_start, mut at_end, mut at_mid) = (None, None, None);
+    let mid = measure_from + (stop_sending - measure_from) / 2;
+    let (mut measured, mut errors, mut outstanding) = (0u64, 0u64, o.conns);
+    let mut latencies: Vec<u32> = Vec::new();
+    let mut events = vec![EpollEvent::empty(); 1024];
+    let mut buf = vec![0u8; 64 * 1024];
+    while outstanding > 0 {
+        let now = Instant::now();
+        if at_start.is_none() && now >= measure_from {
+            at_start = Some(sample(o.server_pid));
+        }
+        if at_mid.is_none() && now >= mid {
+            at_mid = Some(sample(o.server_pid));
+        }
+        if at_end.is_none() && now >= stop_sending {
+            at_end = Some(sample(o.server_pid));
+        }
+        if now > give_up {
+            eprintln!("scale_load: {outstanding} replies never arrived");
+            errors += outstanding as u64;
+            break;
+        }
+        let n = interrupted_is_zero(epoll.wait(&mut events, EpollTimeout::from(50u16)))?;
+        for ev in &events[..n] {
+            let i = ev.data() as usize;
+            let c = &mut conns[i];
+            let got = match c.stream.read(&mut buf) {
+                Ok(0) => return Err(io::Error::other(format!("server closed connection {i}"))),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
+            let now = Instant::now();
+            c.partial.extend_from_slice(&buf[..got]);
+            if c.partial.last() != Some(&b'\n') {
+                continue; // pipeline 1: the reply is the whole buffer
+            }
+            c.expected.clear();
+            c.verifier.next_line(o.bytes, &mut c.expected);
+            c.expected.make_ascii_uppercase();
+            if c.partial != c.expected {
+                errors += 1;
+            }
+            c.partial.clear();
+            outstanding -= 1;
+            if c.sent_at >= measure_from && now <= stop_sending {
+                measured += 1;
+                latencies.push((now - c.sent_at).as_micros().min(u32::MAX as u128) as u32);
+            }
+            if now < stop_sending {
+                line.clear();
+                c.sender.next_line(o.bytes, &mut line);
+                c.sent_at = now;
+                if c.stream.write(&line)? != line.len() {
+                    return Err(io::Error::other("short write of a request"));
+                }
+                outstanding += 1;
+            }
+        }
+    }
+    // The last replies may all arrive in the pass that crosses the end.
+    let at_end = at_end.unwrap_or_else(|| sample(o.server_pid));
+    latencies.sort_unstable();
+    let window = o.secs - o.warmup;
+    let cpu = match (at_start.flatten(), at_end) {
+        (Some(s), Some(e)) => format!(
+            "{:.2}",
+            e.cpu.saturating_sub(s.cpu).as_secs_f64() * 1e6 / measured.max(1) as f64
+        ),
+        _ => "n/a".into(),
+    };
+    // Memory while every connection is busy, halfway through the window.
+    let rss = match (&before, at_mid.flatten()) {
+        (Some(b), Some(m)) => format!(
+            "{:.0}",
+            (m.rss_bytes as f64 - b.rss_bytes as f64) / o.conns as f64
+        ),
+        _ => "n/a".into(),
+    };
+    println!(
+        "mode=active conns={} secs={window:.1} open_s={open_secs:.2} replies={measured} req_per_s={:.0} p50_us={} p99_us={} p999_us={} cpu_us_per_reply={cpu} rss_b_per_conn={rss} errors={errors}",
+        o.conns,
+        measured as f64 / window,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 0.999),
+    );
+    Ok(errors)
+}
+
+enum Stage {
+    Free,
+    Connecting,
+    Waiting,
+}
+
+struct ChurnSlot {
+    fd: Option<OwnedFd>,
+    stage: Stage,
+    generation: u32,
+    started: Instant,
+    request: Vec<u8>,
+    expected: Vec<u8>,
+    got: Vec<u8>,
+}
+
+/// Connect, one request, verified reply, close; C at a time. Returns the
+/// number of errors.
+fn churn(o: &Options) -> io::Result<u64> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    let mut slots: Vec<ChurnSlot> = (0..o.conns)
+        .map(|_| ChurnSlot {
+            fd: None,
+            stage: Stage::Free,
+            generation: 0,
+            started: Instant::now(),
+            request: Vec::with_capacity(o.bytes + 1),
+            expected: Vec::with_capacity(o.bytes + 1),
+            got: Vec::with_capacity(o.bytes + 1),
+        })
+        .collect();
+    let mut lines = Lines(0x2545_f491_4f6c_dd1d);
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(o.warmup);
+    let stop = start + Duration::from_secs_f64(o.secs);
+    let give_up = stop + Duration::from_secs(10);
+    let (mut at_start, mut at_end) = (None, None);
+    let (mut measured, mut errors, mut opened) = (0u64, 0u64, 0usize);
+    let mut latencies: Vec<u32> = Vec::new();
+    let token = |slot: usize, generation: u32| (slot as u64) | ((generation as u64) << 32);
+
+    // Starts a connection in slot `s`: connect, then write the request at
+    // once if the connect completed, else wait for EPOLLOUT.
+    let mut begin = |s: usize, slot: &mut ChurnSlot, opened: &mut usize| -> io::Result<()> {
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.started = Instant::now();
+        slot.got.clear();
+        slot.request.clear();
+        lines.next_line(o.bytes, &mut slot.request);
+        slot.expected.clear();
+        slot.expected.extend_from_slice(&slot.request);
+        slot.expected.make_ascii_uppercase();
+        let (fd, _) = connect_from(o, *opened, true)?;
+        *opened += 1;
+        let sent = nix::sys::socket::send(
+            fd.as_raw_fd(),
+            &slot.request,
+            nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        );
+        let (stage, flags) = match sent {
+            Ok(n) if n == slot.request.len() => (Stage::Waiting, EpollFlags::EPOLLIN),
+            Ok(_) => return Err(io::Error::other("short write of a request")),
+            Err(Errno::EAGAIN) | Err(Errno::ENOTCONN) => (Stage::Connecting, EpollFlags::EPOLLOUT),
+            Err(e) => return Err(e.into()),
+        };
+        epoll.add(
+            fd.as_fd(),
+            EpollEvent::new(flags, token(s, slot.generation)),
+        )?;
+        slot.fd = Some(fd);
+        slot.stage = stage;
+        Ok(())
+    };
+    for (s, slot) in slots.iter_mut().enumerate() {
+        if let Err(e) = begin(s, slot, &mut opened) {
+            eprintln!("scale_load: connect: {e}");
+            errors += 1;
+        }
+    }
+    let mut in_flight = slots.iter().filter(|s| s.fd.is_some()).count();
+    let mut events = vec![EpollEvent::empty(); 1024];
+    let mut buf = [0u8; 4096];
+    while in_flight > 0 {
+        let now = Instant::now();
+        if at_start.is_none() && now >= measure_from {
+            at_start = Some(sample(o.server_pid));
+        }
+        if at_end.is_none() && now >= stop {
+            at_end = Some(sample(o.server_pid));
+        }
+        if now > give_up {
+            eprintln!("scale_load: {in_flight} connections never finished");
+            errors += in_flight as u64;
+            break;
+        }
+        let n = interrupted_is_zero(epoll.wait(&mut events, EpollTimeout::from(50u16)))?;
+        for ev in &events[..n] {
+            let s = (ev.data() & 0xffff_ffff) as usize;
+            let slot = &mut slots[s];
+            if slot.fd.is_none() || (ev.data() >> 32) as u32 != slot.generation {
+                continue; // a stale event of a closed connection
+            }
+            let raw = slot.fd.as_ref().unwrap().as_raw_fd();
+            let mut failed = false;
+            let mut finished = false;
+            match slot.stage {
+                Stage::Connecting => {
+                    let fd = slot.fd.as_ref().unwrap();
+                    match nix::sys::socket::getsockopt(fd, sockopt::SocketError) {
+                        Ok(0) => {
+                            let sent = nix::sys::socket::send(
+                                raw,
+                                &slot.request,
+                                nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+                            );
+                            if sent != Ok(slot.expected.len()) {
+                                failed = true;
+                            } else {
+                                slot.stage = Stage::Waiting;
+                                epoll.modify(
+                                    fd.as_fd(),
+                                    &mut EpollEvent::new(
+                                        EpollFlags::EPOLLIN,
+                                        token(s, slot.generation),
+                                    ),
+                                )?;
+                            }
+                        }
+                        _ => failed = true,
+                    }
+                }
+                Stage::Waiting => match nix::unistd::read(slot.fd.as_ref().unwrap(), &mut buf) {
+                    Ok(0) => failed = true,
+                    Ok(n) => {
+                        slot.got.extend_from_slice(&buf[..n]);
+                        if slot.got.last() == Some(&b'\n') {
+                            failed = slot.got != slot.expected;
+                            finished = true;
+                        }
+                    }
+                    Err(Errno::EAGAIN) => {}
+                    Err(_) => failed = true,
+                },
+                Stage::Free => {}
+            }
+            if !(failed || finished) {
+                continue;
+            }
+            let done_at = Instant::now();
+            if failed {
+                errors += 1;
+            } else {
+                if done_at >= measure_from && done_at <= stop {
+                    measured += 1;
+                }
+                // Every connection started in the window counts for latency,
+                // however late it finishes (a dropped SYN costs a second).
+                if slot.started >= measure_from && slot.started < stop {
+                    latencies
+                        .push((done_at - slot.started).as_micros().min(u32::MAX as u128) as u32);
+                }
+            }
+            slot.fd = None; // close: the client closes first, as clients do
+            slot.stage = Stage::Free;
+            in_flight -= 1;
+            if done_at < stop {
+                match begin(s, slot, &mut opened) {
+                    Ok(()) => in_flight += 1,
+                    Err(e) => {
+                        eprintln!("scale_load: connect: {e}");
+                        errors += 1;
+                    }
+                }
+            }
+        }
+    }
+    // The last replies may all arrive in the pass that crosses the end.
+    let at_end = at_end.unwrap_or_else(|| sample(o.server_pid));
+    latencies.sort_unstable();
+    let window = o.secs - o.warmup;
+    let cpu = match (at_start.flatten(), at_end) {
+        (Some(s), Some(e)) => format!(
+            "{:.2}",
+            e.cpu.saturating_sub(s.cpu).as_secs_f64() * 1e6 / measured.max(1) as f64
+        ),
+        _ => "n/a".into(),
+    };
+    println!(
+        "mode=churn conns={} secs={window:.1} opened={opened} replies={measured} conns_per_s={:.0} p50_us={} p99_us={} p999_us={} cpu_us_per_reply={cpu} errors={errors}",
+        o.conns,
+        measured as f64 / window,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 0.999),
+    );
+    Ok(errors)
+}
+
+/// Idle connections, held while commands come on stdin. At most 10 minutes.
+fn idle(o: &Options) -> io::Result<()> {
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(600));
+        eprintln!("scale_load: idle connections held for 10 minutes: giving up");
+        std::process::exit(3);
+    });
+    let before = sample(o.server_pid);
+    let opening = Instant::now();
+    let mut held = Vec::with_capacity(o.conns);
+    for i in 0..o.conns {
+        held.push(open(o, i)?);
+    }
+    let open_secs = opening.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = sample(o.server_pid);
+    let rss = match (&before, &after) {
+        (Some(b), Some(a)) => format!(
+            "{:.0}",
+            (a.rss_bytes as f64 - b.rss_bytes as f64) / o.conns as f64
+        ),
+        _ => "n/a".into(),
+    };
+    println!(
+        "idle_ready mode=idle conns={} open_s={open_secs:.2} rss_b_per_conn={rss} errors=0",
+        held.len()
+    );
+    io::stdout().flush()?;
+    for command in io::stdin().lock().lines() {
+        match command?.trim() {
+            "check" => {
+                let t = Instant::now();
+                exchange(&mut held, "check")?;
+                println!(
+                    "check_ok conns={} secs={:.3}",
+                    held.len(),
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            "eof" => {
+                let mut byte = [0u8; 1];
+                for (i, s) in held.iter_mut().enumerate() {
+                    match s.read(&mut byte) {
+                        Ok(0) => {}
+                        Ok(_) => {
+                            return Err(io::Error::other(format!("connection {i}: data, not EOF")))
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+                        Err(e) => {
+                            return Err(io::Error::other(format!("connection {i}: {e}, not EOF")))
+                        }
+                    }
+                }
+                println!("eof_ok conns={}", held.len());
+            }
+            other => return Err(io::Error::other(format!("unknown command {other:?}"))),
+        }
+        io::stdout().flush()?;
+    }
+    Ok(())
+}
+
+/// One verified exchange on every connection: all requests first, then all
+/// replies.
+fn exchange(held: &mut [TcpStream], word: &str) -> io::Result<()> {
+    for (i, s) in held.iter_mut().enumerate() {
+        s.write_all(format!("{word} {i}\n").as_bytes())?;
+    }
+    let mut reply = Vec::new();
+    for (i, s) in held.iter_mut().enumerate() {
+        let want = format!("{word} {i}\n").to_ascii_uppercase();
+        reply.clear();
+        reply.resize(want.len(), 0);
+        s.read_exact(&mut reply)
+            .map_err(|e| io::Error::other(format!("connection {i}: {e}")))?;
+        if reply != want.as_bytes() {
+            return Err(io::Error::other(format!(
+                "connection {i}: wrong reply {:?}",
+                String::from_utf8_lossy(&reply)
+            )));
+        }
+    }
+    Ok(())
+}
