@@ -198,7 +198,8 @@ def panel(x0, y0, w, h, title, xlabel, series, ylabel):
     xs = [x for _, pts in series for x, _ in pts] or [1]
     ys = [y for _, pts in series for _, y in pts] or [1]
     xmax, ymax = nice_max(max(xs)), nice_max(max(ys))
-    px = lambda x: x0 + 50 + (w - 70) * x / xmax
+    # Room on the left for tick labels like "200 000" and the axis name.
+    px = lambda x: x0 + 66 + (w - 86) * x / xmax
     py = lambda y: y0 + h - 40 - (h - 70) * y / ymax
     s = [f'<text x="{x0 + w / 2}" y="{y0 + 16}" text-anchor="middle" font-weight="bold">{title}</text>']
     s.append(f'<line x1="{px(0)}" y1="{py(0)}" x2="{px(xmax)}" y2="{py(0)}" stroke="black"/>')
@@ -211,7 +212,7 @@ def panel(x0, y0, w, h, title, xlabel, series, ylabel):
         xv = xmax * i / 4
         s.append(f'<text x="{px(xv)}" y="{py(0) + 14}" text-anchor="middle" font-size="10">{xv:,.0f}</text>'.replace(",", " "))
     s.append(f'<text x="{x0 + w / 2}" y="{y0 + h - 8}" text-anchor="middle" font-size="11">{xlabel}</text>')
-    s.append(f'<text x="{x0 + 12}" y="{y0 + h / 2}" text-anchor="middle" font-size="11" transform="rotate(-90 {x0 + 12} {y0 + h / 2})">{ylabel}</text>')
+    s.append(f'<text x="{x0 + 10}" y="{y0 + h / 2}" text-anchor="middle" font-size="11" transform="rotate(-90 {x0 + 10} {y0 + h / 2})">{ylabel}</text>')
     for k, (name, pts) in enumerate(series):
         c = COLOURS.get(name, "#555")
         pts = sorted(pts)
