@@ -3,7 +3,7 @@
 # as root; quick when already there), unit and integration tests (the real
 # binary over real sockets), static checks of the .deb and the units, the
 # end-to-end test under a real systemd in systemd-nspawn (root), then the
-# benchmark's smoke run.
+# smoke runs of both benchmarks (every reply verified; no figure judged).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/install-deps.sh
@@ -11,3 +11,4 @@ cargo test --locked
 bash tests/packaging/check.sh
 bash tests/e2e/run.sh
 SMOKE=1 bash bench/run.sh
+SMOKE=1 bash bench/scale.sh
