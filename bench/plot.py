@@ -6,7 +6,7 @@
 RESULTS has one line per run, `key=value` fields (scenario=active:1000
 server=oneshotd round=1 req_per_s=... p99_us=...). Prints one markdown
 table per scenario (medians over rounds, ranges in brackets, the
-oneshotd/tokio ratio taken round by round) and the targets of issue 16;
+oneshotd/tokio ratio taken round by round) and the scale targets;
 with SVG, draws the curves as connections grow into that file.
 """
 

@@ -7,7 +7,7 @@
 # Settings (environment): WORKERS=2 SECS=5 BYTES=64 ROUNDS=1 IDLE=10000
 #   SYSCALL_SECS=2  (length of the separate run that counts system calls)
 #   SCENARIOS="50x1 50x16 2000x1"  (connections x pipeline)
-#   BASELINE=tokio  (the baseline: tokio_upper, idiomatic tokio)
+#   BASELINE=tokio  (the default baseline: tokio_upper, idiomatic tokio)
 #   BASELINE=et     (et_upper: one thread, edge-triggered, no re-arm; the
 #                    practical ceiling on a 2-core machine, for reference)
 #   BASELINE=rev    (oneshotd itself as built from git revision BASELINE_REV,
