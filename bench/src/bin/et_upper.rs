@@ -1,6 +1,6 @@
 //! A reference point, not a baseline to beat: the "upper" protocol in one
 //! thread on an edge-triggered epoll loop — no re-arm, no locks, no pool.
-//! The performance issue calls this the practical ceiling on a 2-core
+//! The practical ceiling on a 2-core
 //! machine shared with the load generator; `BASELINE=et bench/run.sh`
 //! measures oneshotd against it, so the price of the oneshot pool (one
 //! `EPOLL_CTL_MOD` per event, the turn-taking) is measured, not guessed.
