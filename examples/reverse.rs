@@ -13,11 +13,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
-use oneshotd::cli::Cli;
-use oneshotd::config::ConfigSource;
-use oneshotd::lifecycle::{self, SystemdEnv, EXIT_CONFIG};
-use oneshotd::listeners;
 use oneshotd::service::{ConnectionId, Input, Served, Service};
 
 /// The protocol: one line in, the same line reversed out.
@@ -67,27 +62,7 @@ impl Service for Reverse {
 }
 
 fn main() -> ExitCode {
-    // First, while the process has one thread (it edits the environment).
-    let activated = match listeners::from_systemd() {
-        Ok(activated) => activated,
-        Err(e) => {
-            eprintln!("reverse: cannot use the sockets from systemd: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let env = SystemdEnv::from_env();
-    let cli = Cli::parse();
-    let source = ConfigSource::resolve(cli.config);
-    let config = match source.load() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("reverse: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    if cli.check_config {
-        println!("reverse: configuration is valid ({source})");
-        return ExitCode::SUCCESS;
-    }
-    lifecycle::run(source, config, activated, env, Arc::new(Reverse))
+    // The sockets from systemd, the command line (--config,
+    // --check-config), the configuration, then the daemon until it stops.
+    oneshotd::cli::main("reverse", Arc::new(Reverse))
 }

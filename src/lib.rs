@@ -53,7 +53,8 @@
 //!   [`metrics::MetricsEndpoint`], the HTTP service that shows them.
 //! - [`lifecycle`]: signals, reload, the drain's deadline, the handover,
 //!   the watchdog; [`notify`]: sd_notify (with descriptors);
-//!   [`logging`]: journal or stderr; [`cli`]: the command line.
+//!   [`logging`]: journal or stderr; [`cli`]: the command line and
+//!   [`cli::main`], the whole `main` of a daemon for a given service.
 //!
 //! ## Using it as a library
 //!
