@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use oneshotd_bench::Lines;
 
 struct Options {
     addr: SocketAddr,
@@ -61,24 +62,6 @@ fn parse_args() -> Result<Options, String> {
         return Err("conns, pipeline and bytes must be at least 1".into());
     }
     Ok(o)
-}
-
-/// xorshift64*: the same seed gives the sender and the verifier the same
-/// sequence of lines, so nothing needs to be remembered per request.
-struct Lines(u64);
-
-impl Lines {
-    fn next_line(&mut self, len: usize, out: &mut Vec<u8>) {
-        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789 -";
-        for _ in 0..len {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let r = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-            out.push(ALPHABET[(r >> 58) as usize % ALPHABET.len()]);
-        }
-        out.push(b'\n');
-    }
 }
 
 struct Conn {

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use nix::libc;
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+use oneshotd_bench::{cpu_time, raise_fd_limit};
 
 /// The oneshotd instances started and not yet reaped: killed if the run
 /// fails, so that nothing outlives it.
@@ -121,37 +122,6 @@ fn high(fd: OwnedFd) -> io::Result<OwnedFd> {
     }
     // SAFETY: `moved` was just created and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(moved) })
-}
-
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain system calls on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
-/// CPU time (user + system) of a running process, from /proc.
-fn cpu_of(pid: i32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
 /// Waits for `pid` to exit; returns its CPU time (all threads) and status.
@@ -425,7 +395,7 @@ fn run(o: &Options) -> io::Result<()> {
         .to_owned();
 
     // The handover: SIGUSR2 to the next instance's READY=1.
-    let cpu_before = cpu_of(first);
+    let cpu_before = cpu_time(first as u32).unwrap_or_default();
     let t0 = Instant::now();
     signal(first, libc::SIGUSR2)?;
     manager.until("BARRIER=1", Duration::from_secs(30))?;
@@ -457,7 +427,7 @@ fn run(o: &Options) -> io::Result<()> {
     )?;
     let lines = manager.until("READY=1", Duration::from_secs(30))?;
     let handover = t0.elapsed();
-    let cpu_second = cpu_of(second);
+    let cpu_second = cpu_time(second as u32).unwrap_or_default();
     let restored = lines
         .iter()
         .find_map(|l| {
@@ -481,7 +451,7 @@ fn run(o: &Options) -> io::Result<()> {
         .to_owned();
 
     // The drain: SIGTERM to exit.
-    let cpu_before_drain = cpu_of(second);
+    let cpu_before_drain = cpu_time(second as u32).unwrap_or_default();
     let t1 = Instant::now();
     signal(second, libc::SIGTERM)?;
     let (cpu_drain, status) = reap(second)?;

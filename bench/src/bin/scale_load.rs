@@ -33,6 +33,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::socket::{
     bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
 };
+use oneshotd_bench::{cpu_time, raise_fd_limit, Lines};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -93,24 +94,6 @@ fn parse_args() -> Result<Options, String> {
     Ok(o)
 }
 
-/// xorshift64*, as in `loadgen`: sender and verifier share a seed.
-#[derive(Clone)]
-struct Lines(u64);
-
-impl Lines {
-    fn next_line(&mut self, len: usize, out: &mut Vec<u8>) {
-        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789 -";
-        for _ in 0..len {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let r = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-            out.push(ALPHABET[(r >> 58) as usize % ALPHABET.len()]);
-        }
-        out.push(b'\n');
-    }
-}
-
 /// The server's CPU time and resident memory, from /proc.
 struct ProcSample {
     cpu: Duration,
@@ -119,12 +102,7 @@ struct ProcSample {
 
 fn sample(pid: Option<u32>) -> Option<ProcSample> {
     let pid = pid?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at 3.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as u64;
+    let cpu = cpu_time(pid)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kib: u64 = status
         .lines()
@@ -134,7 +112,7 @@ fn sample(pid: Option<u32>) -> Option<ProcSample> {
         .parse()
         .ok()?;
     Some(ProcSample {
-        cpu: Duration::from_micros(ticks * 1_000_000 / hz),
+        cpu,
         rss_bytes: rss_kib * 1024,
     })
 }
@@ -214,21 +192,6 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("scale_load: {e}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Soft RLIMIT_NOFILE up to the hard limit.
-fn raise_fd_limit() {
-    let mut limit = nix::libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain system calls on a local struct.
-    unsafe {
-        if nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &limit);
         }
     }
 }

@@ -1,0 +1,52 @@
+//! What the benchmark's programs share: the request lines both sides of a
+//! connection agree on, the descriptor limit, a process's CPU time.
+
+use std::time::Duration;
+
+/// xorshift64*: the same seed gives the sender and the verifier the same
+/// sequence of lines, so nothing needs to be remembered per request.
+#[derive(Clone)]
+pub struct Lines(pub u64);
+
+impl Lines {
+    /// Appends the next line: `len` bytes of lowercase letters, digits,
+    /// spaces and dashes, then LF.
+    pub fn next_line(&mut self, len: usize, out: &mut Vec<u8>) {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789 -";
+        for _ in 0..len {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let r = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            out.push(ALPHABET[(r >> 58) as usize % ALPHABET.len()]);
+        }
+        out.push(b'\n');
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit.
+pub fn raise_fd_limit() {
+    let mut limit = nix::libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// CPU time (user + system, all threads) of a running process, from
+/// `/proc/PID/stat`; `None` if it cannot be read.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at 3.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_micros(ticks * 1_000_000 / hz))
+}
