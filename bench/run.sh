@@ -17,6 +17,7 @@
 # Usage: bench/run.sh            SMOKE=1 bench/run.sh (a few seconds, for CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/server.sh
 
 WORKERS=${WORKERS:-2}
 SECS=${SECS:-5}
@@ -113,19 +114,7 @@ start_server() {
         ;;
     esac
     server=$!
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    cat "$tmp/server.log"
-    echo "bench: $1 did not start" >&2
-    exit 1
-}
-
-stop_server() {
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-    server=
+    server_started "$1" "$port" bench
 }
 
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }

@@ -25,6 +25,7 @@
 # manager that holds the fd store's copies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/server.sh
 
 WORKERS=${WORKERS:-2}
 SECS=${SECS:-5}
@@ -85,19 +86,7 @@ EOF
         ;;
     esac
     server=$!
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    cat "$tmp/server.log"
-    echo "scale: $1 did not start" >&2
-    exit 1
-}
-
-stop_server() {
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-    server=
+    server_started "$1" "$port" scale
 }
 
 # run_load scenario server round mode conns
