@@ -10,7 +10,7 @@ use tracing::{debug, error};
 use super::table::Held;
 use super::token::Token;
 use super::Shared;
-use crate::connection::{Context, Scratch};
+use crate::connection::{Connection, Context, Scratch};
 use crate::service::ConnectionId;
 use crate::step::{CloseReason, Next, Stimulus, Tally};
 
@@ -71,7 +71,15 @@ impl Shared {
     }
 
     /// Deregisters and closes the connection in a held slot.
-    pub(super) fn close(&self, mut held: Held<'_>, reason: CloseReason) {
+    pub(super) fn close(&self, held: Held<'_>, reason: CloseReason) {
+        let connection = self.take_out(held, &reason);
+        debug!(conn = %connection.id(), %reason, "connection closed");
+    }
+
+    /// Takes the connection in a held slot out of the epoll set, the
+    /// counters and the table, for `reason`: closed when the caller drops
+    /// it, or handed over.
+    pub(super) fn take_out(&self, mut held: Held<'_>, reason: &CloseReason) -> Connection {
         // Closing would deregister it too, but only once no other
         // descriptor refers to the socket; say it explicitly, while the
         // slot is still ours.
@@ -79,9 +87,8 @@ impl Shared {
         // Counted before the socket is closed, so that a client that saw
         // the close and then scrapes sees it counted.
         self.metrics
-            .closed(usize::from(held.connection().service()), &reason);
-        let connection = self.table.remove(held);
-        debug!(conn = %connection.id(), %reason, "connection closed");
+            .closed(usize::from(held.connection().service()), reason);
+        self.table.remove(held)
     }
 }
 

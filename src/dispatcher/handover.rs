@@ -55,9 +55,10 @@ impl Server {
                 self.shared.close(held, CloseReason::Handover);
                 return;
             }
-            let _ = self.shared.events.delete(held.connection().fd());
-            self.shared.metrics.closed(0, &CloseReason::Handover);
-            let (fd, state) = self.shared.table.remove(held).hand_over(now);
+            let (fd, state) = self
+                .shared
+                .take_out(held, &CloseReason::Handover)
+                .hand_over(now);
             match SocketKey::of(&fd) {
                 Ok(key) => {
                     sockets.push(fd);
