@@ -113,12 +113,8 @@ impl Connection {
 
     /// What the connection should first be armed for after a restore.
     pub(crate) fn restored_interest(&self) -> crate::step::Interest {
-        let pending = self.pending() > 0;
         match self.phase {
-            Phase::Open | Phase::DrainGrace { .. } => crate::step::Interest {
-                read: !self.peer_closed && !self.throttled(),
-                write: pending,
-            },
+            Phase::Open | Phase::DrainGrace { .. } => self.serving_interest(),
             // Writable at once if the kernel has room: the step then
             // flushes and decides (shut down and linger, or close).
             Phase::Closing { .. } => crate::step::Interest {

@@ -23,6 +23,7 @@ mod carried;
 mod io;
 #[cfg(test)]
 mod tests;
+mod timers;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -190,32 +191,6 @@ impl Connection {
         }
     }
 
-    /// The drain's transition, from whatever phase the connection is in.
-    fn enter_drain(&mut self, now: Instant) {
-        self.phase = match self.phase {
-            Phase::Open if self.awaiting_first_request(now) => Phase::DrainGrace {
-                until: self.last_progress + DRAIN_GRACE,
-            },
-            // Answered below, before it closes.
-            Phase::Open => Phase::DrainGrace { until: now },
-            Phase::Closing { why, .. } => Phase::Closing {
-                why,
-                draining: true,
-            },
-            Phase::Lingering { since, why, .. } => Phase::Lingering {
-                since,
-                why,
-                draining: true,
-            },
-            drained @ Phase::DrainGrace { .. } => drained,
-        };
-    }
-
-    /// Accepted moments ago and silent so far.
-    fn awaiting_first_request(&self, now: Instant) -> bool {
-        !self.spoke && !self.peer_closed && now < self.last_progress + DRAIN_GRACE
-    }
-
     /// Handles readiness: flush, read and serve, decide.
     fn on_event(&mut self, ready: Readiness, cx: &mut Context<'_>) -> Next {
         if ready.error {
@@ -248,51 +223,6 @@ impl Connection {
             }
         }
         self.next(cx.now)
-    }
-
-    /// Checks the connection's deadlines; `None` leaves it as it is.
-    fn on_tick(&mut self, cx: &mut Context<'_>) -> Option<Next> {
-        let now = cx.now;
-        match self.phase {
-            Phase::Lingering { since, why, .. } if now >= since + LINGER => {
-                return Some(Next::Close(match why {
-                    Closing::Service => CloseReason::LingerExpired,
-                    other => other.reason(),
-                }));
-            }
-            // A lingering connection gets no event when the client reads
-            // our last bytes; during a drain, look again each tick.
-            Phase::Lingering {
-                why,
-                draining: true,
-                ..
-            } => return Some(self.linger(why, true)),
-            Phase::DrainGrace { until } if now >= until => {
-                self.stop_input(Closing::Drain);
-                return Some(self.next(now));
-            }
-            Phase::Open => {
-                // A throttled connection is not reading, so its incomplete
-                // request cannot be the client's fault.
-                let started = self.request_started.filter(|_| !self.throttled());
-                if started.is_some_and(|t| now >= t + cx.limits.request_timeout) {
-                    self.stop_input(Closing::RequestTimeout);
-                    let start = self.output.len();
-                    cx.service.request_timeout(self.id, &mut self.output);
-                    debug_assert!(self.output.len() > start, "a timeout reply is owed");
-                    if let Err(e) = self.flush(&mut cx.scratch.tally) {
-                        return Some(Next::Close(CloseReason::Error(e)));
-                    }
-                    return Some(self.next(now));
-                }
-            }
-            _ => {}
-        }
-        self.took_replies(now);
-        if now >= self.last_progress + cx.limits.idle_timeout {
-            return Some(Next::Close(CloseReason::Idle));
-        }
-        None
     }
 
     /// Reads what may be read now and serves it, within `budget`.
@@ -367,6 +297,15 @@ impl Connection {
         Next::Rearm(Interest::READ)
     }
 
+    /// What a connection still serving input waits for: input unless the
+    /// client half-closed or it is throttled, output while some is pending.
+    fn serving_interest(&self) -> Interest {
+        Interest {
+            read: !self.peer_closed && !self.throttled(),
+            write: self.pending() > 0,
+        }
+    }
+
     /// The decision after a step: what to wait for, or close.
     fn next(&mut self, now: Instant) -> Next {
         let pending = self.pending() > 0;
@@ -375,10 +314,7 @@ impl Connection {
                 if self.peer_closed && !pending {
                     return Next::Close(CloseReason::PeerClosed);
                 }
-                Next::Rearm(Interest {
-                    read: !self.peer_closed && !self.throttled(),
-                    write: pending,
-                })
+                Next::Rearm(self.serving_interest())
             }
             Phase::Closing { .. } if pending => Next::Rearm(Interest {
                 read: false,
