@@ -117,6 +117,35 @@ fn sample(pid: Option<u32>) -> Option<ProcSample> {
     })
 }
 
+/// A server sample taken once, on the first look after `at`.
+struct Due {
+    at: Instant,
+    taken: Option<Option<ProcSample>>,
+}
+
+impl Due {
+    fn at(at: Instant) -> Due {
+        Due { at, taken: None }
+    }
+
+    fn check(&mut self, now: Instant, pid: Option<u32>) {
+        if self.taken.is_none() && now >= self.at {
+            self.taken = Some(sample(pid));
+        }
+    }
+}
+
+/// The server's CPU microseconds per reply between two samples.
+fn cpu_per_reply(start: Option<ProcSample>, end: Option<ProcSample>, replies: u64) -> String {
+    match (start, end) {
+        (Some(s), Some(e)) => format!(
+            "{:.2}",
+            e.cpu.saturating_sub(s.cpu).as_secs_f64() * 1e6 / replies.max(1) as f64
+        ),
+        _ => "n/a".into(),
+    }
+}
+
 /// A TCP socket bound to source address 127.0.0.(2 + i % sources), port
 /// chosen at connect (IP_BIND_ADDRESS_NO_PORT), connecting to `addr`.
 /// Nonblocking sockets may return with the connect in progress.
@@ -252,22 +281,17 @@ fn active(o: &Options) -> io::Result<u64> {
             return Err(io::Error::other("short write of a first request"));
         }
     }
-    let (mut at_start, mut at_end, mut at_mid) = (None, None, None);
     let mid = measure_from + (stop_sending - measure_from) / 2;
+    let (mut at_start, mut at_mid, mut at_end) =
+        (Due::at(measure_from), Due::at(mid), Due::at(stop_sending));
     let (mut measured, mut errors, mut outstanding) = (0u64, 0u64, o.conns);
     let mut latencies: Vec<u32> = Vec::new();
     let mut events = vec![EpollEvent::empty(); 1024];
     let mut buf = vec![0u8; 64 * 1024];
     while outstanding > 0 {
         let now = Instant::now();
-        if at_start.is_none() && now >= measure_from {
-            at_start = Some(sample(o.server_pid));
-        }
-        if at_mid.is_none() && now >= mid {
-            at_mid = Some(sample(o.server_pid));
-        }
-        if at_end.is_none() && now >= stop_sending {
-            at_end = Some(sample(o.server_pid));
+        for due in [&mut at_start, &mut at_mid, &mut at_end] {
+            due.check(now, o.server_pid);
         }
         if now > give_up {
             eprintln!("scale_load: {outstanding} replies never arrived");
@@ -313,18 +337,12 @@ fn active(o: &Options) -> io::Result<u64> {
         }
     }
     // The last replies may all arrive in the pass that crosses the end.
-    let at_end = at_end.unwrap_or_else(|| sample(o.server_pid));
+    let at_end = at_end.taken.unwrap_or_else(|| sample(o.server_pid));
     latencies.sort_unstable();
     let window = o.secs - o.warmup;
-    let cpu = match (at_start.flatten(), at_end) {
-        (Some(s), Some(e)) => format!(
-            "{:.2}",
-            e.cpu.saturating_sub(s.cpu).as_secs_f64() * 1e6 / measured.max(1) as f64
-        ),
-        _ => "n/a".into(),
-    };
+    let cpu = cpu_per_reply(at_start.taken.flatten(), at_end, measured);
     // Memory while every connection is busy, halfway through the window.
-    let rss = match (&before, at_mid.flatten()) {
+    let rss = match (&before, at_mid.taken.flatten()) {
         (Some(b), Some(m)) => format!(
             "{:.0}",
             (m.rss_bytes as f64 - b.rss_bytes as f64) / o.conns as f64
@@ -378,7 +396,7 @@ fn churn(o: &Options) -> io::Result<u64> {
     let measure_from = start + Duration::from_secs_f64(o.warmup);
     let stop = start + Duration::from_secs_f64(o.secs);
     let give_up = stop + Duration::from_secs(10);
-    let (mut at_start, mut at_end) = (None, None);
+    let (mut at_start, mut at_end) = (Due::at(measure_from), Due::at(stop));
     let (mut measured, mut errors, mut opened) = (0u64, 0u64, 0usize);
     let mut latencies: Vec<u32> = Vec::new();
     let token = |slot: usize, generation: u32| (slot as u64) | ((generation as u64) << 32);
@@ -426,11 +444,8 @@ fn churn(o: &Options) -> io::Result<u64> {
     let mut buf = [0u8; 4096];
     while in_flight > 0 {
         let now = Instant::now();
-        if at_start.is_none() && now >= measure_from {
-            at_start = Some(sample(o.server_pid));
-        }
-        if at_end.is_none() && now >= stop {
-            at_end = Some(sample(o.server_pid));
+        for due in [&mut at_start, &mut at_end] {
+            due.check(now, o.server_pid);
         }
         if now > give_up {
             eprintln!("scale_load: {in_flight} connections never finished");
@@ -519,16 +534,10 @@ fn churn(o: &Options) -> io::Result<u64> {
         }
     }
     // The last replies may all arrive in the pass that crosses the end.
-    let at_end = at_end.unwrap_or_else(|| sample(o.server_pid));
+    let at_end = at_end.taken.unwrap_or_else(|| sample(o.server_pid));
     latencies.sort_unstable();
     let window = o.secs - o.warmup;
-    let cpu = match (at_start.flatten(), at_end) {
-        (Some(s), Some(e)) => format!(
-            "{:.2}",
-            e.cpu.saturating_sub(s.cpu).as_secs_f64() * 1e6 / measured.max(1) as f64
-        ),
-        _ => "n/a".into(),
-    };
+    let cpu = cpu_per_reply(at_start.taken.flatten(), at_end, measured);
     println!(
         "mode=churn conns={} secs={window:.1} opened={opened} replies={measured} conns_per_s={:.0} p50_us={} p99_us={} p999_us={} cpu_us_per_reply={cpu} errors={errors}",
         o.conns,
