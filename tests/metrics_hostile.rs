@@ -4,13 +4,18 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::util::*;
 
-/// Sends the start of a request one byte at a time, slower than the
-/// request timeout allows; returns the response.
-fn slowloris(addr: SocketAddr) -> Response {
+/// Connects and runs `send` on the stream while another thread reads the
+/// whole answer (a server may answer before the client is done sending);
+/// returns the answer. `send` is given the reader, to stop once it is done.
+fn answer_while_sending(
+    addr: SocketAddr,
+    send: impl FnOnce(&mut TcpStream, &JoinHandle<Vec<u8>>),
+) -> Response {
     let mut client = connect(addr);
     let mut reader = client.try_clone().unwrap();
     let answer = std::thread::spawn(move || {
@@ -18,38 +23,40 @@ fn slowloris(addr: SocketAddr) -> Response {
         let _ = reader.read_to_end(&mut raw);
         raw
     });
-    for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: "
-        .iter()
-        .cycle()
-        .take(200)
-    {
-        if client.write_all(&[*byte]).is_err() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        if answer.is_finished() {
-            break;
-        }
-    }
+    send(&mut client, &answer);
     parse_response(&answer.join().unwrap())
+}
+
+/// Sends the start of a request one byte at a time, slower than the
+/// request timeout allows; returns the response.
+fn slowloris(addr: SocketAddr) -> Response {
+    answer_while_sending(addr, |client, answer| {
+        for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(200)
+        {
+            if client.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            if answer.is_finished() {
+                break;
+            }
+        }
+    })
 }
 
 /// 1 MiB of garbage, written while the answer is read.
 fn garbage(addr: SocketAddr) -> Response {
-    let mut client = connect(addr);
-    let mut reader = client.try_clone().unwrap();
-    let answer = std::thread::spawn(move || {
-        let mut raw = Vec::new();
-        let _ = reader.read_to_end(&mut raw);
-        raw
-    });
-    let junk: Vec<u8> = (0..1 << 20)
-        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    // The server may close before it has read it all: a reset is fine.
-    let _ = client.write_all(&junk);
-    let _ = client.shutdown(Shutdown::Write);
-    parse_response(&answer.join().unwrap())
+    answer_while_sending(addr, |client, _| {
+        let junk: Vec<u8> = (0..1 << 20)
+            .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        // The server may close before it has read it all: a reset is fine.
+        let _ = client.write_all(&junk);
+        let _ = client.shutdown(Shutdown::Write);
+    })
 }
 
 #[test]
