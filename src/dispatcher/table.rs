@@ -256,6 +256,9 @@ impl ConnectionTable {
                 .0;
         };
         drop(guard);
+        // Removals stop notifying once nobody waits (one waiter at a time:
+        // the drain).
+        self.watched.store(false, Ordering::SeqCst);
         live
     }
 
