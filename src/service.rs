@@ -84,4 +84,14 @@ pub trait Service: Send + Sync + 'static {
     fn closed_by_service(&self) -> &'static str {
         "service"
     }
+
+    /// How many of this service's connections may be held at once, if it
+    /// has a budget of its own. `None` (the default): its connections count
+    /// against `max_connections`, together with those of every other
+    /// service without a budget of its own. A service for operators (the
+    /// metrics endpoint) has its own, so that a daemon holding
+    /// `max_connections` clients still answers them.
+    fn connection_limit(&self) -> Option<usize> {
+        None
+    }
 }

@@ -156,3 +156,94 @@ fn every_bad_request_gets_its_answer_and_is_closed() {
     assert!(closed("replied") >= cases.len() as u64, "{m:?}");
     daemon.stop();
 }
+
+/// Scrapes have a budget of their own: a daemon holding `max_connections`
+/// clients still answers them, and scrapers holding every scrape slot
+/// take nothing from the clients.
+#[test]
+fn a_full_daemon_still_answers_its_scrape() {
+    let (mut daemon, line, metrics) = spawn_with_metrics("metrics-full", "max_connections = 2");
+    let mut clients: Vec<TcpStream> = (0..2).map(|_| connect(line)).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            roundtrip(client, &format!("held {i}\n")),
+            format!("HELD {i}\n")
+        );
+    }
+    let refused = connect(line);
+    assert_eq!(read_to_end(&refused), b"", "the third client is refused");
+
+    let mut expected = zero(2);
+    set(&mut expected, "oneshotd_connections_open{u}", 2);
+    set(&mut expected, "oneshotd_connections_accepted_total{u}", 2);
+    set(
+        &mut expected,
+        "oneshotd_connections_refused_total{u,reason=\"max_connections\"}",
+        1,
+    );
+    set(&mut expected, "oneshotd_requests_total{u}", 2);
+    set(&mut expected, "oneshotd_received_bytes_total{u}", 14);
+    set(&mut expected, "oneshotd_sent_bytes_total{u}", 14);
+    expect_settled(metrics, &expected);
+
+    // Every scrape slot held by a scraper that says nothing. Connections
+    // are accepted in the order they arrived, so the one after them is the
+    // one refused.
+    let scrapers: Vec<TcpStream> = (0..oneshotd::metrics::MAX_SCRAPES)
+        .map(|_| connect(metrics))
+        .collect();
+    let over = connect(metrics);
+    assert_eq!(read_to_end(&over), b"", "one scrape too many is refused");
+    // The clients' budget is untouched: one leaves, a new one is served.
+    drop(clients.pop());
+    let deadline = Instant::now() + SOON;
+    let mut newcomer = loop {
+        let mut client = connect(line);
+        client.set_read_timeout(Some(SOON)).unwrap();
+        if client.write_all(b"new\n").is_ok() {
+            let mut reply = [0u8; 4];
+            if std::io::Read::read_exact(&mut client, &mut reply).is_ok() {
+                assert_eq!(&reply, b"NEW\n");
+                break client;
+            }
+        }
+        // Refused: the one that left was not counted out yet.
+        assert!(Instant::now() < deadline, "no room for a new client");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(roundtrip(&mut newcomer, "still\n"), "STILL\n");
+    for scraper in &scrapers {
+        scraper.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let read = std::io::Read::read(&mut &*scraper, &mut byte);
+        assert!(
+            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "every held scraper is still open: {read:?}"
+        );
+    }
+    drop(scrapers);
+    let deadline = Instant::now() + SOON;
+    let mut refused_meanwhile = 0;
+    let refused_scrapes = loop {
+        // Retried (and refused) until the dropped scrapers are counted out.
+        let mut client = connect(metrics);
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        let raw = read_to_end(&client);
+        if !raw.is_empty() {
+            let response = parse_response(&raw);
+            assert_eq!(response.status, 200);
+            break samples(&response.body)
+                ["oneshotd_connections_refused_total{service=\"metrics\",reason=\"max_connections\"}"];
+        }
+        refused_meanwhile += 1;
+        assert!(
+            Instant::now() < deadline,
+            "no scrape after the scrapers left"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(refused_scrapes, 1 + refused_meanwhile);
+    daemon.stop();
+}

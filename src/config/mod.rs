@@ -25,7 +25,8 @@ use toml::Spanned;
 /// Where `oneshotd` looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/oneshotd.toml";
 
-/// The largest `max_connections` accepted; also the connection table's size.
+/// The largest `max_connections` accepted; the connection table holds this
+/// many, plus the budgets of services with a limit of their own.
 pub const MAX_CONNECTIONS_LIMIT: i64 = 1_000_000;
 
 /// A validated configuration. Every field is within its documented range.
@@ -35,7 +36,9 @@ pub struct Config {
     pub workers: usize,
     /// Addresses to bind when not socket-activated.
     pub listen: Vec<ListenAddr>,
-    /// Connections held at once; past it new ones are accepted and closed.
+    /// Connections held at once, of every service without a limit of its
+    /// own ([`crate::service::Service::connection_limit`]); past it new ones
+    /// are accepted and closed.
     pub max_connections: usize,
     /// Longest request line, not counting its LF.
     pub max_line_bytes: usize,

@@ -144,14 +144,24 @@ impl Shared {
     }
 
     /// Takes a freshly accepted connection into the table and the epoll set,
-    /// or closes it at once when `max_connections` are already held.
+    /// or closes it at once when its service's limit is reached:
+    /// `max_connections`, or the service's own (the metrics endpoint's).
     fn admit(&self, fd: OwnedFd, peer: Peer, service: u8) {
-        let max = self.limits.max_connections();
-        if !self.table.reserve(max) {
+        let own_limit = self.services[usize::from(service)].connection_limit();
+        let max = own_limit.unwrap_or_else(|| self.limits.max_connections());
+        if !self.table.reserve(service, max) {
             self.metrics
                 .refused(usize::from(service), Refused::MaxConnections);
             if let Some(suppressed) = self.accept.refusals.allow() {
-                warn!(%peer, max_connections = max, suppressed, "connection limit reached; closing new connections");
+                let service = self.services[usize::from(service)].name();
+                match own_limit {
+                    None => {
+                        warn!(%peer, max_connections = max, suppressed, "connection limit reached; closing new connections")
+                    }
+                    Some(_) => {
+                        warn!(%peer, service, limit = max, suppressed, "this service's connection limit reached; closing its new connections")
+                    }
+                }
             }
             return;
         }

@@ -1,5 +1,6 @@
 //! Listeners with different services: which service each listener's
-//! connections get, and how the services are named in the metrics.
+//! connections get, which connection limit they count against, and how the
+//! services are named in the metrics.
 
 use std::io;
 use std::sync::Arc;
@@ -69,4 +70,25 @@ pub(super) fn service_labels(services: &[Arc<dyn Service>]) -> Vec<ServiceLabels
             }
         })
         .collect()
+}
+
+/// Each service's admission budget (by service index), and how many
+/// connections the budgets of their own allow in all. Budget 0 is
+/// `max_connections`, shared by every service without a limit of its own
+/// ([`Service::connection_limit`]); each service with one gets the next.
+pub(super) fn admission_budgets(services: &[Arc<dyn Service>]) -> (Vec<usize>, usize) {
+    let mut own = 0;
+    let mut extra = 0;
+    let budget_of = services
+        .iter()
+        .map(|service| match service.connection_limit() {
+            Some(limit) => {
+                own += 1;
+                extra = limit.saturating_add(extra);
+                own
+            }
+            None => 0,
+        })
+        .collect();
+    (budget_of, extra)
 }

@@ -8,7 +8,6 @@ use std::time::Instant;
 use tracing::{debug, warn};
 
 use super::{Server, Shared};
-use crate::config::MAX_CONNECTIONS_LIMIT;
 use crate::connection::{Carried, Connection};
 use crate::handover::{self, record, SocketKey};
 use crate::step::CloseReason;
@@ -135,10 +134,12 @@ impl Shared {
     fn adopt(&self, fd: OwnedFd, carried: Carried) -> bool {
         let id = carried.id;
         self.accept.continue_ids_after(id);
-        if !self.table.reserve(MAX_CONNECTIONS_LIMIT as usize) {
-            warn!(conn = %id, "connection table full; closing a restored connection");
-            return false;
-        }
+        // Admitted whatever `max_connections` says: these clients were
+        // already held, and refusing them now would drop them. (A full
+        // table still refuses, below.) Restored connections serve the
+        // first service.
+        let reserved = self.table.reserve(0, usize::MAX);
+        debug_assert!(reserved, "an unlimited budget");
         let connection = Connection::restore(fd, carried, Instant::now());
         let interest = connection.restored_interest();
         let registered = self.table.insert(connection, |connection, token| {

@@ -148,9 +148,13 @@ impl Server {
         for (index, (listener, _)) in listeners.iter().enumerate() {
             events.add(listener, Token::Listener(index as u32), Interest::READ)?;
         }
+        let (budget_of, own_limits) = endpoints::admission_budgets(&services);
         let shared = Arc::new(Shared {
             events,
-            table: ConnectionTable::new(MAX_CONNECTIONS_LIMIT as usize),
+            table: ConnectionTable::new(
+                (MAX_CONNECTIONS_LIMIT as usize).saturating_add(own_limits),
+                budget_of,
+            ),
             accept: Acceptor::new(listeners),
             services,
             metrics,
@@ -302,7 +306,7 @@ mod tests {
         let server = Server::start(&config, Vec::new(), Arc::new(Upper)).unwrap();
         let shared = &server.shared;
         let (ours, mut peer) = UnixStream::pair().unwrap();
-        assert!(shared.table.reserve(10));
+        assert!(shared.table.reserve(0, 10));
         let connection = Connection::new(ours.into(), ConnectionId(7), Instant::now());
         // Stored but never registered with epoll.
         let token = shared.table.insert(connection, |_, _| Ok(())).unwrap();

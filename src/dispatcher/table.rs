@@ -120,17 +120,24 @@ pub(crate) struct ConnectionTable {
     /// Slots ever handed out: the housekeeper scans `0..high_water`.
     high_water: AtomicU32,
     /// Connections held right now. Incremented by [`Self::reserve`] before a
-    /// connection is inserted, decremented by [`Self::remove`]; read by the
-    /// `max_connections` check, STATUS and the drain.
+    /// connection is inserted, decremented by [`Self::remove`]; read by
+    /// STATUS and the drain.
     live: AtomicUsize,
+    /// The same, per admission budget: what a connection limit is checked
+    /// against (see [`Self::reserve`]).
+    budgets: Box<[AtomicUsize]>,
+    /// Each service's budget, by service index.
+    budget_of: Box<[usize]>,
     /// Someone waits in [`Self::wait_live_below`]: removals must notify.
     watched: AtomicBool,
     removed: (Mutex<()>, Condvar),
 }
 
 impl ConnectionTable {
-    /// A table for up to `capacity` connections at once.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A table for up to `capacity` connections at once. `budget_of` gives
+    /// each service (by index) its admission budget: services that share
+    /// one (`max_connections`) have the same number.
+    pub(crate) fn new(capacity: usize, budget_of: Vec<usize>) -> Self {
         let capacity = capacity.min(MAX_SLOT as usize + 1);
         let chunks = capacity.div_ceil(CHUNK);
         ConnectionTable {
@@ -138,6 +145,10 @@ impl ConnectionTable {
             free: Mutex::default(),
             high_water: AtomicU32::new(0),
             live: AtomicUsize::new(0),
+            budgets: (0..=budget_of.iter().copied().max().unwrap_or(0))
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
+            budget_of: budget_of.into(),
             watched: AtomicBool::new(false),
             removed: (Mutex::new(()), Condvar::new()),
         }
@@ -151,18 +162,36 @@ impl ConnectionTable {
         self.high_water.load(Ordering::SeqCst)
     }
 
-    /// Counts one more connection if fewer than `max` are held.
-    pub(crate) fn reserve(&self, max: usize) -> bool {
-        self.live
+    /// Counts one more connection of `service` if fewer than `max` are
+    /// held in its budget.
+    pub(crate) fn reserve(&self, service: u8, max: usize) -> bool {
+        let reserved = self
+            .budget(service)
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
                 (n < max).then_some(n + 1)
             })
-            .is_ok()
+            .is_ok();
+        if reserved {
+            self.live.fetch_add(1, Ordering::AcqRel);
+        }
+        reserved
     }
 
     /// Gives back a reservation that was not used.
-    pub(crate) fn unreserve(&self) {
+    fn unreserve(&self, service: u8) {
+        self.budget(service).fetch_sub(1, Ordering::AcqRel);
         self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn budget(&self, service: u8) -> &AtomicUsize {
+        // A service index the table was not told of shares budget 0 (only
+        // tests build connections outside the dispatcher's services).
+        let budget = self
+            .budget_of
+            .get(usize::from(service))
+            .copied()
+            .unwrap_or(0);
+        &self.budgets[budget]
     }
 
     /// The slot at `index`, if it was ever allocated.
@@ -196,7 +225,7 @@ impl ConnectionTable {
                     free.next_unused - 1
                 }
                 None => {
-                    self.unreserve();
+                    self.unreserve(connection.service());
                     return Err(std::io::Error::other("connection table full"));
                 }
             }
@@ -222,6 +251,8 @@ impl ConnectionTable {
         let connection = held.state.connection.take().expect("held slots are full");
         held.state.generation = held.state.generation.wrapping_add(1);
         drop(held.state);
+        self.budget(connection.service())
+            .fetch_sub(1, Ordering::AcqRel);
         self.free
             .lock()
             .unwrap_or_else(|p| p.into_inner())

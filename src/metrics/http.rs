@@ -19,6 +19,13 @@ use crate::service::{ConnectionId, Input, Served, Service};
 /// The largest request head accepted (8 KiB); past it the answer is 431.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
+/// Scrapes in progress at once. They have this budget of their own, outside
+/// `max_connections`, so that a daemon full of clients can still be watched;
+/// a scraper holds one connection per scrape, and a few scrapers (an HA
+/// pair, an operator's curl) are far below it. A client that holds one
+/// without asking is closed at the request timeout.
+pub const MAX_SCRAPES: usize = 64;
+
 /// Headers parsed at most; more is answered as a request too large.
 const MAX_HEADERS: usize = 64;
 
@@ -130,6 +137,10 @@ impl Service for MetricsEndpoint {
 
     fn closed_by_service(&self) -> &'static str {
         "replied"
+    }
+
+    fn connection_limit(&self) -> Option<usize> {
+        Some(MAX_SCRAPES)
     }
 }
 

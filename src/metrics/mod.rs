@@ -20,7 +20,7 @@ mod render;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-pub use http::{MetricsEndpoint, MAX_REQUEST_BYTES};
+pub use http::{MetricsEndpoint, MAX_REQUEST_BYTES, MAX_SCRAPES};
 pub use render::{Snapshot, CONTENT_TYPE};
 
 use crate::step::{CloseReason, Tally};
