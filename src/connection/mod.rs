@@ -46,6 +46,16 @@ const READS_PER_EVENT: usize = 4;
 /// last reply into a reset.
 pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
+/// What our shut-down side still counts as unacknowledged once every reply
+/// byte is: on TCP the FIN takes one sequence number, and a client that
+/// sends nothing back may delay acknowledging it (the delayed-ACK timer,
+/// 40 ms on Linux). Waiting for that ACK would hold a drain up for
+/// nothing: the FIN is the kernel's to deliver (and retransmit) after the
+/// close. A Unix socket counts no FIN; there one unread byte may pass as
+/// well, which a close does not destroy either (it stays in the peer's
+/// queue).
+const FIN: usize = 1;
+
 /// How long a drain waits for the first request of a connection that was
 /// accepted but has not sent a byte yet. Clients send right after connecting,
 /// but the drain can catch a connection between the two; closing it then
@@ -285,13 +295,13 @@ impl Connection {
     /// Reads and drops input while lingering; closes at the client's EOF.
     /// During a drain it closes as soon as nothing is left in either queue:
     /// no client bytes unread (so the close sends a FIN, not a reset) and
-    /// none of ours unacknowledged (so nothing a reset could destroy).
+    /// no reply byte unacknowledged (so nothing a reset could destroy).
     fn linger(&mut self, why: Closing, draining: bool) -> Next {
         match io::discard_input(self.fd.as_fd()) {
             Ok(false) => {}
             Ok(true) | Err(_) => return Next::Close(why.reason()),
         }
-        if draining && matches!(io::unsent_bytes(self.fd.as_fd()), Ok(0)) {
+        if draining && matches!(io::unsent_bytes(self.fd.as_fd()), Ok(n) if n <= FIN) {
             return Next::Close(why.reason());
         }
         Next::Rearm(Interest::READ)
