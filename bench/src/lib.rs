@@ -1,7 +1,10 @@
 //! What the benchmark's programs share: the request lines both sides of a
-//! connection agree on, the descriptor limit, a process's CPU time.
+//! connection agree on, the descriptor limit, a process's CPU time, and the
+//! service manager's end of sd_notify (which the integration tests use too).
 
 use std::time::Duration;
+
+pub mod manager;
 
 /// xorshift64*: the same seed gives the sender and the verifier the same
 /// sequence of lines, so nothing needs to be remembered per request.

@@ -1,15 +1,17 @@
 //! The test's end of the daemon's sd_notify socket, playing the service
 //! manager: it records every line, keeps the descriptors sent with
 //! `FDSTORE=1` (its fd store), drops them on `FDSTOREREMOVE=1`, and answers
-//! `BARRIER=1` by closing the descriptor sent with it.
+//! `BARRIER=1` by closing the descriptor sent with it. What a datagram
+//! means to the manager is `oneshotd_bench::manager`'s, shared with the
+//! handover benchmark's manager.
 
-use std::io::{self, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+use oneshotd_bench::manager::{self, FdStore};
 
 /// The test's end of `NOTIFY_SOCKET`.
 pub struct NotifySocket {
@@ -18,7 +20,7 @@ pub struct NotifySocket {
     /// Every `KEY=VALUE` line received so far, in order.
     pub seen: Vec<String>,
     /// The fd store: descriptors received with `FDSTORE=1`, by `FDNAME=`.
-    pub stored: Vec<(String, OwnedFd)>,
+    pub stored: FdStore,
 }
 
 impl NotifySocket {
@@ -71,45 +73,12 @@ impl NotifySocket {
         }
     }
 
-    /// Receives one datagram and acts on it as the manager would.
+    /// Receives one datagram and acts on it as the manager would: what
+    /// `FDSTOREREMOVE=1` takes out of the store is closed at once, and so
+    /// is the descriptor sent with `BARRIER=1`, which is the answer.
     fn receive(&mut self) -> io::Result<()> {
-        let mut buf = [0u8; 4096];
-        let mut control = nix::cmsg_space!([RawFd; 253]);
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let message = recvmsg::<UnixAddr>(
-            self.socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut control),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )?;
-        let mut fds = Vec::new();
-        for cmsg in message.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                // SAFETY: SCM_RIGHTS installed these descriptors in this
-                // process just now; nothing else owns them.
-                fds.extend(
-                    raw.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
-        }
-        let n = message.bytes;
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        let has = |line: &str| lines.iter().any(|l| l == line);
-        let name = lines
-            .iter()
-            .find_map(|l| l.strip_prefix("FDNAME="))
-            .unwrap_or("stored")
-            .to_owned();
-        if has("FDSTORE=1") {
-            self.stored
-                .extend(fds.into_iter().map(|fd| (name.clone(), fd)));
-        } else if has("FDSTOREREMOVE=1") {
-            self.stored.retain(|(stored, _)| *stored != name);
-        }
-        // BARRIER=1: the descriptor that came with it is dropped above
-        // (not stored), which is the answer.
+        let (lines, fds) = manager::receive(&self.socket)?;
+        manager::apply(&mut self.stored, &lines, fds);
         self.seen.extend(lines);
         Ok(())
     }

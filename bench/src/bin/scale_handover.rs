@@ -22,7 +22,7 @@
 //! ```
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, IoSliceMut, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
@@ -32,7 +32,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::libc;
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+use oneshotd_bench::manager::{self, FdStore};
 use oneshotd_bench::{cpu_time, raise_fd_limit};
 
 /// The oneshotd instances started and not yet reaped: killed if the run
@@ -160,7 +160,7 @@ type Move = (RawFd, RawFd);
 struct Manager {
     socket: UnixDatagram,
     path: PathBuf,
-    stored: Vec<(String, OwnedFd)>,
+    stored: FdStore,
     /// What the new instance removed from the store, closed after the
     /// measurement (closing 15 000 descriptors takes time of its own).
     removed: Vec<OwnedFd>,
@@ -171,57 +171,28 @@ impl Manager {
     /// systemd does; fails after `timeout`.
     fn until(&mut self, want: &str, timeout: Duration) -> io::Result<Vec<String>> {
         let deadline = Instant::now() + timeout;
-        let mut buf = vec![0u8; 4096];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(io::Error::other(format!("no {want} within {timeout:?}")));
             }
             self.socket.set_read_timeout(Some(left))?;
-            let mut control = nix::cmsg_space!([RawFd; 253]);
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let message = match recvmsg::<UnixAddr>(
-                self.socket.as_raw_fd(),
-                &mut iov,
-                Some(&mut control),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(m) => m,
-                Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let mut fds = Vec::new();
-            for cmsg in message.cmsgs()? {
-                if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                    // SAFETY: SCM_RIGHTS just installed these in this process.
-                    fds.extend(
-                        raw.into_iter()
-                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                    );
+            let (lines, fds) = match manager::receive(&self.socket) {
+                Ok(received) => received,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
                 }
-            }
-            let n = message.bytes;
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-            let has = |l: &str| lines.iter().any(|x| x == l);
-            let name = lines
-                .iter()
-                .find_map(|l| l.strip_prefix("FDNAME="))
-                .unwrap_or("stored")
-                .to_owned();
-            if has("FDSTORE=1") {
-                self.stored
-                    .extend(fds.into_iter().map(|fd| (name.clone(), fd)));
-            } else if has("FDSTOREREMOVE=1") {
-                let (gone, kept) = std::mem::take(&mut self.stored)
-                    .into_iter()
-                    .partition(|(n, _)| *n == name);
-                self.stored = kept;
-                self.removed
-                    .extend(gone.into_iter().map(|(_, fd): (String, OwnedFd)| fd));
-            }
-            // BARRIER=1: its descriptor was dropped above, which answers it.
-            if has(want) {
+                Err(e) => return Err(e),
+            };
+            // BARRIER=1: its descriptor is dropped in apply, which answers it.
+            let removed = manager::apply(&mut self.stored, &lines, fds);
+            self.removed.extend(removed);
+            if lines.iter().any(|l| l == want) {
                 return Ok(lines);
             }
         }
