@@ -17,12 +17,14 @@
 #   BACKLOG=4096               accept queue of both servers (oneshotd.socket's
 #                              Backlog=; std's and tokio's bind give 128)
 #   PORT_BASE=23000            each run gets its own port (see below)
+#   PROCS=                     load-generating processes per run (default:
+#                              as many as the descriptor limit needs)
 # Usage: bash bench/scale.sh      SMOKE=1 bash bench/scale.sh (~10 s once built)
 #
 # One process holds at most ~19 900 descriptors here (hard RLIMIT_NOFILE
-# 20 000), so no scenario has more than 18 000 connections in one process;
-# the handover's clients run in a process of their own, apart from the
-# manager that holds the fd store's copies.
+# 20 000): scale_load divides its connections among as many processes as
+# that needs (PROCS overrides), and the handover's clients run apart from
+# the manager that holds the fd store's copies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/server.sh
@@ -39,8 +41,10 @@ IDLE=${IDLE:-18000}
 HANDOVER=${HANDOVER:-"1000 15000"}
 PORT_BASE=${PORT_BASE:-23000}
 BACKLOG=${BACKLOG:-4096}
+PROCS=${PROCS:-}
 if [ -n "${SMOKE:-}" ]; then
-    SECS=1 WARMUP=0.3 ROUNDS=1 ACTIVE="200 1000" CHURN="20" IDLE=1000 HANDOVER="200"
+    # Two load processes, so that the smoke run covers their merging too.
+    SECS=1 WARMUP=0.3 ROUNDS=1 ACTIVE="200 1000" CHURN="20" IDLE=1000 HANDOVER="200" PROCS=2
 fi
 
 cargo build --release --locked -p oneshotd -p oneshotd-bench >/dev/null 2>&1 ||
@@ -96,7 +100,7 @@ run_load() {
     before=$(overflows)
     if ! out=$("$BIN/scale_load" "$mode" --addr "127.0.0.1:$port" --conns "$conns" \
         --secs "$SECS" --warmup "$WARMUP" --bytes "$BYTES" --sources "$SOURCES" \
-        --server-pid "$server" </dev/null); then
+        --server-pid "$server" ${PROCS:+--procs "$PROCS"} </dev/null); then
         echo "scale: $kind $scenario round $round failed: $out" >&2
         exit 1
     fi
@@ -129,7 +133,8 @@ for round in $(seq "$ROUNDS"); do
         take_port
         mkdir -p "$tmp/handover"
         if ! out=$("$BIN/scale_handover" --oneshotd "$BIN/oneshotd" --load "$BIN/scale_load" \
-            --conns "$conns" --port "$port" --workers "$WORKERS" --sources "$SOURCES" --dir "$tmp/handover"); then
+            --conns "$conns" --port "$port" --workers "$WORKERS" --sources "$SOURCES" \
+            ${PROCS:+--procs "$PROCS"} --dir "$tmp/handover"); then
             cat "$tmp/handover/"*.log >&2 || true
             echo "scale: handover of $conns failed" >&2
             exit 1

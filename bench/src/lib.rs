@@ -27,19 +27,27 @@ impl Lines {
     }
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit.
-pub fn raise_fd_limit() {
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the soft
+/// limit now in force: how many descriptors this process may hold.
+pub fn raise_fd_limit() -> u64 {
     let mut limit = nix::libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: plain system calls on a local struct.
     unsafe {
-        if nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &limit);
+        if nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        let raised = nix::libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &raised) == 0 {
+            limit = raised;
         }
     }
+    limit.rlim_cur
 }
 
 /// CPU time (user + system, all threads) of a running process, from

@@ -5,7 +5,7 @@
 //! 1. binds the listening socket (the socket unit's) and a unix datagram
 //!    `NOTIFY_SOCKET`, and starts oneshotd with the listener in
 //!    `LISTEN_FDS` (named `oneshotd.socket`); waits for `READY=1`;
-//! 2. starts `scale_load idle` (a separate process: the client sockets and
+//! 2. starts `scale_load idle` (separate processes: the client sockets and
 //!    the fd store's copies of the server sockets would not fit under one
 //!    process's 20 000-descriptor cap), which opens N connections;
 //! 3. sends SIGUSR2 and keeps what arrives with `FDSTORE=1` (by `FDNAME=`),
@@ -57,6 +57,8 @@ struct Options {
     port: u16,
     workers: usize,
     sources: u8,
+    /// Passed on to `scale_load --procs`.
+    procs: Option<usize>,
     dir: PathBuf,
 }
 
@@ -68,6 +70,7 @@ fn parse_args() -> Result<Options, String> {
         port: 18400,
         workers: 2,
         sources: 16,
+        procs: None,
         dir: std::env::temp_dir(),
     };
     let mut args = std::env::args().skip(1);
@@ -81,6 +84,7 @@ fn parse_args() -> Result<Options, String> {
             "--port" => o.port = value.parse().map_err(|e| bad(&e))?,
             "--workers" => o.workers = value.parse().map_err(|e| bad(&e))?,
             "--sources" => o.sources = value.parse().map_err(|e| bad(&e))?,
+            "--procs" => o.procs = Some(value.parse().map_err(|e| bad(&e))?),
             "--dir" => o.dir = value.into(),
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -332,7 +336,8 @@ fn run(o: &Options) -> io::Result<()> {
     )?;
     manager.until("READY=1", Duration::from_secs(10))?;
 
-    let mut client = Command::new(&o.load)
+    let mut client = Command::new(&o.load);
+    client
         .args(["idle", "--addr", &format!("127.0.0.1:{}", o.port)])
         .args([
             "--conns",
@@ -340,7 +345,11 @@ fn run(o: &Options) -> io::Result<()> {
             "--sources",
             &o.sources.to_string(),
         ])
-        .args(["--server-pid", &first.to_string()])
+        .args(["--server-pid", &first.to_string()]);
+    if let Some(procs) = o.procs {
+        client.args(["--procs", &procs.to_string()]);
+    }
+    let mut client = client
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;

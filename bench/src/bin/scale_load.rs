@@ -21,11 +21,26 @@
 //! With `--server-pid`, the server's CPU time (utime + stime from
 //! /proc/PID/stat) over the measured window gives CPU microseconds per reply,
 //! and its VmRSS before connecting and after gives bytes per connection.
+//!
+//! One process holds at most `RLIMIT_NOFILE` descriptors, so the connections
+//! are divided among `--procs N` load-generating processes: copies of this
+//! program started with `--shard FIRST`, each holding connections FIRST ..
+//! FIRST + its `--conns`. By default N is as many as the descriptor limit
+//! needs. The process started by the user only leads: it starts the shards,
+//! waits until every one has its connections open, starts them together,
+//! samples the server on the window's edges and merges what the shards
+//! report (replies, errors, every latency), so one shard or several report
+//! the same way. A shard's protocol on its stdin and stdout: it prints
+//! `ready` once its connections are open; `active` and `churn` then wait for
+//! `go`, run and print `tally replies=R errors=E opened=O latencies=N`
+//! followed by N little-endian u32 latencies in microseconds; `idle` answers
+//! each `check` or `eof` with `ok`. A shard that fails says why on stderr
+//! and exits non-zero, and the leader fails with it.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::process::ExitCode;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -51,6 +66,10 @@ struct Options {
     warmup: f64,
     sources: u8,
     server_pid: Option<u32>,
+    /// Load-generating processes; `None`: as many as the fd limit needs.
+    procs: Option<usize>,
+    /// Set in a shard: the index of its first connection.
+    shard: Option<usize>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -70,6 +89,8 @@ fn parse_args() -> Result<Options, String> {
         warmup: 0.5,
         sources: 16,
         server_pid: None,
+        procs: None,
+        shard: None,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -82,11 +103,13 @@ fn parse_args() -> Result<Options, String> {
             "--warmup" => o.warmup = value.parse().map_err(|e| bad(&e))?,
             "--sources" => o.sources = value.parse().map_err(|e| bad(&e))?,
             "--server-pid" => o.server_pid = Some(value.parse().map_err(|e| bad(&e))?),
+            "--procs" => o.procs = Some(value.parse().map_err(|e| bad(&e))?),
+            "--shard" => o.shard = Some(value.parse().map_err(|e| bad(&e))?),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
-    if o.conns == 0 || o.bytes == 0 || !(1..=250).contains(&o.sources) {
-        return Err("conns and bytes must be at least 1, sources 1..=250".into());
+    if o.conns == 0 || o.bytes == 0 || o.procs == Some(0) || !(1..=250).contains(&o.sources) {
+        return Err("conns, bytes and procs must be at least 1, sources 1..=250".into());
     }
     if o.warmup >= o.secs && o.mode != Mode::Idle {
         return Err("warmup must be shorter than secs".into());
@@ -115,24 +138,6 @@ fn sample(pid: Option<u32>) -> Option<ProcSample> {
         cpu,
         rss_bytes: rss_kib * 1024,
     })
-}
-
-/// A server sample taken once, on the first look after `at`.
-struct Due {
-    at: Instant,
-    taken: Option<Option<ProcSample>>,
-}
-
-impl Due {
-    fn at(at: Instant) -> Due {
-        Due { at, taken: None }
-    }
-
-    fn check(&mut self, now: Instant, pid: Option<u32>) {
-        if self.taken.is_none() && now >= self.at {
-            self.taken = Some(sample(pid));
-        }
-    }
 }
 
 /// The server's CPU microseconds per reply between two samples.
@@ -206,11 +211,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    raise_fd_limit();
-    let result = match o.mode {
-        Mode::Active => active(&o),
-        Mode::Churn => churn(&o),
-        Mode::Idle => idle(&o).map(|()| 0),
+    let fd_limit = raise_fd_limit();
+    if o.mode == Mode::Idle {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(600));
+            eprintln!("scale_load: idle connections held for 10 minutes: giving up");
+            std::process::exit(3);
+        });
+    }
+    let result = match o.shard {
+        Some(first) => shard(&o, first).map(|()| 0),
+        None => lead(&o, fd_limit),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,
@@ -223,6 +234,299 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What one shard saw in the measured window.
+#[derive(Default)]
+struct Tally {
+    /// Verified replies that arrived in the window.
+    replies: u64,
+    /// Wrong replies and failed connections, window or not.
+    errors: u64,
+    /// Connections opened (churn).
+    opened: u64,
+    /// Microseconds, one per measured request (unsorted).
+    latencies: Vec<u32>,
+}
+
+impl Tally {
+    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "tally replies={} errors={} opened={} latencies={}",
+            self.replies,
+            self.errors,
+            self.opened,
+            self.latencies.len()
+        )?;
+        for l in &self.latencies {
+            out.write_all(&l.to_le_bytes())?;
+        }
+        out.flush()
+    }
+
+    /// Reads what `write_to` wrote, its header line already read.
+    fn read_from(header: &str, input: &mut impl Read) -> io::Result<Tally> {
+        let mut raw = vec![0u8; field(header, "latencies")? as usize * 4];
+        input.read_exact(&mut raw)?;
+        Ok(Tally {
+            replies: field(header, "replies")?,
+            errors: field(header, "errors")?,
+            opened: field(header, "opened")?,
+            latencies: raw
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
+        })
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.replies += other.replies;
+        self.errors += other.errors;
+        self.opened += other.opened;
+        self.latencies.extend(other.latencies);
+    }
+}
+
+/// The number after `key=` in a line of `key=value` fields.
+fn field(line: &str, key: &str) -> io::Result<u64> {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no {key}= in {line:?}")))
+}
+
+/// A load-generating process, seen from the leader.
+struct Shard {
+    first: usize,
+    process: Child,
+    commands: ChildStdin,
+    reports: BufReader<ChildStdout>,
+}
+
+impl Shard {
+    /// Starts a copy of this program for connections `first .. first + conns`.
+    fn spawn(o: &Options, first: usize, conns: usize) -> io::Result<Shard> {
+        let mode = match o.mode {
+            Mode::Active => "active",
+            Mode::Churn => "churn",
+            Mode::Idle => "idle",
+        };
+        let mut process = Command::new(std::env::current_exe()?)
+            .arg(mode)
+            .args(["--addr", &o.addr.to_string()])
+            .args(["--conns", &conns.to_string()])
+            .args(["--bytes", &o.bytes.to_string()])
+            .args(["--secs", &o.secs.to_string()])
+            .args(["--warmup", &o.warmup.to_string()])
+            .args(["--sources", &o.sources.to_string()])
+            .args(["--shard", &first.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        Ok(Shard {
+            first,
+            commands: process.stdin.take().unwrap(),
+            reports: BufReader::new(process.stdout.take().unwrap()),
+            process,
+        })
+    }
+
+    fn send(&mut self, command: &str) -> io::Result<()> {
+        writeln!(self.commands, "{command}")
+    }
+
+    /// The shard's next line, which must start with `word`.
+    fn expect(&mut self, word: &str) -> io::Result<String> {
+        let mut line = String::new();
+        self.reports.read_line(&mut line)?;
+        if line.split_whitespace().next() == Some(word) {
+            return Ok(line);
+        }
+        let ended = match self.process.try_wait()? {
+            Some(status) => format!(" ({status})"),
+            None => String::new(),
+        };
+        Err(io::Error::other(format!(
+            "shard {}: expected {word}, got {line:?}{ended}",
+            self.first
+        )))
+    }
+
+    fn tally(&mut self) -> io::Result<Tally> {
+        let header = self.expect("tally")?;
+        Tally::read_from(&header, &mut self.reports)
+    }
+}
+
+impl Drop for Shard {
+    /// A shard outlives its leader only if the leader failed: stop it.
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Starts the shards, measures, merges; returns the number of errors.
+fn lead(o: &Options, fd_limit: u64) -> io::Result<u64> {
+    // Room for the epoll fd, stdio and what the runtime opens.
+    let per_process = (fd_limit.saturating_sub(64) as usize).max(1);
+    let procs = o
+        .procs
+        .unwrap_or(o.conns.div_ceil(per_process))
+        .min(o.conns);
+    let before = sample(o.server_pid);
+    let opening = Instant::now();
+    let mut shards = Vec::with_capacity(procs);
+    let mut first = 0;
+    for k in 0..procs {
+        let conns = o.conns / procs + usize::from(k < o.conns % procs);
+        shards.push(Shard::spawn(o, first, conns)?);
+        first += conns;
+    }
+    for s in &mut shards {
+        s.expect("ready")?;
+    }
+    let open_secs = opening.elapsed().as_secs_f64();
+    if o.mode == Mode::Idle {
+        return hold_idle(o, &mut shards, before, open_secs).map(|()| 0);
+    }
+
+    let start = Instant::now();
+    for s in &mut shards {
+        s.send("go")?;
+    }
+    let measure_from = start + Duration::from_secs_f64(o.warmup);
+    let stop = start + Duration::from_secs_f64(o.secs);
+    let mid = measure_from + (stop - measure_from) / 2;
+    let pid = o.server_pid;
+    let sampler = std::thread::spawn(move || {
+        [measure_from, mid, stop].map(|at| {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            sample(pid)
+        })
+    });
+    let mut tally = Tally::default();
+    for s in &mut shards {
+        tally.merge(s.tally()?);
+    }
+    let [at_start, at_mid, at_end] = sampler.join().expect("the sampler does not panic");
+    tally.latencies.sort_unstable();
+    let window = o.secs - o.warmup;
+    let cpu = cpu_per_reply(at_start, at_end, tally.replies);
+    let (p50, p99, p999) = (
+        percentile(&tally.latencies, 0.50),
+        percentile(&tally.latencies, 0.99),
+        percentile(&tally.latencies, 0.999),
+    );
+    let rate = tally.replies as f64 / window;
+    let (conns, replies, errors) = (o.conns, tally.replies, tally.errors);
+    match o.mode {
+        Mode::Active => {
+            // Memory while every connection is busy, halfway through the window.
+            let rss = rss_per_conn(&before, &at_mid, o.conns);
+            println!(
+                "mode=active conns={conns} procs={procs} secs={window:.1} open_s={open_secs:.2} replies={replies} req_per_s={rate:.0} p50_us={p50} p99_us={p99} p999_us={p999} cpu_us_per_reply={cpu} rss_b_per_conn={rss} errors={errors}",
+            );
+        }
+        _ => println!(
+            "mode=churn conns={conns} procs={procs} secs={window:.1} opened={} replies={replies} conns_per_s={rate:.0} p50_us={p50} p99_us={p99} p999_us={p999} cpu_us_per_reply={cpu} errors={errors}",
+            tally.opened,
+        ),
+    }
+    Ok(errors)
+}
+
+/// The server's resident memory gained per connection between two samples.
+fn rss_per_conn(before: &Option<ProcSample>, after: &Option<ProcSample>, conns: usize) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) => format!(
+            "{:.0}",
+            (a.rss_bytes as f64 - b.rss_bytes as f64) / conns as f64
+        ),
+        _ => "n/a".into(),
+    }
+}
+
+/// Idle connections, held by the shards while commands come on stdin.
+fn hold_idle(
+    o: &Options,
+    shards: &mut [Shard],
+    before: Option<ProcSample>,
+    open_secs: f64,
+) -> io::Result<()> {
+    std::thread::sleep(Duration::from_millis(300));
+    let rss = rss_per_conn(&before, &sample(o.server_pid), o.conns);
+    println!(
+        "idle_ready mode=idle conns={} procs={} open_s={open_secs:.2} rss_b_per_conn={rss} errors=0",
+        o.conns,
+        shards.len()
+    );
+    io::stdout().flush()?;
+    for command in io::stdin().lock().lines() {
+        let command = command?;
+        let word = command.trim();
+        if word != "check" && word != "eof" {
+            return Err(io::Error::other(format!("unknown command {word:?}")));
+        }
+        let t = Instant::now();
+        for s in shards.iter_mut() {
+            s.send(word)?;
+        }
+        for s in shards.iter_mut() {
+            s.expect("ok")?;
+        }
+        println!(
+            "{word}_ok conns={} secs={:.3}",
+            o.conns,
+            t.elapsed().as_secs_f64()
+        );
+        io::stdout().flush()?;
+    }
+    Ok(())
+}
+
+/// One shard: opens its connections, says `ready`, then runs as told.
+fn shard(o: &Options, first: usize) -> io::Result<()> {
+    let mut commands = io::stdin().lock().lines();
+    let mut out = BufWriter::new(io::stdout().lock());
+    let mut go = || match commands.next() {
+        Some(Ok(line)) if line.trim() == "go" => Ok(()),
+        other => Err(io::Error::other(format!("expected go, got {other:?}"))),
+    };
+    match o.mode {
+        Mode::Active => {
+            let (epoll, mut conns) = open_active(o, first)?;
+            say(&mut out, "ready")?;
+            go()?;
+            active(o, &epoll, &mut conns)?.write_to(&mut out)
+        }
+        Mode::Churn => {
+            say(&mut out, "ready")?;
+            go()?;
+            churn(o, first)?.write_to(&mut out)
+        }
+        Mode::Idle => {
+            let mut held = (first..first + o.conns)
+                .map(|i| open(o, i))
+                .collect::<io::Result<Vec<_>>>()?;
+            say(&mut out, "ready")?;
+            for command in commands {
+                match command?.trim() {
+                    "check" => exchange(&mut held, first, "check")?,
+                    "eof" => expect_eof(&mut held, first)?,
+                    other => return Err(io::Error::other(format!("unknown command {other:?}"))),
+                }
+                say(&mut out, "ok")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn say(out: &mut impl Write, word: &str) -> io::Result<()> {
+    writeln!(out, "{word}")?;
+    out.flush()
 }
 
 fn interrupted_is_zero(r: Result<usize, Errno>) -> io::Result<usize> {
@@ -242,18 +546,17 @@ struct ActiveConn {
     expected: Vec<u8>,
 }
 
-/// Active connections at pipeline 1; returns the number of errors.
-fn active(o: &Options) -> io::Result<u64> {
-    let before = sample(o.server_pid);
+/// Opens connections `first .. first + o.conns` for `active`, each with
+/// one verified exchange, registered in a fresh epoll set.
+fn open_active(o: &Options, first: usize) -> io::Result<(Epoll, Vec<ActiveConn>)> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    let opening = Instant::now();
     let mut conns = Vec::with_capacity(o.conns);
-    for i in 0..o.conns {
+    for i in first..first + o.conns {
         let stream = open(o, i)?;
         stream.set_nonblocking(true)?;
         epoll.add(
             stream.as_fd(),
-            EpollEvent::new(EpollFlags::EPOLLIN, i as u64),
+            EpollEvent::new(EpollFlags::EPOLLIN, conns.len() as u64),
         )?;
         let seed = 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1);
         conns.push(ActiveConn {
@@ -265,14 +568,18 @@ fn active(o: &Options) -> io::Result<u64> {
             expected: Vec::new(),
         });
     }
-    let open_secs = opening.elapsed().as_secs_f64();
+    Ok((epoll, conns))
+}
 
+/// One request in flight on each connection (pipeline 1) from now for
+/// `o.secs`, then until every reply is in.
+fn active(o: &Options, epoll: &Epoll, conns: &mut [ActiveConn]) -> io::Result<Tally> {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(o.warmup);
     let stop_sending = start + Duration::from_secs_f64(o.secs);
     let give_up = stop_sending + Duration::from_secs(10);
     let mut line = Vec::with_capacity(o.bytes + 1);
-    for c in &mut conns {
+    for c in conns.iter_mut() {
         line.clear();
         c.sender.next_line(o.bytes, &mut line);
         c.sent_at = start;
@@ -281,21 +588,14 @@ fn active(o: &Options) -> io::Result<u64> {
             return Err(io::Error::other("short write of a first request"));
         }
     }
-    let mid = measure_from + (stop_sending - measure_from) / 2;
-    let (mut at_start, mut at_mid, mut at_end) =
-        (Due::at(measure_from), Due::at(mid), Due::at(stop_sending));
-    let (mut measured, mut errors, mut outstanding) = (0u64, 0u64, o.conns);
-    let mut latencies: Vec<u32> = Vec::new();
+    let mut tally = Tally::default();
+    let mut outstanding = conns.len();
     let mut events = vec![EpollEvent::empty(); 1024];
     let mut buf = vec![0u8; 64 * 1024];
     while outstanding > 0 {
-        let now = Instant::now();
-        for due in [&mut at_start, &mut at_mid, &mut at_end] {
-            due.check(now, o.server_pid);
-        }
-        if now > give_up {
+        if Instant::now() > give_up {
             eprintln!("scale_load: {outstanding} replies never arrived");
-            errors += outstanding as u64;
+            tally.errors += outstanding as u64;
             break;
         }
         let n = interrupted_is_zero(epoll.wait(&mut events, EpollTimeout::from(50u16)))?;
@@ -317,13 +617,15 @@ fn active(o: &Options) -> io::Result<u64> {
             c.verifier.next_line(o.bytes, &mut c.expected);
             c.expected.make_ascii_uppercase();
             if c.partial != c.expected {
-                errors += 1;
+                tally.errors += 1;
             }
             c.partial.clear();
             outstanding -= 1;
             if c.sent_at >= measure_from && now <= stop_sending {
-                measured += 1;
-                latencies.push((now - c.sent_at).as_micros().min(u32::MAX as u128) as u32);
+                tally.replies += 1;
+                tally
+                    .latencies
+                    .push((now - c.sent_at).as_micros().min(u32::MAX as u128) as u32);
             }
             if now < stop_sending {
                 line.clear();
@@ -336,28 +638,7 @@ fn active(o: &Options) -> io::Result<u64> {
             }
         }
     }
-    // The last replies may all arrive in the pass that crosses the end.
-    let at_end = at_end.taken.unwrap_or_else(|| sample(o.server_pid));
-    latencies.sort_unstable();
-    let window = o.secs - o.warmup;
-    let cpu = cpu_per_reply(at_start.taken.flatten(), at_end, measured);
-    // Memory while every connection is busy, halfway through the window.
-    let rss = match (&before, at_mid.taken.flatten()) {
-        (Some(b), Some(m)) => format!(
-            "{:.0}",
-            (m.rss_bytes as f64 - b.rss_bytes as f64) / o.conns as f64
-        ),
-        _ => "n/a".into(),
-    };
-    println!(
-        "mode=active conns={} secs={window:.1} open_s={open_secs:.2} replies={measured} req_per_s={:.0} p50_us={} p99_us={} p999_us={} cpu_us_per_reply={cpu} rss_b_per_conn={rss} errors={errors}",
-        o.conns,
-        measured as f64 / window,
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.99),
-        percentile(&latencies, 0.999),
-    );
-    Ok(errors)
+    Ok(tally)
 }
 
 enum Stage {
@@ -376,9 +657,9 @@ struct ChurnSlot {
     got: Vec<u8>,
 }
 
-/// Connect, one request, verified reply, close; C at a time. Returns the
-/// number of errors.
-fn churn(o: &Options) -> io::Result<u64> {
+/// Connect, one request, verified reply, close; `o.conns` at a time from
+/// now for `o.secs`. Source addresses continue from connection `first`.
+fn churn(o: &Options, first: usize) -> io::Result<Tally> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     let mut slots: Vec<ChurnSlot> = (0..o.conns)
         .map(|_| ChurnSlot {
@@ -396,9 +677,8 @@ fn churn(o: &Options) -> io::Result<u64> {
     let measure_from = start + Duration::from_secs_f64(o.warmup);
     let stop = start + Duration::from_secs_f64(o.secs);
     let give_up = stop + Duration::from_secs(10);
-    let (mut at_start, mut at_end) = (Due::at(measure_from), Due::at(stop));
-    let (mut measured, mut errors, mut opened) = (0u64, 0u64, 0usize);
-    let mut latencies: Vec<u32> = Vec::new();
+    let mut tally = Tally::default();
+    let mut opened = first;
     let token = |slot: usize, generation: u32| (slot as u64) | ((generation as u64) << 32);
 
     // Starts a connection in slot `s`: connect, then write the request at
@@ -436,20 +716,16 @@ fn churn(o: &Options) -> io::Result<u64> {
     for (s, slot) in slots.iter_mut().enumerate() {
         if let Err(e) = begin(s, slot, &mut opened) {
             eprintln!("scale_load: connect: {e}");
-            errors += 1;
+            tally.errors += 1;
         }
     }
     let mut in_flight = slots.iter().filter(|s| s.fd.is_some()).count();
     let mut events = vec![EpollEvent::empty(); 1024];
     let mut buf = [0u8; 4096];
     while in_flight > 0 {
-        let now = Instant::now();
-        for due in [&mut at_start, &mut at_end] {
-            due.check(now, o.server_pid);
-        }
-        if now > give_up {
+        if Instant::now() > give_up {
             eprintln!("scale_load: {in_flight} connections never finished");
-            errors += in_flight as u64;
+            tally.errors += in_flight as u64;
             break;
         }
         let n = interrupted_is_zero(epoll.wait(&mut events, EpollTimeout::from(50u16)))?;
@@ -507,15 +783,16 @@ fn churn(o: &Options) -> io::Result<u64> {
             }
             let done_at = Instant::now();
             if failed {
-                errors += 1;
+                tally.errors += 1;
             } else {
                 if done_at >= measure_from && done_at <= stop {
-                    measured += 1;
+                    tally.replies += 1;
                 }
                 // Every connection started in the window counts for latency,
                 // however late it finishes (a dropped SYN costs a second).
                 if slot.started >= measure_from && slot.started < stop {
-                    latencies
+                    tally
+                        .latencies
                         .push((done_at - slot.started).as_micros().min(u32::MAX as u128) as u32);
                 }
             }
@@ -527,98 +804,38 @@ fn churn(o: &Options) -> io::Result<u64> {
                     Ok(()) => in_flight += 1,
                     Err(e) => {
                         eprintln!("scale_load: connect: {e}");
-                        errors += 1;
+                        tally.errors += 1;
                     }
                 }
             }
         }
     }
-    // The last replies may all arrive in the pass that crosses the end.
-    let at_end = at_end.taken.unwrap_or_else(|| sample(o.server_pid));
-    latencies.sort_unstable();
-    let window = o.secs - o.warmup;
-    let cpu = cpu_per_reply(at_start.taken.flatten(), at_end, measured);
-    println!(
-        "mode=churn conns={} secs={window:.1} opened={opened} replies={measured} conns_per_s={:.0} p50_us={} p99_us={} p999_us={} cpu_us_per_reply={cpu} errors={errors}",
-        o.conns,
-        measured as f64 / window,
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.99),
-        percentile(&latencies, 0.999),
-    );
-    Ok(errors)
+    tally.opened = (opened - first) as u64;
+    Ok(tally)
 }
 
-/// Idle connections, held while commands come on stdin. At most 10 minutes.
-fn idle(o: &Options) -> io::Result<()> {
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(600));
-        eprintln!("scale_load: idle connections held for 10 minutes: giving up");
-        std::process::exit(3);
-    });
-    let before = sample(o.server_pid);
-    let opening = Instant::now();
-    let mut held = Vec::with_capacity(o.conns);
-    for i in 0..o.conns {
-        held.push(open(o, i)?);
-    }
-    let open_secs = opening.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_millis(300));
-    let after = sample(o.server_pid);
-    let rss = match (&before, &after) {
-        (Some(b), Some(a)) => format!(
-            "{:.0}",
-            (a.rss_bytes as f64 - b.rss_bytes as f64) / o.conns as f64
-        ),
-        _ => "n/a".into(),
-    };
-    println!(
-        "idle_ready mode=idle conns={} open_s={open_secs:.2} rss_b_per_conn={rss} errors=0",
-        held.len()
-    );
-    io::stdout().flush()?;
-    for command in io::stdin().lock().lines() {
-        match command?.trim() {
-            "check" => {
-                let t = Instant::now();
-                exchange(&mut held, "check")?;
-                println!(
-                    "check_ok conns={} secs={:.3}",
-                    held.len(),
-                    t.elapsed().as_secs_f64()
-                );
-            }
-            "eof" => {
-                let mut byte = [0u8; 1];
-                for (i, s) in held.iter_mut().enumerate() {
-                    match s.read(&mut byte) {
-                        Ok(0) => {}
-                        Ok(_) => {
-                            return Err(io::Error::other(format!("connection {i}: data, not EOF")))
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-                        Err(e) => {
-                            return Err(io::Error::other(format!("connection {i}: {e}, not EOF")))
-                        }
-                    }
-                }
-                println!("eof_ok conns={}", held.len());
-            }
-            other => return Err(io::Error::other(format!("unknown command {other:?}"))),
+/// Every connection must see the server close it: EOF, or a reset.
+fn expect_eof(held: &mut [TcpStream], first: usize) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    for (i, s) in (first..).zip(held.iter_mut()) {
+        match s.read(&mut byte) {
+            Ok(0) => {}
+            Ok(_) => return Err(io::Error::other(format!("connection {i}: data, not EOF"))),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            Err(e) => return Err(io::Error::other(format!("connection {i}: {e}, not EOF"))),
         }
-        io::stdout().flush()?;
     }
     Ok(())
 }
 
 /// One verified exchange on every connection: all requests first, then all
 /// replies.
-fn exchange(held: &mut [TcpStream], word: &str) -> io::Result<()> {
-    for (i, s) in held.iter_mut().enumerate() {
+fn exchange(held: &mut [TcpStream], first: usize, word: &str) -> io::Result<()> {
+    for (i, s) in (first..).zip(held.iter_mut()) {
         s.write_all(format!("{word} {i}\n").as_bytes())?;
     }
     let mut reply = Vec::new();
-    for (i, s) in held.iter_mut().enumerate() {
+    for (i, s) in (first..).zip(held.iter_mut()) {
         let want = format!("{word} {i}\n").to_ascii_uppercase();
         reply.clear();
         reply.resize(want.len(), 0);
