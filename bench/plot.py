@@ -95,6 +95,20 @@ def tables(res):
                 f"{v('oneshotd', 'rss_b_per_conn')} | {v('tokio', 'rss_b_per_conn')} |"
             )
         out.append("")
+        fair = [n for n in res.counts("active") if res.median("active", n, "oneshotd", "served_p50")]
+        if fair:
+            out += [
+                "Replies per connection in the window, medians: the least served 1 % / the median / the most served 1 %:",
+                "",
+                "| connections | oneshotd | tokio |",
+                "|---|---|---|",
+            ]
+            for n in fair:
+                served = lambda s: " / ".join(
+                    fmt(res.median("active", n, s, f"served_p{p}")) for p in (1, 50, 99)
+                )
+                out.append(f"| {fmt(n)} | {served('oneshotd')} | {served('tokio')} |")
+            out.append("")
     if res.counts("churn"):
         out += [
             "Churn (connect, one request, verified reply, close; C at a time):",

@@ -32,8 +32,9 @@
 //! report (replies, errors, every latency), so one shard or several report
 //! the same way. A shard's protocol on its stdin and stdout: it prints
 //! `ready` once its connections are open; `active` and `churn` then wait for
-//! `go`, run and print `tally replies=R errors=E opened=O latencies=N`
-//! followed by N little-endian u32 latencies in microseconds; `idle` answers
+//! `go`, run and print `tally replies=R errors=E opened=O latencies=N
+//! served=M` followed by N little-endian u32 latencies in microseconds and
+//! M u32 counts of replies per connection (`active` only); `idle` answers
 //! each `check` or `eof` with `ok`. A shard that fails says why on stderr
 //! and exits non-zero, and the leader fails with it.
 
@@ -247,36 +248,44 @@ struct Tally {
     opened: u64,
     /// Microseconds, one per measured request (unsorted).
     latencies: Vec<u32>,
+    /// Measured replies, one count per connection (`active`): how evenly
+    /// the server shares itself among its connections.
+    served: Vec<u32>,
 }
 
 impl Tally {
     fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
         writeln!(
             out,
-            "tally replies={} errors={} opened={} latencies={}",
+            "tally replies={} errors={} opened={} latencies={} served={}",
             self.replies,
             self.errors,
             self.opened,
-            self.latencies.len()
+            self.latencies.len(),
+            self.served.len()
         )?;
-        for l in &self.latencies {
-            out.write_all(&l.to_le_bytes())?;
+        for n in self.latencies.iter().chain(&self.served) {
+            out.write_all(&n.to_le_bytes())?;
         }
         out.flush()
     }
 
     /// Reads what `write_to` wrote, its header line already read.
     fn read_from(header: &str, input: &mut impl Read) -> io::Result<Tally> {
-        let mut raw = vec![0u8; field(header, "latencies")? as usize * 4];
-        input.read_exact(&mut raw)?;
+        let mut numbers = |count: u64| -> io::Result<Vec<u32>> {
+            let mut raw = vec![0u8; count as usize * 4];
+            input.read_exact(&mut raw)?;
+            Ok(raw
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+                .collect())
+        };
         Ok(Tally {
             replies: field(header, "replies")?,
             errors: field(header, "errors")?,
             opened: field(header, "opened")?,
-            latencies: raw
-                .chunks_exact(4)
-                .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
+            latencies: numbers(field(header, "latencies")?)?,
+            served: numbers(field(header, "served")?)?,
         })
     }
 
@@ -285,6 +294,7 @@ impl Tally {
         self.errors += other.errors;
         self.opened += other.opened;
         self.latencies.extend(other.latencies);
+        self.served.extend(other.served);
     }
 }
 
@@ -412,6 +422,7 @@ fn lead(o: &Options, fd_limit: u64) -> io::Result<u64> {
     }
     let [at_start, at_mid, at_end] = sampler.join().expect("the sampler does not panic");
     tally.latencies.sort_unstable();
+    tally.served.sort_unstable();
     let window = o.secs - o.warmup;
     let cpu = cpu_per_reply(at_start, at_end, tally.replies);
     let (p50, p99, p999) = (
@@ -425,8 +436,12 @@ fn lead(o: &Options, fd_limit: u64) -> io::Result<u64> {
         Mode::Active => {
             // Memory while every connection is busy, halfway through the window.
             let rss = rss_per_conn(&before, &at_mid, o.conns);
+            // Replies per connection: the least served 1 %, the median, the
+            // most served 1 %.
+            let served = |p| percentile(&tally.served, p);
+            let (s1, s50, s99) = (served(0.01), served(0.50), served(0.99));
             println!(
-                "mode=active conns={conns} procs={procs} secs={window:.1} open_s={open_secs:.2} replies={replies} req_per_s={rate:.0} p50_us={p50} p99_us={p99} p999_us={p999} cpu_us_per_reply={cpu} rss_b_per_conn={rss} errors={errors}",
+                "mode=active conns={conns} procs={procs} secs={window:.1} open_s={open_secs:.2} replies={replies} req_per_s={rate:.0} p50_us={p50} p99_us={p99} p999_us={p999} served_p1={s1} served_p50={s50} served_p99={s99} cpu_us_per_reply={cpu} rss_b_per_conn={rss} errors={errors}",
             );
         }
         _ => println!(
@@ -588,7 +603,10 @@ fn active(o: &Options, epoll: &Epoll, conns: &mut [ActiveConn]) -> io::Result<Ta
             return Err(io::Error::other("short write of a first request"));
         }
     }
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        served: vec![0; conns.len()],
+        ..Tally::default()
+    };
     let mut outstanding = conns.len();
     let mut events = vec![EpollEvent::empty(); 1024];
     let mut buf = vec![0u8; 64 * 1024];
@@ -623,6 +641,7 @@ fn active(o: &Options, epoll: &Epoll, conns: &mut [ActiveConn]) -> io::Result<Ta
             outstanding -= 1;
             if c.sent_at >= measure_from && now <= stop_sending {
                 tally.replies += 1;
+                tally.served[i] += 1;
                 tally
                     .latencies
                     .push((now - c.sent_at).as_micros().min(u32::MAX as u128) as u32);
