@@ -132,7 +132,9 @@ pub(crate) struct Connection {
     /// (the idle clock).
     last_progress: Instant,
     /// What was owed to the client (pending output plus the kernel's send
-    /// queue) at the last look; less at the next look is progress.
+    /// queue) at the last look; less at the next look is progress. Or one
+    /// of two marks instead of a measure (see `took_replies`):
+    /// [`buffers::RECEIVED_SINCE`], [`buffers::UNMEASURED`].
     owed_seen: usize,
     /// Bytes were written to the socket since the last look at `owed_seen`.
     wrote: bool,
@@ -258,6 +260,7 @@ impl Connection {
                 break;
             }
             self.last_progress = cx.now;
+            self.owed_seen = buffers::RECEIVED_SINCE;
             self.spoke = true;
             self.serve(n, cx)?;
             reads += 1;

@@ -105,3 +105,68 @@ fn model_examples() {
     assert_eq!(model(b"ab\ncd", 8), b"AB\nCD\n");
     assert_eq!(model(b"ab\n123456789\nzz\n", 8), b"AB\nERR line too long\n");
 }
+
+/// The idle clock on the housekeeper's looks, a quarter of the idle timeout
+/// apart: one request answered at `start`, then `read_reply_after` looks
+/// before the client reads the reply (if ever). Returns the look at which
+/// the connection closed as idle.
+fn idle_close_look(read_reply_after: Option<u32>) -> u32 {
+    let (ours, mut client) = UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let idle = Duration::from_secs(1);
+    let limits = Limits {
+        max_line_bytes: 1024,
+        idle_timeout: idle,
+        request_timeout: Duration::from_secs(60),
+    };
+    let mut scratch = Scratch::new();
+    let start = Instant::now();
+    let mut connection = Connection::new(ours.into(), ConnectionId(1), start);
+    let mut step = |connection: &mut Connection, stimulus, now| {
+        let mut cx = Context {
+            service: &Upper,
+            limits,
+            scratch: &mut scratch,
+            now,
+        };
+        connection.step(stimulus, &mut cx)
+    };
+    client.write_all(b"hi\n").unwrap();
+    let next = step(
+        &mut connection,
+        Stimulus::Event(Readiness::default()),
+        start,
+    );
+    assert!(matches!(next, Some(Next::Rearm(_))), "{next:?}");
+    for look in 1..=20 {
+        if read_reply_after == Some(look - 1) {
+            let mut reply = [0u8; 3];
+            client.read_exact(&mut reply).unwrap();
+            assert_eq!(&reply, b"HI\n");
+        }
+        match step(&mut connection, Stimulus::Tick, start + idle / 4 * look) {
+            Some(Next::Close(CloseReason::Idle)) => return look,
+            None => {}
+            other => panic!("look {look}: {other:?}"),
+        }
+    }
+    panic!("never closed as idle");
+}
+
+/// The first look after a request does not ask the kernel what is owed
+/// (the request was progress), and the second only measures: neither may
+/// count as progress, so a client that took its reply before the second
+/// look, or never, is idle from its request.
+#[test]
+fn a_quiet_connection_is_idle_from_its_last_request() {
+    assert_eq!(idle_close_look(Some(0)), 4);
+    assert_eq!(idle_close_look(Some(1)), 4);
+    assert_eq!(idle_close_look(None), 4);
+}
+
+/// Replies taken after the second look are progress, seen at the next.
+#[test]
+fn replies_taken_after_the_second_look_are_progress() {
+    assert_eq!(idle_close_look(Some(2)), 3 + 4);
+    assert_eq!(idle_close_look(Some(3)), 4 + 4);
+}
