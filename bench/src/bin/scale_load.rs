@@ -58,6 +58,19 @@ enum Mode {
     Idle,
 }
 
+impl Mode {
+    const ALL: [Mode; 3] = [Mode::Active, Mode::Churn, Mode::Idle];
+
+    /// The mode's name on the command line (a shard is given it too).
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Active => "active",
+            Mode::Churn => "churn",
+            Mode::Idle => "idle",
+        }
+    }
+}
+
 struct Options {
     mode: Mode,
     addr: SocketAddrV4,
@@ -75,12 +88,11 @@ struct Options {
 
 fn parse_args() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
-    let mode = match args.next().as_deref() {
-        Some("active") => Mode::Active,
-        Some("churn") => Mode::Churn,
-        Some("idle") => Mode::Idle,
-        other => return Err(format!("mode must be active, churn or idle, not {other:?}")),
-    };
+    let name = args.next();
+    let mode = Mode::ALL
+        .into_iter()
+        .find(|m| name.as_deref() == Some(m.name()))
+        .ok_or(format!("mode must be active, churn or idle, not {name:?}"))?;
     let mut o = Options {
         mode,
         addr: "127.0.0.1:7878".parse().unwrap(),
@@ -317,13 +329,8 @@ struct Shard {
 impl Shard {
     /// Starts a copy of this program for connections `first .. first + conns`.
     fn spawn(o: &Options, first: usize, conns: usize) -> io::Result<Shard> {
-        let mode = match o.mode {
-            Mode::Active => "active",
-            Mode::Churn => "churn",
-            Mode::Idle => "idle",
-        };
         let mut process = Command::new(std::env::current_exe()?)
-            .arg(mode)
+            .arg(o.mode.name())
             .args(["--addr", &o.addr.to_string()])
             .args(["--conns", &conns.to_string()])
             .args(["--bytes", &o.bytes.to_string()])
