@@ -240,11 +240,11 @@ impl Connection {
     /// Reads what may be read now and serves it, within `budget`.
     fn read_and_serve(&mut self, budget: ReadBudget, cx: &mut Context<'_>) -> std::io::Result<()> {
         let mut reads = 0;
-        let mut drain_left = match budget {
-            ReadBudget::Event => usize::MAX,
-            ReadBudget::Drain => io::receive_buffer_size(self.fd.as_fd()),
-        };
-        while self.reads_input() && !self.peer_closed && drain_left > 0 {
+        // A drain's bound is only asked for once there is something to
+        // read: most drained connections are idle, and their first read
+        // already finds nothing.
+        let mut drain_left: Option<usize> = None;
+        while self.reads_input() && !self.peer_closed && drain_left != Some(0) {
             if budget == ReadBudget::Event && self.throttled() {
                 break;
             }
@@ -264,7 +264,10 @@ impl Connection {
             self.spoke = true;
             self.serve(n, cx)?;
             reads += 1;
-            drain_left = drain_left.saturating_sub(n);
+            if budget == ReadBudget::Drain {
+                let left = drain_left.unwrap_or_else(|| io::receive_buffer_size(self.fd.as_fd()));
+                drain_left = Some(left.saturating_sub(n));
+            }
             // A short read means the socket is (very likely) empty; skipping
             // the read that would return EAGAIN is safe because re-arming
             // re-checks readiness.
@@ -336,6 +339,17 @@ impl Connection {
             Phase::Closing { why, draining } => {
                 if self.peer_closed {
                     return Next::Close(why.reason());
+                }
+                // A drained connection with nothing left to read or to
+                // deliver closes at once. Shutting our side down first
+                // would change nothing for the client (the close sends the
+                // same FIN) but would wake the epoll set for a socket that
+                // is still registered: a wake-up and a stale event per
+                // connection, most of what draining an idle one cost.
+                if draining {
+                    if let close @ Next::Close(_) = self.linger(why, true) {
+                        return close;
+                    }
                 }
                 // Closing now with client bytes unread would send a reset,
                 // which can destroy our last reply before the client reads

@@ -170,3 +170,70 @@ fn replies_taken_after_the_second_look_are_progress() {
     assert_eq!(idle_close_look(Some(2)), 3 + 4);
     assert_eq!(idle_close_look(Some(3)), 4 + 4);
 }
+
+/// A drained connection with nothing left to read or to deliver closes in
+/// its drain step without shutting down first (the shutdown would wake the
+/// epoll set it is still registered in): the client sees its EOF from the
+/// close itself. One whose reply the client has not taken yet shuts down
+/// and lingers until it does.
+#[test]
+fn a_drained_idle_connection_closes_without_shutting_down_first() {
+    let limits = Limits {
+        max_line_bytes: 1024,
+        idle_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(60),
+    };
+    let mut scratch = Scratch::new();
+    let start = Instant::now();
+    let mut step = |connection: &mut Connection, stimulus| {
+        let mut cx = Context {
+            service: &Upper,
+            limits,
+            scratch: &mut scratch,
+            now: start,
+        };
+        connection.step(stimulus, &mut cx)
+    };
+    let mut served = |take_reply: bool| {
+        let (ours, mut client) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut connection = Connection::new(ours.into(), ConnectionId(1), start);
+        client.write_all(b"hi\n").unwrap();
+        let next = step(&mut connection, Stimulus::Event(Readiness::default()));
+        assert!(matches!(next, Some(Next::Rearm(_))), "{next:?}");
+        if take_reply {
+            let mut reply = [0u8; 3];
+            client.read_exact(&mut reply).unwrap();
+            assert_eq!(&reply, b"HI\n");
+        }
+        client.set_nonblocking(true).unwrap();
+        let next = step(&mut connection, Stimulus::Drain);
+        (connection, client, next)
+    };
+
+    let (connection, mut client, next) = served(true);
+    assert!(
+        matches!(next, Some(Next::Close(CloseReason::Drained))),
+        "{next:?}"
+    );
+    let mut buf = [0u8; 8];
+    let before_close = client.read(&mut buf);
+    assert!(
+        matches!(&before_close, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "no EOF before the close: {before_close:?}"
+    );
+    drop(connection);
+    assert_eq!(client.read(&mut buf).unwrap(), 0, "EOF from the close");
+
+    let (mut connection, mut client, next) = served(false);
+    assert!(matches!(next, Some(Next::Rearm(_))), "{next:?}");
+    let mut replies = Vec::new();
+    client.set_nonblocking(false).unwrap();
+    client.read_to_end(&mut replies).unwrap();
+    assert_eq!(replies, b"HI\n", "the reply, then the shutdown's EOF");
+    let next = step(&mut connection, Stimulus::Tick);
+    assert!(
+        matches!(next, Some(Next::Close(CloseReason::Drained))),
+        "{next:?}"
+    );
+}
