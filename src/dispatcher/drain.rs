@@ -6,7 +6,9 @@
 //! connection does once drained is its own phase machine's business
 //! (`connection/mod.rs`): answer what the client already sent, flush, close.
 
+use std::ops::Range;
 use std::sync::atomic::Ordering;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use tracing::info;
@@ -18,6 +20,13 @@ use crate::step::{CloseReason, Stimulus};
 /// The housekeeper's tick while draining: a drain is short and waits on
 /// short deadlines (a new connection's grace, a lingering close).
 pub(super) const TICK: Duration = Duration::from_millis(10);
+
+/// Most threads that walk the table to give each connection its drain
+/// step. A drained idle connection is closed in its step, and a close
+/// (deregistering, the FIN, freeing the socket) is most of a drain's CPU:
+/// walking the table in parts, as many as there are workers, spreads it
+/// over the cores the workers run on.
+const MAX_WALKERS: usize = 64;
 
 impl Shared {
     pub(super) fn draining(&self) -> bool {
@@ -33,9 +42,30 @@ impl Shared {
         }
         self.stop_accepting();
         info!(connections = self.table.live(), "draining");
+        let slots = self.table.high_water();
+        let walkers = self.pool.live().clamp(1, MAX_WALKERS);
+        let share = slots.div_ceil(walkers as u32).max(1);
+        thread::scope(|scope| {
+            for first in (0..slots).step_by(share as usize) {
+                let part = first..slots.min(first + share);
+                let walk = move || self.drain_slots(part);
+                let spawned = thread::Builder::new()
+                    .name("oneshotd-drain".into())
+                    .spawn_scoped(scope, walk.clone());
+                if spawned.is_err() {
+                    walk();
+                }
+            }
+        });
+    }
+
+    /// Gives the drain step to every connection in the slots numbered
+    /// `slots`.
+    fn drain_slots(&self, slots: Range<u32>) {
         let mut scratch = Scratch::new();
-        self.table
-            .for_each(true, |held| self.drive(held, Stimulus::Drain, &mut scratch));
+        self.table.for_each_in(slots, true, |held| {
+            self.drive(held, Stimulus::Drain, &mut scratch)
+        });
     }
 
     /// Waits until no connection is left or `until` passes; returns how

@@ -6,6 +6,7 @@
 //! read; only allocating and freeing slot indices takes the free-list lock.
 
 use std::io;
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
@@ -304,8 +305,13 @@ impl ConnectionTable {
     /// Runs `f` on every slot holding a connection. With `wait`, a slot a
     /// worker holds is waited for; without, it is skipped (it is busy, so
     /// not idle, and its worker will re-arm or close it).
-    pub(crate) fn for_each(&self, wait: bool, mut f: impl FnMut(Held<'_>)) {
-        for index in 0..self.high_water() {
+    pub(crate) fn for_each(&self, wait: bool, f: impl FnMut(Held<'_>)) {
+        self.for_each_in(0..self.high_water(), wait, f);
+    }
+
+    /// [`Self::for_each`] for the slots numbered `slots` only.
+    pub(crate) fn for_each_in(&self, slots: Range<u32>, wait: bool, mut f: impl FnMut(Held<'_>)) {
+        for index in slots {
             let Some(slot) = self.slot(index) else {
                 continue;
             };
