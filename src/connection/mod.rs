@@ -12,6 +12,9 @@
 //!   Open ──(line too long, request timeout)──> Closing ──> Lingering ──> closed
 //!    │  └────(client EOF, replies delivered; error; idle)───────────────> closed
 //!    └─(drain)─> DrainGrace ─(its first request, or grace over)─> Closing
+//!
+//!   Closing ──(drained, nothing left to read or to deliver)──> closed
+//!           (without the shutdown: the close sends the same FIN)
 //! ```
 //!
 //! The drain is entered once ([`Stimulus::Drain`]): from then on the
@@ -51,9 +54,9 @@ pub(crate) const LINGER: Duration = Duration::from_secs(2);
 /// sends nothing back may delay acknowledging it (the delayed-ACK timer,
 /// 40 ms on Linux). Waiting for that ACK would hold a drain up for
 /// nothing: the FIN is the kernel's to deliver (and retransmit) after the
-/// close. A Unix socket counts no FIN; there one unread byte may pass as
-/// well, which a close does not destroy either (it stays in the peer's
-/// queue).
+/// close. Only a shut-down side has sent one: before the shutdown, every
+/// byte counted is a reply byte. (A Unix socket counts no FIN; there the
+/// count is the memory of what the peer has not read yet.)
 const FIN: usize = 1;
 
 /// How long a drain waits for the first request of a connection that was
@@ -298,16 +301,25 @@ impl Connection {
         self.request_started = None;
     }
 
-    /// Reads and drops input while lingering; closes at the client's EOF.
-    /// During a drain it closes as soon as nothing is left in either queue:
-    /// no client bytes unread (so the close sends a FIN, not a reset) and
-    /// no reply byte unacknowledged (so nothing a reset could destroy).
+    /// Reads and drops input while lingering (our side shut down); closes
+    /// at the client's EOF, and during a drain as soon as nothing is left
+    /// in either queue (see [`Connection::discard_and_settle`]).
     fn linger(&mut self, why: Closing, draining: bool) -> Next {
+        self.discard_and_settle(why, draining, FIN)
+    }
+
+    /// Reads and drops what the client sent; closes at its EOF. During a
+    /// drain it closes as soon as nothing is left in either queue: no
+    /// client bytes unread (so the close sends a FIN, not a reset) and no
+    /// reply byte unacknowledged (so nothing a reset could destroy). What
+    /// the kernel counts as unacknowledged may exceed the reply bytes by
+    /// `not_replies`: [`FIN`] once our side is shut down, nothing before.
+    fn discard_and_settle(&mut self, why: Closing, draining: bool, not_replies: usize) -> Next {
         match io::discard_input(self.fd.as_fd()) {
             Ok(false) => {}
             Ok(true) | Err(_) => return Next::Close(why.reason()),
         }
-        if draining && matches!(io::unsent_bytes(self.fd.as_fd()), Ok(n) if n <= FIN) {
+        if draining && matches!(io::unsent_bytes(self.fd.as_fd()), Ok(n) if n <= not_replies) {
             return Next::Close(why.reason());
         }
         Next::Rearm(Interest::READ)
@@ -347,7 +359,7 @@ impl Connection {
                 // is still registered: a wake-up and a stale event per
                 // connection, most of what draining an idle one cost.
                 if draining {
-                    if let close @ Next::Close(_) = self.linger(why, true) {
+                    if let close @ Next::Close(_) = self.discard_and_settle(why, true, 0) {
                         return close;
                     }
                 }

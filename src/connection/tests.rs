@@ -194,24 +194,28 @@ fn a_drained_idle_connection_closes_without_shutting_down_first() {
         };
         connection.step(stimulus, &mut cx)
     };
-    let mut served = |take_reply: bool| {
+    let mut served = |request: &[u8], take_reply: bool| {
         let (ours, mut client) = UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
+        // A missing EOF fails the test instead of hanging it.
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut connection = Connection::new(ours.into(), ConnectionId(1), start);
-        client.write_all(b"hi\n").unwrap();
+        client.write_all(request).unwrap();
         let next = step(&mut connection, Stimulus::Event(Readiness::default()));
         assert!(matches!(next, Some(Next::Rearm(_))), "{next:?}");
         if take_reply {
-            let mut reply = [0u8; 3];
+            let mut reply = vec![0u8; request.len()];
             client.read_exact(&mut reply).unwrap();
-            assert_eq!(&reply, b"HI\n");
+            assert_eq!(reply, request.to_ascii_uppercase());
         }
         client.set_nonblocking(true).unwrap();
         let next = step(&mut connection, Stimulus::Drain);
         (connection, client, next)
     };
 
-    let (connection, mut client, next) = served(true);
+    let (connection, mut client, next) = served(b"hi\n", true);
     assert!(
         matches!(next, Some(Next::Close(CloseReason::Drained))),
         "{next:?}"
@@ -225,7 +229,7 @@ fn a_drained_idle_connection_closes_without_shutting_down_first() {
     drop(connection);
     assert_eq!(client.read(&mut buf).unwrap(), 0, "EOF from the close");
 
-    let (mut connection, mut client, next) = served(false);
+    let (mut connection, mut client, next) = served(b"hi\n", false);
     assert!(matches!(next, Some(Next::Rearm(_))), "{next:?}");
     let mut replies = Vec::new();
     client.set_nonblocking(false).unwrap();

@@ -106,8 +106,10 @@ const RECEIVED: usize = 1;
 const SENT: usize = 2;
 
 impl Block {
-    /// Adds one step's tally for `service`. Relaxed adds to a line only
-    /// this thread writes: no contention, no ordering to pay for.
+    /// Adds one step's tally for `service`. Relaxed adds: a worker's block
+    /// is a line only that worker writes, so there is no contention and no
+    /// ordering to pay for; the shared block off the workers' path is
+    /// written by few threads, rarely.
     pub(crate) fn add(&self, service: usize, tally: &Tally) {
         let counters = &self.per_service[service.min(MAX_SERVICES - 1)];
         for (index, value) in [
@@ -180,7 +182,7 @@ pub(crate) trait Gauges: Send + Sync {
 pub struct Metrics {
     blocks: Mutex<Blocks>,
     /// Counts from threads that are not workers (the housekeeper, the
-    /// drain), whose steps are rare.
+    /// drain's walkers), whose steps are rare and mostly count nothing.
     off_path: Block,
     shared: Shared,
     /// The `service` label of each service index, set when a server starts.
