@@ -340,7 +340,9 @@ fn many_idle_connections_come_back_and_answer() {
     let store = unit.hand_over(&mut first);
     let stored = signalled.elapsed();
     assert_eq!(names(&store), (count, 1));
-    let mut second = unit.restart("many-2", "workers = 2", store);
+    // A drain that misses a connection would wait out its whole timeout:
+    // long enough here that `stop` fails instead.
+    let mut second = unit.restart("many-2", "workers = 2\ndrain_timeout_ms = 60000", store);
     let ready = signalled.elapsed();
     assert!(
         second.notify.stored.is_empty(),
@@ -359,7 +361,12 @@ fn many_idle_connections_come_back_and_answer() {
         second.rss_kib(),
         second.fd_count()
     );
+    // The drain (at this count its walk of the table is split between two
+    // threads) closes every connection at once.
     second.stop();
+    for (i, client) in clients.into_iter().enumerate() {
+        assert_eq!(read_to_end(client), b"", "client {i}");
+    }
 }
 
 /// Only the line protocol's connections are carried; a metrics
