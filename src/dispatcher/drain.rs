@@ -47,8 +47,10 @@ impl Shared {
         let cores = thread::available_parallelism().map_or(1, |n| n.get());
         let walkers = self.pool.live().min(cores).max(1) as u32;
         let share = slots.div_ceil(walkers).max(SLOTS_PER_WALKER);
+        // The first part is walked here, the others each on a thread of
+        // its own: a table of one part spawns nothing.
         thread::scope(|scope| {
-            for first in (0..slots).step_by(share as usize) {
+            for first in (share..slots).step_by(share as usize) {
                 let part = first..slots.min(first + share);
                 let walk = move || self.drain_slots(part);
                 let spawned = thread::Builder::new()
@@ -58,6 +60,7 @@ impl Shared {
                     walk();
                 }
             }
+            self.drain_slots(0..slots.min(share));
         });
     }
 
