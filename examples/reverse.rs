@@ -13,38 +13,27 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use oneshotd::framing::serve_lines;
 use oneshotd::service::{ConnectionId, Input, Served, Service};
+
+const LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
 
 /// The protocol: one line in, the same line reversed out.
 struct Reverse;
 
 impl Service for Reverse {
     fn serve(&self, input: Input<'_>, output: &mut Vec<u8>) -> Served {
-        let mut served = Served::default();
-        // Only whole lines are served; the rest waits for more bytes
-        // (unless the client has half-closed: then it is all there is).
-        for line in input.bytes.split_inclusive(|&b| b == b'\n') {
-            let complete = line.ends_with(b"\n");
-            let content = line.strip_suffix(b"\n").unwrap_or(line);
-            if content.len() > input.max_request_bytes {
-                // Refuse it at once: waiting for its end would let a client
-                // make the server buffer without limit.
-                output.extend_from_slice(b"ERR line too long\n");
-                return Served {
-                    consumed: input.bytes.len(),
-                    close: true,
-                    ..served
-                };
-            }
-            if !complete && !input.eof {
-                break;
-            }
-            output.extend(content.iter().rev());
+        // The library finds the lines (each byte looked at once, however
+        // the client segments them) and refuses one that is too long; only
+        // the answer is ours.
+        serve_lines(&input, output, LINE_TOO_LONG, |line, output| {
+            output.extend(line.iter().rev());
             output.push(b'\n');
-            served.consumed += line.len();
-            served.requests += 1;
-        }
-        served
+        })
+    }
+
+    fn request_too_long(&self, _connection: ConnectionId, output: &mut Vec<u8>) {
+        output.extend_from_slice(LINE_TOO_LONG);
     }
 
     fn request_timeout(&self, _connection: ConnectionId, output: &mut Vec<u8>) {

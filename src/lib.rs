@@ -47,7 +47,8 @@
 //!   to the next instance.
 //! - [`handover`]: restarts without dropping a connection; the state
 //!   record's format.
-//! - [`service`]: the protocol seam; [`upper`]: the default protocol;
+//! - [`service`]: the protocol seam; [`framing`]: finding lines in what
+//!   arrived, in time linear in the bytes; [`upper`]: the default protocol;
 //!   `examples/reverse.rs`: a service of one's own, complete.
 //! - [`metrics`]: per-worker counters, summed when scraped, and
 //!   [`metrics::MetricsEndpoint`], the HTTP service that shows them.
@@ -78,6 +79,7 @@ pub mod cli;
 pub mod config;
 mod connection;
 pub mod dispatcher;
+pub mod framing;
 pub mod handover;
 pub mod lifecycle;
 pub mod listeners;

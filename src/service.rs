@@ -34,12 +34,21 @@ pub struct Input<'a> {
     /// Bytes received and not yet consumed, in stream order: the tail the
     /// previous call left unconsumed, followed by what arrived since.
     pub bytes: &'a [u8],
+    /// How many leading bytes of `bytes` an earlier call was given already
+    /// (and left unconsumed). A service that looks at every byte it leaves
+    /// unconsumed can start looking after them, so that its work stays
+    /// linear however the client segments its requests
+    /// ([`crate::framing::serve_lines`] does).
+    pub seen: usize,
     /// The client has half-closed: no more bytes will follow `bytes`, so an
     /// incomplete request at the end is all there will ever be of it.
     pub eof: bool,
     /// The largest request the service should accept (`max_line_bytes` for
-    /// a line protocol). Unconsumed bytes beyond it must be refused, or the
-    /// client could make the server buffer without limit.
+    /// a line protocol). The connection enforces it too: a call that leaves
+    /// more than this unconsumed ends the connection with
+    /// [`Service::request_too_long`], so no service can let a client make
+    /// the server buffer without limit. A service refuses earlier, with a
+    /// reply of its own, when it can tell sooner.
     pub max_request_bytes: usize,
 }
 
@@ -73,6 +82,14 @@ pub trait Service: Send + Sync + 'static {
     /// `request_timeout_ms` of its first byte. The connection is closed
     /// once the replies before it and this one have been delivered.
     fn request_timeout(&self, connection: ConnectionId, output: &mut Vec<u8>);
+
+    /// Appends the reply for a request that grew past
+    /// [`Input::max_request_bytes`] without the service refusing it (the
+    /// connection's own guard). The connection is then closed, counted
+    /// with [`Service::closed_by_service`]'s reason, once the replies
+    /// before it and this one are delivered. The default appends nothing:
+    /// the connection just closes after the earlier replies.
+    fn request_too_long(&self, _connection: ConnectionId, _output: &mut Vec<u8>) {}
 
     /// A short lowercase name: the `service` label of its counters.
     fn name(&self) -> &'static str {

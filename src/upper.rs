@@ -1,6 +1,7 @@
 //! The default service, "upper": each line comes back with ASCII `a`-`z`
 //! turned into `A`-`Z` and every other byte unchanged.
 
+use crate::framing;
 use crate::service::{ConnectionId, Input, Served, Service};
 
 /// The reply to a line longer than `max_line_bytes` (then the server closes).
@@ -14,41 +15,16 @@ pub struct Upper;
 
 impl Service for Upper {
     fn serve(&self, input: Input<'_>, output: &mut Vec<u8>) -> Served {
-        let bytes = input.bytes;
-        let mut consumed = 0;
-        let mut answered = 0;
-        for line in bytes.split_inclusive(|&b| b == b'\n') {
-            let complete = line.ends_with(b"\n");
-            let content = if complete {
-                &line[..line.len() - 1]
-            } else {
-                line
-            };
-            if content.len() > input.max_request_bytes {
-                // Refused as soon as it is too long, without waiting for the
-                // LF that may never come.
-                output.extend_from_slice(LINE_TOO_LONG);
-                return Served {
-                    consumed: bytes.len(),
-                    close: true,
-                    requests: answered,
-                };
-            }
-            if !complete && !input.eof {
-                break;
-            }
+        framing::serve_lines(&input, output, LINE_TOO_LONG, |line, output| {
             let start = output.len();
-            output.extend_from_slice(content);
+            output.extend_from_slice(line);
             output[start..].make_ascii_uppercase();
             output.push(b'\n');
-            consumed += line.len();
-            answered += 1;
-        }
-        Served {
-            consumed,
-            close: false,
-            requests: answered,
-        }
+        })
+    }
+
+    fn request_too_long(&self, _connection: ConnectionId, output: &mut Vec<u8>) {
+        output.extend_from_slice(LINE_TOO_LONG);
     }
 
     fn request_timeout(&self, _connection: ConnectionId, output: &mut Vec<u8>) {
@@ -75,6 +51,7 @@ mod tests {
             Input {
                 connection: ConnectionId(1),
                 bytes,
+                seen: 0,
                 eof,
                 max_request_bytes: max,
             },

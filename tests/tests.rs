@@ -4,6 +4,7 @@
 mod util;
 
 mod activation;
+mod budget;
 mod config;
 mod handover;
 mod hostile;

@@ -97,23 +97,32 @@ impl Connection {
         } else {
             &mut self.output
         };
+        let max_request_bytes = cx.limits.max_line_bytes;
         let mut request = Input {
             connection: self.id,
             bytes: fresh,
+            seen: 0,
             eof: self.peer_closed,
-            max_request_bytes: cx.limits.max_line_bytes,
+            max_request_bytes,
         };
         let served = if self.input.is_empty() {
             let served = cx.service.serve(request, out);
             self.input.extend_from_slice(&fresh[served.consumed..]);
             served
         } else {
+            request.seen = self.input.len();
             self.input.extend_from_slice(fresh);
             request.bytes = &self.input;
             let served = cx.service.serve(request, out);
             self.input.drain(..served.consumed);
             served
         };
+        // The service should have refused a request this long; whether it
+        // did or not, the connection does not buffer more of it.
+        let overlong = !served.close && self.input.len() > max_request_bytes;
+        if overlong {
+            cx.service.request_too_long(self.id, out);
+        }
         if self.input.is_empty() {
             self.input = Vec::new();
             self.request_started = None;
@@ -121,7 +130,7 @@ impl Connection {
             self.request_started = Some(cx.now);
         }
         tally.requests += served.requests as u64;
-        if served.close {
+        if served.close || overlong {
             self.stop_input(Closing::Service);
         }
         if direct {

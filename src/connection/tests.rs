@@ -2,6 +2,7 @@
 //! for any byte stream split into any segments, the replies equal the
 //! reference model.
 use super::*;
+use crate::service::{Served, Service};
 use crate::upper::{Upper, LINE_TOO_LONG};
 use proptest::prelude::*;
 use std::io::{Read, Write};
@@ -240,4 +241,69 @@ fn a_drained_idle_connection_closes_without_shutting_down_first() {
         matches!(next, Some(Next::Close(CloseReason::Drained))),
         "{next:?}"
     );
+}
+
+/// A service that never consumes and never refuses: what a careless
+/// protocol would do with a request it cannot frame.
+struct Hoarder;
+
+impl Service for Hoarder {
+    fn serve(&self, _input: crate::service::Input<'_>, _output: &mut Vec<u8>) -> Served {
+        Served::default()
+    }
+
+    fn request_timeout(&self, _connection: ConnectionId, _output: &mut Vec<u8>) {}
+
+    fn request_too_long(&self, _connection: ConnectionId, output: &mut Vec<u8>) {
+        output.extend_from_slice(b"too long\n");
+    }
+}
+
+/// The connection, not the service, bounds what it buffers: past
+/// `max_request_bytes` unconsumed it answers with the service's
+/// `request_too_long` and closes, whatever the service did.
+#[test]
+fn the_connection_refuses_input_a_service_leaves_unconsumed_past_the_limit() {
+    let (ours, mut client) = UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let limits = Limits {
+        max_line_bytes: 100,
+        idle_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(60),
+    };
+    let mut scratch = Scratch::new();
+    let now = Instant::now();
+    let mut connection = Connection::new(ours.into(), ConnectionId(1), now);
+    let mut step = |connection: &mut Connection| {
+        let mut cx = Context {
+            service: &Hoarder,
+            limits,
+            scratch: &mut scratch,
+            now,
+        };
+        connection.step(Stimulus::Event(Readiness::default()), &mut cx)
+    };
+    client.write_all(&[b'x'; 100]).unwrap();
+    assert!(matches!(step(&mut connection), Some(Next::Rearm(_))));
+    assert_eq!(connection.input.len(), 100, "at the limit: kept");
+    client.write_all(b"y").unwrap();
+    let next = step(&mut connection);
+    assert!(connection.input.is_empty(), "past it: nothing kept");
+    assert!(
+        matches!(
+            connection.phase,
+            Phase::Lingering {
+                why: Closing::Service,
+                ..
+            }
+        ),
+        "{:?} then {next:?}",
+        connection.phase
+    );
+    let mut reply = Vec::new();
+    client.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"too long\n");
 }

@@ -131,6 +131,10 @@ impl Service for MetricsEndpoint {
         refuse(output, 408, "Request Timeout");
     }
 
+    fn request_too_long(&self, _connection: ConnectionId, output: &mut Vec<u8>) {
+        refuse(output, 431, "Request Header Fields Too Large");
+    }
+
     fn name(&self) -> &'static str {
         "metrics"
     }

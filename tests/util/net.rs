@@ -101,9 +101,9 @@ pub fn free_port() -> u16 {
 
 nix::ioctl_read_bad!(tiocoutq, nix::libc::TIOCOUTQ, nix::libc::c_int);
 
-/// Bytes this socket has sent that the peer's kernel has not acknowledged.
-pub fn unacked_bytes(stream: &TcpStream) -> usize {
-    use std::os::fd::AsRawFd;
+/// Bytes this socket has sent that the peer's kernel has not acknowledged
+/// (TCP); on a Unix stream socket, bytes the peer has not read yet.
+pub fn unacked_bytes(stream: &impl std::os::fd::AsRawFd) -> usize {
     let mut n: nix::libc::c_int = 0;
     // SAFETY: the stream's descriptor is open for the call, and TIOCOUTQ
     // writes one c_int into `n`.

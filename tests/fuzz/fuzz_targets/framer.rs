@@ -12,11 +12,12 @@ use libfuzzer_sys::fuzz_target;
 use oneshotd::service::{ConnectionId, Input, Service};
 use oneshotd::upper::Upper;
 
-fn serve(bytes: &[u8], eof: bool, max: usize, out: &mut Vec<u8>) -> (usize, bool) {
+fn serve(bytes: &[u8], seen: usize, eof: bool, max: usize, out: &mut Vec<u8>) -> (usize, bool) {
     let served = Upper.serve(
         Input {
             connection: ConnectionId(1),
             bytes,
+            seen,
             eof,
             max_request_bytes: max,
         },
@@ -35,15 +36,16 @@ fuzz_target!(|data: &[u8]| {
     let stream = &data[2..];
 
     let mut whole = Vec::new();
-    let (consumed, close) = serve(stream, true, max, &mut whole);
+    let (consumed, close) = serve(stream, 0, true, max, &mut whole);
     assert!(close || consumed == stream.len(), "at EOF everything is consumed");
 
     let mut pieces = Vec::new();
     let mut buffered: Vec<u8> = Vec::new();
     let mut closed = false;
     for segment in stream.chunks(split) {
+        let seen = buffered.len();
         buffered.extend_from_slice(segment);
-        let (consumed, close) = serve(&buffered, false, max, &mut pieces);
+        let (consumed, close) = serve(&buffered, seen, false, max, &mut pieces);
         buffered.drain(..consumed);
         if close {
             closed = true;
@@ -52,7 +54,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(buffered.len() <= max, "an over-long tail must be refused");
     }
     if !closed {
-        serve(&buffered, true, max, &mut pieces);
+        let seen = buffered.len();
+        serve(&buffered, seen, true, max, &mut pieces);
     }
     assert_eq!(pieces, whole, "segmentation changed the replies");
 });
