@@ -75,6 +75,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod budget;
 pub mod cli;
 pub mod config;
 mod connection;

@@ -3,7 +3,10 @@
 //! client that owes replies.
 
 use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::util::*;
@@ -69,4 +72,148 @@ fn a_line_paced_one_byte_per_segment_costs_the_same_per_byte_at_any_length() {
         cost[0]
     );
     daemon.stop();
+}
+
+/// What a client sends: `lines` lines of its own, 1 KiB each.
+fn pipelined_lines(client: usize, lines: usize) -> Vec<u8> {
+    let mut line = format!("client {client:04} ").repeat(1024 / 12);
+    line.truncate(1023);
+    line.push('\n');
+    line.repeat(lines).into_bytes()
+}
+
+/// Hundreds of clients pipeline without reading: the daemon holds no more
+/// for them than its budget (plus a margin), a newcomer is answered at
+/// once meanwhile, and every reply arrives once they read.
+#[test]
+fn clients_that_pipeline_without_reading_stay_within_the_budget() {
+    const CLIENTS: usize = 200;
+    // More than the kernel holds for a client (its send buffer grows to
+    // 4 MiB): 6 MiB each, 1.2 GiB in all.
+    const LINES: usize = 6 * 1024;
+    const BUDGET_MIB: u64 = 32;
+    let (daemon, addr, metrics) = spawn_with_metrics(
+        "budget",
+        &format!("workers = 2\nmax_buffered_bytes = {}", BUDGET_MIB << 20),
+    );
+    let baseline = daemon.rss_kib();
+    let written = Arc::new(AtomicU64::new(0));
+    // Small receive windows, so that the kernel holds little of the
+    // replies for them and the daemon must.
+    let clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| connect_with_receive_buffer(addr, 16 * 1024))
+        .collect();
+    let writers: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(c, client)| {
+            let mut client = client.try_clone().unwrap();
+            client
+                .set_write_timeout(Some(Duration::from_secs(120)))
+                .unwrap();
+            let written = Arc::clone(&written);
+            std::thread::spawn(move || {
+                for chunk in pipelined_lines(c, LINES).chunks(64 * 1024) {
+                    client.write_all(chunk).unwrap();
+                    written.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+                client.shutdown(Shutdown::Write).unwrap();
+            })
+        })
+        .collect();
+
+    // Until the daemon is held up: nothing more received for 500 ms (what
+    // the writers wrote can still be waiting in the kernel's buffers).
+    let received = || scrape(metrics)["oneshotd_received_bytes_total{service=\"upper\"}"];
+    let mut last = u64::MAX;
+    daemon.wait_until(
+        "the daemon to stop reading",
+        Duration::from_secs(60),
+        |_| {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = received();
+            std::mem::replace(&mut last, now) == now
+        },
+    );
+    let stalled = daemon.rss_kib();
+    let growth = stalled.saturating_sub(baseline);
+    let gauges = scrape(metrics);
+    let held = gauges["oneshotd_buffered_bytes"];
+    let throttled = gauges["oneshotd_connections_throttled"];
+    eprintln!(
+        "{CLIENTS} pipelining non-readers: {} MiB written, {} MiB read by the daemon, \
+         daemon RSS +{} MiB, {} MiB held against a {BUDGET_MIB} MiB budget, \
+         {throttled} connections throttled",
+        written.load(Ordering::Relaxed) >> 20,
+        last >> 20,
+        growth >> 10,
+        held >> 20,
+    );
+    assert_eq!(gauges["oneshotd_buffer_budget_bytes"], BUDGET_MIB << 20);
+    assert!(throttled > 0, "the budget was never spent");
+    // The margin: 2 workers' unfolded ledgers and last reads, a few KiB
+    // per connection that began to owe while the budget was spent, and the
+    // allocator's own slack.
+    let margin_mib = 16;
+    assert!(
+        held <= (BUDGET_MIB + 1) << 20,
+        "held {held} bytes against a {BUDGET_MIB} MiB budget"
+    );
+    assert!(
+        growth <= (BUDGET_MIB + margin_mib) << 10,
+        "RSS grew by {growth} KiB with a {BUDGET_MIB} MiB budget"
+    );
+    assert!(
+        daemon.stderr().contains("memory budget spent"),
+        "{}",
+        daemon.stderr()
+    );
+
+    // A newcomer is served at once meanwhile.
+    let started = Instant::now();
+    let mut newcomer = connect(addr);
+    assert_eq!(roundtrip(&mut newcomer, "newcomer\n"), "NEWCOMER\n");
+    let waited = started.elapsed();
+    eprintln!("newcomer answered in {waited:?} while the budget was spent");
+    assert!(waited < Duration::from_millis(500), "{waited:?}");
+
+    // Everyone reads now: every reply, in order.
+    let readers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, client)| {
+            std::thread::spawn(move || {
+                client
+                    .set_read_timeout(Some(Duration::from_secs(120)))
+                    .unwrap();
+                let expected = pipelined_lines(c, LINES).to_ascii_uppercase();
+                let got = read_to_end(&client);
+                assert!(
+                    got == expected,
+                    "client {c}: {} of {} reply bytes",
+                    got.len(),
+                    expected.len()
+                );
+            })
+        })
+        .collect();
+    for (writer, reader) in writers.into_iter().zip(readers) {
+        writer.join().unwrap();
+        reader.join().unwrap();
+    }
+    // Nothing is held any more, and the log says the budget has room.
+    let deadline = Instant::now() + SOON;
+    loop {
+        let gauges = scrape(metrics);
+        let at_rest = (
+            gauges["oneshotd_buffered_bytes"],
+            gauges["oneshotd_connections_throttled"],
+        );
+        if at_rest == (0, 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still held: {at_rest:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(daemon.stderr().contains("memory budget has room again"));
 }

@@ -54,6 +54,10 @@ pub struct Config {
     /// Addresses of the metrics endpoint when not socket-activated; empty:
     /// none.
     pub metrics_listen: Vec<ListenAddr>,
+    /// Bytes held at most for all clients that owe replies together (the
+    /// replies the kernel has not taken and the input behind them); past
+    /// it those connections stop being read until their clients read.
+    pub max_buffered_bytes: usize,
     /// The log filter.
     pub log_level: LogLevel,
 }
@@ -118,6 +122,7 @@ struct RawConfig {
     drain_timeout_ms: Option<Spanned<i64>>,
     spin_before_sleep_us: Option<Spanned<i64>>,
     metrics_listen: Option<Spanned<Vec<Spanned<String>>>>,
+    max_buffered_bytes: Option<Spanned<i64>>,
     log_level: Option<Spanned<LogLevel>>,
 }
 
@@ -278,6 +283,14 @@ impl Config {
             1_000,
         )?;
 
+        let max_buffered_bytes = ranged(
+            "max_buffered_bytes",
+            raw.max_buffered_bytes,
+            256 << 20,
+            1 << 20,
+            1 << 40,
+        )?;
+
         let addrs = |key: &'static str, entries: Vec<Spanned<String>>| {
             entries
                 .into_iter()
@@ -324,6 +337,7 @@ impl Config {
             drain_timeout: ms(drain),
             spin_before_sleep: Duration::from_micros(spin as u64),
             metrics_listen,
+            max_buffered_bytes: max_buffered_bytes as usize,
             log_level: raw.log_level.map_or(LogLevel::Info, Spanned::into_inner),
         })
     }

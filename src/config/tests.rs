@@ -18,6 +18,7 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.request_timeout, Duration::from_secs(30));
     assert_eq!(config.drain_timeout, Duration::from_secs(10));
     assert_eq!(config.spin_before_sleep, Duration::from_micros(10));
+    assert_eq!(config.max_buffered_bytes, 256 << 20);
     assert!(config.metrics_listen.is_empty());
     assert_eq!(config.log_level, LogLevel::Info);
     assert!(config.workers >= 1);
@@ -29,7 +30,8 @@ fn every_key_is_read() {
         "workers = 3\nlisten = [\"[::1]:9000\", \"/run/x.sock\"]\nmax_connections = 5\n\
          max_line_bytes = 10\nidle_timeout_ms = 100\nrequest_timeout_ms = 200\n\
          drain_timeout_ms = 0\nspin_before_sleep_us = 0\nlog_level = \"debug\"\n\
-         metrics_listen = [\"127.0.0.1:9787\", \"/run/m.sock\"]\n",
+         metrics_listen = [\"127.0.0.1:9787\", \"/run/m.sock\"]\n\
+         max_buffered_bytes = 2097152\n",
     )
     .unwrap();
     assert_eq!(config.workers, 3);
@@ -47,6 +49,7 @@ fn every_key_is_read() {
     assert_eq!(config.drain_timeout, Duration::ZERO);
     assert_eq!(config.spin_before_sleep, Duration::ZERO);
     assert_eq!(config.log_level, LogLevel::Debug);
+    assert_eq!(config.max_buffered_bytes, 2 << 20);
     assert_eq!(
         config.metrics_listen,
         vec![
@@ -67,6 +70,7 @@ fn range_bounds() {
         ("request_timeout_ms", 10, 86_400_000),
         ("drain_timeout_ms", 0, 3_600_000),
         ("spin_before_sleep_us", 0, 1_000),
+        ("max_buffered_bytes", 1 << 20, 1 << 40),
     ];
     for &(key, min, max) in table {
         assert!(parse(&format!("{key} = {min}")).is_ok(), "{key} = {min}");

@@ -14,9 +14,10 @@ use std::time::Instant;
 
 use super::io::write_some;
 use super::{Closing, Connection, Context};
+use crate::budget::Ledger;
 use crate::metrics::Lease;
 use crate::service::Input;
-use crate::step::Tally;
+use crate::step::{Limits, Tally};
 
 /// `owed_seen` once bytes were received since the last look: progress
 /// already, so the next look need not ask the kernel. (No connection can
@@ -39,6 +40,8 @@ pub(crate) struct Scratch {
     pub(crate) tally: Tally,
     /// A worker's own counters; `None` off the workers' path.
     pub(crate) counters: Option<Lease>,
+    /// What its steps changed of the memory budget, not folded yet.
+    pub(crate) ledger: Ledger,
 }
 
 impl Scratch {
@@ -49,13 +52,15 @@ impl Scratch {
             output: Vec::with_capacity(64 * 1024),
             tally: Tally::default(),
             counters: None,
+            ledger: Ledger::immediate(),
         }
     }
 
-    /// The same, counting into a worker's own counters.
+    /// The same, counting into a worker's own counters and ledger.
     pub(crate) fn counting(counters: Lease) -> Self {
         Scratch {
             counters: Some(counters),
+            ledger: Ledger::worker(),
             ..Scratch::new()
         }
     }
@@ -73,8 +78,58 @@ impl Connection {
         self.output.len() - self.sent
     }
 
-    pub(super) fn throttled(&self) -> bool {
-        self.pending() > OUTPUT_HIGH_WATER
+    /// Bytes held against the memory budget: while the connection owes
+    /// replies, the buffers of those the kernel has not taken and of the
+    /// input received behind them (their capacity: what is allocated, not
+    /// only what is used); nothing while it owes none (a partial request
+    /// alone is bounded by `max_line_bytes` and `request_timeout_ms`).
+    pub(super) fn held(&self) -> usize {
+        match self.pending() {
+            0 => 0,
+            _ => self.output.capacity() + self.input.capacity(),
+        }
+    }
+
+    /// Whether a connection that owes replies must stop reading until its
+    /// client takes some: past its own bound, or when what it holds is as
+    /// much as the budget has left. So as the budget runs out, the
+    /// connections holding the most stop first, and once it is spent every
+    /// one that owes replies waits. (The budget's free bytes were read at
+    /// the step's start, when this connection was charged `charged`; what
+    /// it holds now replaces that.)
+    pub(super) fn throttled(&self, limits: &Limits) -> bool {
+        let held = self.held();
+        if held == 0 {
+            return false;
+        }
+        let free = (limits.buffer_free + self.charged).saturating_sub(held);
+        self.pending() > OUTPUT_HIGH_WATER || held >= free
+    }
+
+    /// Reports how what it holds against the budget changed since its last
+    /// step, and whether it is throttled; a closing connection holds
+    /// nothing any more.
+    pub(super) fn settle_budget(&mut self, closing: bool, cx: &mut Context<'_>) {
+        let (held, throttled) = if closing {
+            (0, false)
+        } else {
+            let paused = self.awaiting_room || self.throttled(&cx.limits);
+            (self.held(), self.reads_input() && paused)
+        };
+        let tally = &mut cx.scratch.tally;
+        tally.held += held as isize - self.charged as isize;
+        self.charged = held;
+        if throttled != self.counted_throttled {
+            tally.throttled += if throttled { 1 } else { -1 };
+            self.counted_throttled = throttled;
+        }
+    }
+
+    /// What it was last reported holding against the budget, and whether
+    /// it was counted throttled: to be taken back if it goes without a
+    /// last step (a panic, a handover, the drain's deadline).
+    pub(crate) fn budget_share(&self) -> (usize, bool) {
+        (self.charged, self.counted_throttled)
     }
 
     /// Serves `scratch.input[..fresh]` after whatever was buffered, then

@@ -114,7 +114,10 @@ impl Connection {
     /// What the connection should first be armed for after a restore.
     pub(crate) fn restored_interest(&self) -> crate::step::Interest {
         match self.phase {
-            Phase::Open | Phase::DrainGrace { .. } => self.serving_interest(),
+            // The budget is unknown here; the first step looks at it.
+            Phase::Open | Phase::DrainGrace { .. } => {
+                self.serving_interest(self.pending() > super::buffers::OUTPUT_HIGH_WATER)
+            }
             // Writable at once if the kernel has room: the step then
             // flushes and decides (shut down and linger, or close).
             Phase::Closing { .. } => crate::step::Interest {

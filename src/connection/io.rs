@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{self, MsgFlags, Shutdown};
 
 use crate::sys;
@@ -31,6 +32,16 @@ pub(super) fn write_some(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> 
         }
     }
     Ok(written)
+}
+
+/// Whether the kernel has room for more of our bytes now (`POLLOUT`), so
+/// that replies written now would not stay in our memory.
+pub(super) fn writable(fd: BorrowedFd<'_>) -> bool {
+    let mut polled = [PollFd::new(fd, PollFlags::POLLOUT)];
+    matches!(poll(&mut polled, PollTimeout::ZERO), Ok(1))
+        && polled[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLOUT))
 }
 
 /// Reads and drops everything the socket holds now. `Ok(true)` once the

@@ -44,6 +44,12 @@ use crate::step::{CloseReason, Interest, Limits, Next, Readiness, Stimulus};
 /// stopping: `EPOLL_CTL_MOD` fires again at once if bytes are still queued.
 const READS_PER_EVENT: usize = 4;
 
+/// What a connection that owes nothing reads per event while the memory
+/// budget is spent (and only once the kernel has room for its replies):
+/// it is still served, but each one that turns out not to read its replies
+/// adds little beyond the budget.
+const READ_WHILE_SPENT: usize = 4096;
+
 /// Longest a closing connection keeps reading (and discarding) what the
 /// client still sends, so that closing with unread input does not turn our
 /// last reply into a reset.
@@ -152,6 +158,13 @@ pub(crate) struct Connection {
     /// pointer: a byte per connection, where an `Arc` would be eight).
     service: u8,
     phase: Phase,
+    /// What its last step reported holding against the memory budget.
+    charged: usize,
+    /// Its last step reported it throttled (for the gauge).
+    counted_throttled: bool,
+    /// It owes nothing but the budget is spent, and the kernel had no room
+    /// for more replies: it waits to be writable before it reads again.
+    awaiting_room: bool,
 }
 
 impl Connection {
@@ -171,6 +184,9 @@ impl Connection {
             spoke: false,
             service: 0,
             phase: Phase::Open,
+            charged: 0,
+            counted_throttled: false,
+            awaiting_room: false,
         }
     }
 
@@ -196,18 +212,22 @@ impl Connection {
     /// Takes one step. `None` (only ever for a tick) leaves the connection
     /// armed as it is; otherwise the dispatcher re-arms or closes it.
     pub(crate) fn step(&mut self, stimulus: Stimulus, cx: &mut Context<'_>) -> Option<Next> {
-        match stimulus {
+        let next = match stimulus {
             Stimulus::Event(ready) => Some(self.on_event(ready, cx)),
             Stimulus::Tick => self.on_tick(cx),
             Stimulus::Drain => {
                 self.enter_drain(cx.now);
                 Some(self.on_event(Readiness::default(), cx))
             }
-        }
+        };
+        let closing = matches!(next, Some(Next::Close(_)));
+        self.settle_budget(closing, cx);
+        next
     }
 
     /// Handles readiness: flush, read and serve, decide.
     fn on_event(&mut self, ready: Readiness, cx: &mut Context<'_>) -> Next {
+        self.awaiting_room = false;
         if ready.error {
             return Next::Close(CloseReason::Error(io::pending_error(self.fd.as_fd())));
         }
@@ -237,7 +257,7 @@ impl Connection {
                 self.stop_input(Closing::Drain);
             }
         }
-        self.next(cx.now)
+        self.next(cx.now, &cx.limits)
     }
 
     /// Reads what may be read now and serves it, within `budget`.
@@ -248,10 +268,27 @@ impl Connection {
         // already finds nothing.
         let mut drain_left: Option<usize> = None;
         while self.reads_input() && !self.peer_closed && drain_left != Some(0) {
-            if budget == ReadBudget::Event && self.throttled() {
-                break;
+            let mut read_size = cx.scratch.input.len();
+            if budget == ReadBudget::Event {
+                if self.throttled(&cx.limits) {
+                    break;
+                }
+                if cx.limits.buffer_free == 0 && self.pending() == 0 {
+                    // Spent: read a little, and only once the kernel can
+                    // take the replies, so that a client that never reads
+                    // adds almost nothing before it owes replies and stops
+                    // being read.
+                    if reads > 0 {
+                        break;
+                    }
+                    if !io::writable(self.fd.as_fd()) {
+                        self.awaiting_room = true;
+                        break;
+                    }
+                    read_size = READ_WHILE_SPENT;
+                }
             }
-            let n = match io::receive(self.fd.as_fd(), &mut cx.scratch.input) {
+            let n = match io::receive(self.fd.as_fd(), &mut cx.scratch.input[..read_size]) {
                 Ok(n) => n,
                 Err(Errno::EAGAIN) => break,
                 Err(Errno::EINTR) => continue,
@@ -274,7 +311,7 @@ impl Connection {
             // A short read means the socket is (very likely) empty; skipping
             // the read that would return EAGAIN is safe because re-arming
             // re-checks readiness.
-            let drained = n < cx.scratch.input.len();
+            let drained = n < read_size;
             if budget == ReadBudget::Event && (drained || reads == READS_PER_EVENT) {
                 break;
             }
@@ -326,23 +363,25 @@ impl Connection {
     }
 
     /// What a connection still serving input waits for: input unless the
-    /// client half-closed or it is throttled, output while some is pending.
-    fn serving_interest(&self) -> Interest {
+    /// client half-closed or it is `throttled`, output while some is
+    /// pending or while it waits for room to write before it reads.
+    fn serving_interest(&self, throttled: bool) -> Interest {
+        let waits_for_room = self.awaiting_room && !self.peer_closed;
         Interest {
-            read: !self.peer_closed && !self.throttled(),
-            write: self.pending() > 0,
+            read: !self.peer_closed && !throttled && !waits_for_room,
+            write: self.pending() > 0 || waits_for_room,
         }
     }
 
     /// The decision after a step: what to wait for, or close.
-    fn next(&mut self, now: Instant) -> Next {
+    fn next(&mut self, now: Instant, limits: &Limits) -> Next {
         let pending = self.pending() > 0;
         match self.phase {
             Phase::Open | Phase::DrainGrace { .. } => {
                 if self.peer_closed && !pending {
                     return Next::Close(CloseReason::PeerClosed);
                 }
-                Next::Rearm(self.serving_interest())
+                Next::Rearm(self.serving_interest(self.throttled(limits)))
             }
             Phase::Closing { .. } if pending => Next::Rearm(Interest {
                 read: false,

@@ -3,6 +3,7 @@
 //! reference model.
 use super::*;
 use crate::service::{Served, Service};
+use crate::step::{Interest, Tally};
 use crate::upper::{Upper, LINE_TOO_LONG};
 use proptest::prelude::*;
 use std::io::{Read, Write};
@@ -37,6 +38,7 @@ fn run(segments: &[Vec<u8>], max: usize) -> Vec<u8> {
         max_line_bytes: max,
         idle_timeout: Duration::from_secs(60),
         request_timeout: Duration::from_secs(60),
+        buffer_free: 256 << 20,
     };
     let mut replies = Vec::new();
     let reader = client.try_clone().unwrap();
@@ -119,6 +121,7 @@ fn idle_close_look(read_reply_after: Option<u32>) -> u32 {
         max_line_bytes: 1024,
         idle_timeout: idle,
         request_timeout: Duration::from_secs(60),
+        buffer_free: 256 << 20,
     };
     let mut scratch = Scratch::new();
     let start = Instant::now();
@@ -183,6 +186,7 @@ fn a_drained_idle_connection_closes_without_shutting_down_first() {
         max_line_bytes: 1024,
         idle_timeout: Duration::from_secs(60),
         request_timeout: Duration::from_secs(60),
+        buffer_free: 256 << 20,
     };
     let mut scratch = Scratch::new();
     let start = Instant::now();
@@ -273,6 +277,7 @@ fn the_connection_refuses_input_a_service_leaves_unconsumed_past_the_limit() {
         max_line_bytes: 100,
         idle_timeout: Duration::from_secs(60),
         request_timeout: Duration::from_secs(60),
+        buffer_free: 256 << 20,
     };
     let mut scratch = Scratch::new();
     let now = Instant::now();
@@ -306,4 +311,95 @@ fn the_connection_refuses_input_a_service_leaves_unconsumed_past_the_limit() {
     let mut reply = Vec::new();
     client.read_to_end(&mut reply).unwrap();
     assert_eq!(reply, b"too long\n");
+}
+
+/// One event step with `buffer_free` left of the memory budget; returns
+/// the decision and what the step reported to the budget.
+fn step_with_budget(connection: &mut Connection, buffer_free: usize) -> (Next, Tally) {
+    let mut scratch = Scratch::new();
+    let mut cx = Context {
+        service: &Upper,
+        limits: Limits {
+            max_line_bytes: 1 << 20,
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(60),
+            buffer_free,
+        },
+        scratch: &mut scratch,
+        now: Instant::now(),
+    };
+    let next = connection
+        .step(Stimulus::Event(Readiness::default()), &mut cx)
+        .expect("an event always decides");
+    (next, scratch.tally)
+}
+
+/// A client that never reads, on a socketpair whose buffers are full: what
+/// it sends next is only answered into our memory.
+fn a_client_that_never_reads() -> (Connection, UnixStream) {
+    let (ours, client) = UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    client.set_nonblocking(true).unwrap();
+    // Fill the kernel's queue towards the client.
+    while (&ours).write(&[b'.'; 4096]).is_ok() {}
+    let connection = Connection::new(ours.into(), ConnectionId(1), Instant::now());
+    (connection, client)
+}
+
+/// Once the budget is spent, a connection that owes replies stops reading;
+/// with room left it reads on. What it holds is reported either way.
+#[test]
+fn a_connection_that_owes_replies_stops_reading_once_the_budget_is_spent() {
+    for (buffer_free, reads_on) in [(256 << 20, true), (0, false)] {
+        let (mut connection, mut client) = a_client_that_never_reads();
+        connection.output = b"OWED\n".to_vec();
+        client.write_all(&b"line\n".repeat(100)).unwrap();
+        let (next, tally) = step_with_budget(&mut connection, buffer_free);
+        let Next::Rearm(interest) = next else {
+            panic!("{next:?}")
+        };
+        assert_eq!(interest.read, reads_on, "free {buffer_free}");
+        assert!(interest.write);
+        let answered = if reads_on { 500 } else { 0 };
+        assert_eq!(tally.received, answered as u64, "free {buffer_free}");
+        assert_eq!(tally.held, connection.held() as isize);
+        assert!(connection.held() >= 5 + answered, "free {buffer_free}");
+        assert_eq!(tally.throttled, isize::from(!reads_on));
+    }
+}
+
+/// With the budget spent, a connection that owes nothing still reads, a
+/// little at a time, once the kernel can take its replies; if it cannot,
+/// the connection waits to be writable instead of reading.
+#[test]
+fn a_connection_that_owes_nothing_reads_a_little_while_the_budget_is_spent() {
+    let (ours, mut client) = UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let mut connection = Connection::new(ours.into(), ConnectionId(1), Instant::now());
+    client.write_all(&b"abc\n".repeat(4096)).unwrap();
+    let (next, tally) = step_with_budget(&mut connection, 0);
+    assert_eq!(tally.received, READ_WHILE_SPENT as u64);
+    assert!(
+        matches!(next, Next::Rearm(Interest { read: true, .. })),
+        "{next:?}"
+    );
+
+    let (mut connection, mut client) = a_client_that_never_reads();
+    client.write_all(b"abc\n").unwrap();
+    let (next, tally) = step_with_budget(&mut connection, 0);
+    assert_eq!(
+        tally.received, 0,
+        "nothing read while the kernel has no room"
+    );
+    assert!(
+        matches!(
+            next,
+            Next::Rearm(Interest {
+                read: false,
+                write: true
+            })
+        ),
+        "{next:?}"
+    );
+    assert_eq!(tally.throttled, 1);
 }

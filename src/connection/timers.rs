@@ -53,12 +53,13 @@ impl Connection {
             } => return Some(self.linger(why, true)),
             Phase::DrainGrace { until } if now >= until => {
                 self.stop_input(Closing::Drain);
-                return Some(self.next(now));
+                return Some(self.next(now, &cx.limits));
             }
             Phase::Open => {
                 // A throttled connection is not reading, so its incomplete
                 // request cannot be the client's fault.
-                let started = self.request_started.filter(|_| !self.throttled());
+                let paused = self.awaiting_room || self.throttled(&cx.limits);
+                let started = self.request_started.filter(|_| !paused);
                 if started.is_some_and(|t| now >= t + cx.limits.request_timeout) {
                     self.stop_input(Closing::RequestTimeout);
                     let start = self.output.len();
@@ -67,7 +68,7 @@ impl Connection {
                     if let Err(e) = self.flush(&mut cx.scratch.tally) {
                         return Some(Next::Close(CloseReason::Error(e)));
                     }
-                    return Some(self.next(now));
+                    return Some(self.next(now, &cx.limits));
                 }
             }
             _ => {}

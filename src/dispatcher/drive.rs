@@ -10,6 +10,7 @@ use tracing::{debug, error};
 use super::table::Held;
 use super::token::Token;
 use super::Shared;
+use crate::budget::Ledger;
 use crate::connection::{Connection, Context, Scratch};
 use crate::service::ConnectionId;
 use crate::step::{CloseReason, Next, Stimulus, Tally};
@@ -25,7 +26,7 @@ impl Shared {
         let service = usize::from(connection.service());
         let mut cx = Context {
             service: &*self.services[service],
-            limits: self.limits.connection(),
+            limits: self.limits.connection(self.budget.free()),
             scratch,
             now: Instant::now(),
         };
@@ -61,6 +62,10 @@ impl Shared {
     /// worker's own, or the shared ones off the workers' path.
     fn count(&self, service: usize, scratch: &mut Scratch) {
         let tally = std::mem::take(&mut scratch.tally);
+        if tally.held != 0 || tally.throttled != 0 {
+            self.budget
+                .charge(&mut scratch.ledger, tally.held, tally.throttled);
+        }
         if tally != Tally::default() {
             let block = match &scratch.counters {
                 Some(lease) => lease.block(),
@@ -84,6 +89,16 @@ impl Shared {
         // descriptor refers to the socket; say it explicitly, while the
         // slot is still ours.
         let _ = self.events.delete(held.connection().fd());
+        // A connection closed after its last step holds nothing; one taken
+        // out without a last step gives back what it was charged.
+        let (charged, throttled) = held.connection().budget_share();
+        if charged > 0 || throttled {
+            self.budget.charge(
+                &mut Ledger::immediate(),
+                -(charged as isize),
+                -isize::from(throttled),
+            );
+        }
         // Counted before the socket is closed, so that a client that saw
         // the close and then scrapes sees it counted.
         self.metrics

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{Server, Shared};
 use crate::config::Config;
 use crate::listeners::Listener;
-use crate::metrics::{Gauges, Metrics, ServiceLabels, MAX_SERVICES};
+use crate::metrics::{Buffers, Gauges, Metrics, ServiceLabels, MAX_SERVICES};
 use crate::service::Service;
 
 impl Server {
@@ -48,6 +48,14 @@ impl Server {
 impl Gauges for Shared {
     fn workers(&self) -> usize {
         self.pool.live()
+    }
+
+    fn buffers(&self) -> Buffers {
+        Buffers {
+            held: self.budget.held(),
+            budget: self.budget.limit(),
+            throttled: self.budget.throttled(),
+        }
     }
 }
 

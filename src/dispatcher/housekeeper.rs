@@ -56,7 +56,7 @@ fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
     let mut scratch = Scratch::new();
     let (stopped, wake) = stop;
     loop {
-        let limits = shared.limits.connection();
+        let limits = shared.limits.connection(shared.budget.free());
         let draining = shared.draining();
         let tick = if draining {
             drain::TICK

@@ -40,9 +40,11 @@ impl LimitSettings {
         );
     }
 
-    /// What a connection step needs.
-    pub(super) fn connection(&self) -> Limits {
+    /// What a connection step needs, with what is left of the memory
+    /// budget.
+    pub(super) fn connection(&self, buffer_free: usize) -> Limits {
         Limits {
+            buffer_free,
             max_line_bytes: self.max_line_bytes.load(Ordering::Relaxed),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed)),
             request_timeout: Duration::from_millis(self.request_timeout_ms.load(Ordering::Relaxed)),

@@ -42,7 +42,7 @@ mod housekeeper;
 mod leader;
 mod limits;
 mod pool;
-mod ratelimit;
+pub(crate) mod ratelimit;
 mod spin;
 mod table;
 pub(crate) mod token;
@@ -56,6 +56,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use crate::budget::Budget;
 use crate::config::{Config, MAX_CONNECTIONS_LIMIT};
 use crate::listeners::Listener;
 use crate::metrics::{Gauges, Metrics};
@@ -103,6 +104,8 @@ struct Shared {
     services: Vec<Arc<dyn Service>>,
     metrics: Arc<Metrics>,
     limits: LimitSettings,
+    /// The memory budget and what connections hold against it.
+    budget: Budget,
     /// Wakes one waiting worker (oneshot) to check whether it must retire.
     wake: EventFd,
     /// Which worker waits on `events`.
@@ -159,6 +162,7 @@ impl Server {
             services,
             metrics,
             limits: LimitSettings::from_config(config),
+            budget: Budget::new(config.max_buffered_bytes),
             wake,
             leadership: leader::Leadership::new()?,
             pool: pool::Counts::default(),
@@ -198,6 +202,7 @@ impl Server {
     /// dropped or stalled.
     pub fn reconfigure(&self, config: &Config) -> io::Result<()> {
         self.shared.limits.set(config);
+        self.shared.budget.set_limit(config.max_buffered_bytes);
         self.pool.resize(&self.shared, config.workers)
     }
 

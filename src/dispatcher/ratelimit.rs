@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 /// Lets a warning through at most once per period; counts what it held back.
 #[derive(Debug)]
-pub(super) struct RateLimited {
+pub(crate) struct RateLimited {
     period_ms: u64,
     origin: Instant,
     /// Milliseconds since `origin` of the last warning let through, plus one
@@ -17,7 +17,7 @@ pub(super) struct RateLimited {
 }
 
 impl RateLimited {
-    pub(super) fn new(period: Duration) -> Self {
+    pub(crate) fn new(period: Duration) -> Self {
         RateLimited {
             period_ms: period.as_millis() as u64,
             origin: Instant::now(),
@@ -27,7 +27,7 @@ impl RateLimited {
     }
 
     /// `Some(suppressed since the last one)` if a warning may be logged now.
-    pub(super) fn allow(&self) -> Option<u64> {
+    pub(crate) fn allow(&self) -> Option<u64> {
         let now = self.origin.elapsed().as_millis() as u64 + 1;
         let last = self.last.load(Ordering::Relaxed);
         if last != 0 && now < last + self.period_ms

@@ -31,6 +31,9 @@ impl Shared {
         loop {
             let term = self.leadership.follow();
             loop {
+                // About to wait: what this worker's steps changed of the
+                // budget is shown now, not after the next 64 KiB.
+                self.budget.fold(&mut scratch.ledger);
                 let limit = self.limits.spin();
                 let started = Instant::now();
                 let waited = self
@@ -65,6 +68,7 @@ impl Shared {
                     }
                 }
                 if retire {
+                    self.budget.fold(&mut scratch.ledger);
                     self.leadership.step_down(&term);
                     return;
                 }

@@ -173,6 +173,20 @@ struct Shared {
 pub(crate) trait Gauges: Send + Sync {
     /// Worker threads running.
     fn workers(&self) -> usize;
+    /// The memory budget and what is held against it.
+    fn buffers(&self) -> Buffers;
+}
+
+/// The memory budget's figures (`max_buffered_bytes`), as of a scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Buffers {
+    /// Bytes held for clients that owe replies: replies the kernel has not
+    /// taken and the input received behind them.
+    pub held: usize,
+    /// `max_buffered_bytes`.
+    pub budget: usize,
+    /// Connections not reading because they owe replies.
+    pub throttled: usize,
 }
 
 /// The daemon's counters. One per [`Server`](crate::dispatcher::Server);
@@ -316,13 +330,11 @@ impl Metrics {
                 }
             })
             .collect();
+        let gauges = self.gauges.get().and_then(Weak::upgrade);
         Snapshot {
             services: per_service,
-            workers: self
-                .gauges
-                .get()
-                .and_then(Weak::upgrade)
-                .map_or(0, |g| g.workers()),
+            workers: gauges.as_ref().map_or(0, |g| g.workers()),
+            buffers: gauges.as_ref().map(|g| g.buffers()).unwrap_or_default(),
             reloads_ok: self.shared.reloads_ok.load(Ordering::Relaxed),
             reloads_failed: self.shared.reloads_failed.load(Ordering::Relaxed),
             handed_over: self.shared.handed_over.load(Ordering::Relaxed),
@@ -351,6 +363,7 @@ mod tests {
             requests: 2,
             received: 10,
             sent: 12,
+            ..Tally::default()
         };
         let first = metrics.lease();
         first.block().add(0, &tally);
@@ -377,6 +390,10 @@ mod tests {
     impl Gauges for NoGauges {
         fn workers(&self) -> usize {
             0
+        }
+
+        fn buffers(&self) -> Buffers {
+            Buffers::default()
         }
     }
 }

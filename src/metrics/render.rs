@@ -45,6 +45,7 @@ impl ServiceSnapshot {
 pub struct Snapshot {
     pub(crate) services: Vec<ServiceSnapshot>,
     pub(crate) workers: usize,
+    pub(crate) buffers: super::Buffers,
     pub(crate) reloads_ok: u64,
     pub(crate) reloads_failed: u64,
     pub(crate) handed_over: u64,
@@ -129,6 +130,30 @@ impl prometheus_client::collector::Collector for Snapshot {
             None,
             MetricType::Gauge,
             vec![(vec![], ConstGauge::new(self.workers as i64))],
+        )?;
+        family(
+            enc,
+            "oneshotd_buffered",
+            "Bytes held for clients that owe replies: replies the kernel has not taken and the input received behind them",
+            Some(&Unit::Bytes),
+            MetricType::Gauge,
+            vec![(vec![], ConstGauge::new(self.buffers.held as i64))],
+        )?;
+        family(
+            enc,
+            "oneshotd_buffer_budget",
+            "The most those bytes may reach (max_buffered_bytes), plus a small margin per worker",
+            Some(&Unit::Bytes),
+            MetricType::Gauge,
+            vec![(vec![], ConstGauge::new(self.buffers.budget as i64))],
+        )?;
+        family(
+            enc,
+            "oneshotd_connections_throttled",
+            "Connections not read from until their clients take the replies they owe",
+            None,
+            MetricType::Gauge,
+            vec![(vec![], ConstGauge::new(self.buffers.throttled as i64))],
         )?;
         family(
             enc,

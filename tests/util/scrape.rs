@@ -138,6 +138,9 @@ pub fn zero(workers: u64) -> BTreeMap<String, u64> {
     let u = "service=\"upper\"";
     m.insert("oneshotd_build_info{version=\"0.1.0\"}".to_owned(), 1);
     m.insert("oneshotd_workers".to_owned(), workers);
+    m.insert("oneshotd_buffered_bytes".to_owned(), 0);
+    m.insert("oneshotd_buffer_budget_bytes".to_owned(), 256 << 20);
+    m.insert("oneshotd_connections_throttled".to_owned(), 0);
     for name in [
         "oneshotd_connections_open",
         "oneshotd_connections_accepted_total",
