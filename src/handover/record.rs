@@ -104,12 +104,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StateFile, FormatError> {
     if version != VERSION {
         return Err(FormatError::UnknownVersion(version));
     }
-    let body_end = bytes.len().checked_sub(8).ok_or(FormatError::Truncated)?;
-    let stored = u64::from_le_bytes(bytes[body_end..].try_into().expect("8 bytes"));
-    if fnv1a(&bytes[..body_end]) != stored {
-        return Err(FormatError::Checksum);
-    }
-    let mut file = Reader(&bytes[MAGIC.len() + 4..body_end]);
+    let mut file = Reader(checked_body(bytes)?);
     let handed_over_at = Duration::from_micros(file.u64()?);
     let count = file.u32()? as usize;
     // Each record takes at least its fixed fields: a count that cannot fit
@@ -196,6 +191,23 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// What follows the magic and the version, up to the checksum, once the
+/// checksum over everything before it matches. A file too short to hold
+/// its header and checksum is truncated, whatever its last bytes say.
+fn checked_body(bytes: &[u8]) -> Result<&[u8], FormatError> {
+    const PREFIX: usize = MAGIC.len() + 4;
+    const HEADER: usize = PREFIX + 8 + 4;
+    if bytes.len() < HEADER + 8 {
+        return Err(FormatError::Truncated);
+    }
+    let body_end = bytes.len() - 8;
+    let stored = u64::from_le_bytes(bytes[body_end..].try_into().expect("8 bytes"));
+    if fnv1a(&bytes[..body_end]) != stored {
+        return Err(FormatError::Checksum);
+    }
+    Ok(&bytes[PREFIX..body_end])
 }
 
 /// Reads fields off the front of a byte slice; never reads past its end.
@@ -340,10 +352,66 @@ mod tests {
         assert_eq!(decode(&bytes), Err(FormatError::Corrupt("phase")));
     }
 
+    /// A file shorter than its header whose last eight bytes happen to be
+    /// the checksum of the rest is refused before anything is sliced.
+    #[test]
+    fn a_short_file_with_a_matching_checksum_is_truncated() {
+        for len in 0..24 {
+            let mut bytes: Vec<u8> = (0..len as u8).collect();
+            bytes.extend_from_slice(&fnv1a(&bytes).to_le_bytes());
+            assert_eq!(checked_body(&bytes), Err(FormatError::Truncated), "{len}");
+        }
+    }
+
+    /// Offsets and values of the fields a mutation should reach: what
+    /// random bytes never would, since they never pass the magic.
+    fn mutated(
+        mut bytes: Vec<u8>,
+        edits: &[(proptest::sample::Index, u8)],
+        cut: Option<proptest::sample::Index>,
+    ) -> Vec<u8> {
+        for (at, value) in edits {
+            let at = at.index(bytes.len());
+            bytes[at] = *value;
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(cut.index(bytes.len()) + 1);
+        }
+        // The checksum fixed up, so that the mutation reaches the parser.
+        if let Some(body_end) = bytes.len().checked_sub(8) {
+            let checksum = fnv1a(&bytes[..body_end]);
+            bytes[body_end..].copy_from_slice(&checksum.to_le_bytes());
+        }
+        bytes
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
             let _ = decode(&bytes);
+        }
+
+        /// A valid file with bytes changed (past the magic and version,
+        /// which are checked first) or cut short, checksum fixed up: the
+        /// decoder refuses it or reads it, never panics, and never returns
+        /// more records than the file's bytes could hold.
+        #[test]
+        fn mutated_valid_files_never_panic(
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
+                0..6,
+            ),
+            cut in proptest::option::of(proptest::prelude::any::<proptest::sample::Index>()),
+        ) {
+            let bytes = encoded();
+            let edits: Vec<_> = edits
+                .into_iter()
+                .filter(|(at, _)| at.index(bytes.len()) >= 12)
+                .collect();
+            let bytes = mutated(bytes, &edits, cut);
+            if let Ok(file) = decode(&bytes) {
+                proptest::prop_assert!(file.records.len() * 50 <= bytes.len());
+            }
         }
     }
 }
