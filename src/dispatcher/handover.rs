@@ -133,6 +133,14 @@ impl Shared {
     /// Takes one restored connection into the table and the epoll set.
     fn adopt(&self, fd: OwnedFd, carried: Carried) -> bool {
         let id = carried.id;
+        // The previous instance made it nonblocking, and the flag lives with
+        // the socket, not the descriptor; but whatever held it meanwhile
+        // could have changed it, and one blocking socket would stall a
+        // worker on its first read.
+        if let Err(e) = set_nonblocking(&fd) {
+            warn!(conn = %id, error = %e, "cannot make a restored connection nonblocking; closing it");
+            return false;
+        }
         self.accept.continue_ids_after(id);
         // Admitted whatever `max_connections` says: these clients were
         // already held, and refusing them now would drop them. (A full
@@ -155,5 +163,68 @@ impl Shared {
                 false
             }
         }
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::connection::CarriedPhase;
+    use crate::service::ConnectionId;
+    use crate::upper::Upper;
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A handed-over socket that comes back blocking is made nonblocking
+    /// before it is served: a blocking read would hold a worker for as
+    /// long as the client stays silent.
+    #[test]
+    fn a_restored_socket_is_made_nonblocking() {
+        let config = Config {
+            workers: 1,
+            ..Config::default()
+        };
+        let server = Server::start(&config, Vec::new(), Arc::new(Upper)).unwrap();
+        let (ours, mut client) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(false).unwrap();
+        // The same socket, as the test keeps seeing it.
+        let watched = ours.try_clone().unwrap();
+        let fd = OwnedFd::from(ours);
+        let carried = Carried {
+            id: ConnectionId(41),
+            input: b"half a li".to_vec(),
+            output: Vec::new(),
+            peer_closed: false,
+            spoke: true,
+            phase: CarriedPhase::Open,
+            idle_for: Duration::ZERO,
+            request_for: Some(Duration::ZERO),
+        };
+        let key = SocketKey::of(&fd).unwrap();
+        let state = record::encode(handover::monotonic_now(), &[(key, &carried)]);
+        let state = handover::state_file(&state).unwrap();
+        let report = server.restore(vec![fd], vec![state]);
+        assert_eq!(report.restored, 1);
+        let flags = OFlag::from_bits_retain(fcntl(&watched, FcntlArg::F_GETFL).unwrap());
+        assert!(flags.contains(OFlag::O_NONBLOCK), "{flags:?}");
+        client.write_all(b"ne\n").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut reply = [0u8; 12];
+        client.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"HALF A LINE\n");
+        server.drain(Duration::from_millis(100));
     }
 }
