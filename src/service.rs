@@ -102,6 +102,15 @@ pub trait Service: Send + Sync + 'static {
         "service"
     }
 
+    /// Whether a connection's first request must be complete within
+    /// `request_timeout_ms` of its accept, not of its first byte. For a
+    /// service with a small connection budget of its own (the metrics
+    /// endpoint), so that clients that connect and say nothing cannot hold
+    /// every slot until the idle timeout. The default: `false`.
+    fn deadline_from_accept(&self) -> bool {
+        false
+    }
+
     /// How many of this service's connections may be held at once, if it
     /// has a budget of its own. `None` (the default): its connections count
     /// against `max_connections`, together with those of every other

@@ -191,3 +191,35 @@ fn a_socket_activated_fd_named_metrics_serves_the_metrics() {
     );
     daemon.stop();
 }
+
+/// Clients that connect to the metrics endpoint and say nothing hold its
+/// slots only until the request timeout, counted from their accept: 64 of
+/// them (all its slots) cannot blind it for the idle timeout.
+#[test]
+fn silent_connections_cannot_hold_the_metrics_endpoint() {
+    let (mut daemon, _, metrics) = spawn_with_metrics("metrics-silent", "request_timeout_ms = 500");
+    let silent: Vec<TcpStream> = (0..64).map(|_| connect(metrics)).collect();
+    let started = std::time::Instant::now();
+    // Answered once they are timed out: a refused scrape reads nothing.
+    let deadline = started + SOON;
+    let scraped = loop {
+        let mut client = connect(metrics);
+        let _ = client.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+        let mut raw = Vec::new();
+        let _ = client.read_to_end(&mut raw);
+        if raw.starts_with(b"HTTP/1.1 200") {
+            break started.elapsed();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the endpoint stayed full of silent clients"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("metrics endpoint answered again {scraped:?} after 64 silent clients took it");
+    for client in &silent {
+        let response = parse_response(&read_to_end(client));
+        assert_eq!(response.status, 408, "{}", response.body);
+    }
+    daemon.stop();
+}

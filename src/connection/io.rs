@@ -44,18 +44,37 @@ pub(super) fn writable(fd: BorrowedFd<'_>) -> bool {
             .is_some_and(|r| r.contains(PollFlags::POLLOUT))
 }
 
-/// Reads and drops everything the socket holds now. `Ok(true)` once the
-/// client's EOF has been read.
-pub(super) fn discard_input(fd: BorrowedFd<'_>) -> io::Result<bool> {
+/// What one step of a closing connection reads and drops at most: a
+/// client that sends faster than we discard must not hold the worker (the
+/// connection is re-armed, and readable again at once, so nothing is left
+/// behind for long).
+pub(super) const DISCARD_PER_STEP: usize = 64 * 1024;
+
+/// What [`discard_input`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Discarded {
+    /// The client's EOF.
+    Eof,
+    /// Nothing left to read now.
+    Empty,
+    /// [`DISCARD_PER_STEP`] dropped, and there may be more.
+    More,
+}
+
+/// Reads and drops what the socket holds now, up to [`DISCARD_PER_STEP`].
+pub(super) fn discard_input(fd: BorrowedFd<'_>) -> io::Result<Discarded> {
     let mut sink = [0u8; 4096];
-    loop {
+    let mut discarded = 0;
+    while discarded < DISCARD_PER_STEP {
         match receive(fd, &mut sink) {
-            Ok(0) => return Ok(true),
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => return Ok(false),
+            Ok(0) => return Ok(Discarded::Eof),
+            Ok(n) => discarded += n,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Ok(Discarded::Empty),
             Err(e) => return Err(e.into()),
         }
     }
+    Ok(Discarded::More)
 }
 
 /// The error pending on the socket (`SO_ERROR`), as reported after

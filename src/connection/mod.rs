@@ -196,6 +196,12 @@ impl Connection {
         Connection { service, ..self }
     }
 
+    /// Starts the request timeout now, before the first byte: the first
+    /// request must be complete within `request_timeout_ms` of `now`.
+    pub(crate) fn start_request_clock(&mut self, now: Instant) {
+        self.request_started = Some(now);
+    }
+
     pub(crate) fn id(&self) -> ConnectionId {
         self.id
     }
@@ -353,8 +359,11 @@ impl Connection {
     /// `not_replies`: [`FIN`] once our side is shut down, nothing before.
     fn discard_and_settle(&mut self, why: Closing, draining: bool, not_replies: usize) -> Next {
         match io::discard_input(self.fd.as_fd()) {
-            Ok(false) => {}
-            Ok(true) | Err(_) => return Next::Close(why.reason()),
+            Ok(io::Discarded::Empty) => {}
+            // Closing with client bytes unread would send a reset: drop
+            // the rest first, on the next step.
+            Ok(io::Discarded::More) => return Next::Rearm(Interest::READ),
+            Ok(io::Discarded::Eof) | Err(_) => return Next::Close(why.reason()),
         }
         if draining && matches!(io::unsent_bytes(self.fd.as_fd()), Ok(n) if n <= not_replies) {
             return Next::Close(why.reason());

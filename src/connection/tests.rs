@@ -403,3 +403,33 @@ fn a_connection_that_owes_nothing_reads_a_little_while_the_budget_is_spent() {
     );
     assert_eq!(tally.throttled, 1);
 }
+
+/// A lingering connection whose client keeps sending reads and drops a
+/// bounded amount per step, then is re-armed: a client faster than the
+/// discarding never holds the worker.
+#[test]
+fn a_lingering_connection_discards_a_bounded_amount_per_step() {
+    let (ours, client) = UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    nix::sys::socket::setsockopt(&client, nix::sys::socket::sockopt::SndBuf, &(1 << 20)).unwrap();
+    let now = Instant::now();
+    let mut connection = Connection::new(ours.into(), ConnectionId(1), now);
+    connection.phase = Phase::Lingering {
+        since: now,
+        why: Closing::Service,
+        draining: false,
+    };
+    let sent = (&client)
+        .write(&vec![b'x'; 4 * io::DISCARD_PER_STEP])
+        .unwrap();
+    assert!(sent > 2 * io::DISCARD_PER_STEP, "only {sent} bytes fit");
+    let (next, _) = step_with_budget(&mut connection, 256 << 20);
+    assert!(matches!(next, Next::Rearm(Interest::READ)), "{next:?}");
+    let mut peek = [0u8; 1];
+    let left = nix::sys::socket::recv(
+        std::os::fd::AsRawFd::as_raw_fd(&connection.fd()),
+        &mut peek,
+        nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    );
+    assert_eq!(left, Ok(1), "the rest is left for the next step");
+}

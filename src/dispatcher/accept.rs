@@ -170,7 +170,11 @@ impl Shared {
                 .next_connection_id
                 .fetch_add(1, Ordering::Relaxed),
         );
-        let connection = Connection::new(fd, id, Instant::now()).serving(service);
+        let now = Instant::now();
+        let mut connection = Connection::new(fd, id, now).serving(service);
+        if self.services[usize::from(service)].deadline_from_accept() {
+            connection.start_request_clock(now);
+        }
         // Counted before it can be served (and closed, and counted closed).
         self.metrics.accepted(usize::from(service));
         let registered = self.table.insert(connection, |connection, token| {

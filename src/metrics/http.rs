@@ -139,6 +139,12 @@ impl Service for MetricsEndpoint {
         "metrics"
     }
 
+    /// A scraper asks as soon as it connects; 64 that do not must not
+    /// blind the endpoint for `idle_timeout_ms`.
+    fn deadline_from_accept(&self) -> bool {
+        true
+    }
+
     fn closed_by_service(&self) -> &'static str {
         "replied"
     }
