@@ -1,10 +1,12 @@
 //! A bounded soak: a mix of well-behaved pipelining clients, slow readers,
 //! half-closers, resetters, connect-and-close churn, over-long lines and
-//! a steady slow reader whose replies outgrow the kernel's buffers,
-//! while the pool is resized by SIGHUP every second (workers 2 <-> 7).
-//! Every reply to a well-behaved client is verified; at the end the fd
-//! count is back to baseline, RSS stayed under a bound, and SIGTERM drains
-//! and exits 0.
+//! a steady slow reader whose replies outgrow the kernel's buffers, and
+//! pipeliners that send megabytes before they read a reply, against a
+//! memory budget small enough that they spend it, while the pool is
+//! resized by SIGHUP every second (workers 2 <-> 7). Every reply to a
+//! client that reads is verified; at the end the fd count is back to
+//! baseline, RSS stayed under a bound, the budget was spent and has room
+//! again, and SIGTERM drains and exits 0.
 //!
 //! Runs for `ONESHOTD_SOAK_SECS` seconds (default 60). Its own test binary,
 //! so cargo runs it after the other integration tests, not beside them.
@@ -22,9 +24,12 @@ use nix::sys::signal::Signal;
 
 use util::*;
 
-/// RSS the daemon must stay under, whatever the clients do: two slow
-/// readers may each hold 1 MiB of pending replies, plus buffers per worker.
+/// RSS the daemon must stay under, whatever the clients do: the memory
+/// budget below, plus buffers per worker and the allocator's slack.
 const RSS_BOUND_KIB: u64 = 64 * 1024;
+
+/// `max_buffered_bytes`: less than the pipeliners make the daemon hold.
+const BUDGET_BYTES: usize = 4 << 20;
 
 #[derive(Default)]
 struct Counts {
@@ -123,6 +128,34 @@ fn steady_slow_reader(addr: SocketAddr, round: u64, counts: &Counts) {
     writer.join().unwrap();
 }
 
+/// Pipelines 6 MiB of lines from behind a small receive window without
+/// reading (more than the kernel holds for it, so the daemon must hold
+/// the rest, or stop reading), then reads every reply before the idle
+/// timeout (1 s) could end it.
+fn pipeliner(addr: SocketAddr, id: usize, round: u64, counts: &Counts) {
+    const LINES: usize = 6 * 1024;
+    let line = move |i: usize| format!("pipeliner {id} {round} {i:06} {}\n", "p".repeat(1000));
+    let client = connect_with_receive_buffer(addr, 16 * 1024);
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..LINES {
+                client.write_all(line(i).as_bytes()).unwrap();
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(600));
+    let mut reader = BufReader::with_capacity(64 * 1024, &client);
+    let mut reply = String::new();
+    for i in 0..LINES {
+        reply.clear();
+        reader.read_line(&mut reply).unwrap();
+        assert_eq!(reply, line(i).to_ascii_uppercase());
+        counts.verified.fetch_add(1, Ordering::Relaxed);
+    }
+    writer.join().unwrap();
+}
+
 /// Half-closes after a pipeline ending in an unterminated line.
 fn half_closer(addr: SocketAddr, round: u64, counts: &Counts) {
     let client = connect(addr);
@@ -163,6 +196,7 @@ fn soak() {
         .unwrap_or(60);
     let mut daemon = Daemon::builder("soak")
         .config("workers = 2\nmax_line_bytes = 4096\nidle_timeout_ms = 1000\nlog_level = \"info\"")
+        .config(&format!("max_buffered_bytes = {BUDGET_BYTES}"))
         .spawn();
     let addr = daemon.addr();
     let baseline_fds = daemon.resting_fd_count();
@@ -186,6 +220,11 @@ fn soak() {
         threads.push(spawn_loop(&stop, &counts, move |_, _| churn(addr)));
     }
     threads.push(spawn_loop(&stop, &counts, move |_, c| over_long(addr, c)));
+    for id in 0..8 {
+        threads.push(spawn_loop(&stop, &counts, move |round, c| {
+            pipeliner(addr, id, round, c)
+        }));
+    }
     threads.push(spawn_loop(&stop, &counts, move |round, c| {
         steady_slow_reader(addr, round, c)
     }));
@@ -220,6 +259,15 @@ fn soak() {
         "soak: {secs} s, {connections} connections, {verified} replies verified, {reloads} reloads, max RSS {max_rss} KiB"
     );
     assert!(max_rss < RSS_BOUND_KIB, "RSS {max_rss} KiB");
+    let log = daemon.stderr();
+    assert!(
+        log.contains("memory budget spent"),
+        "the budget was never spent"
+    );
+    assert!(
+        log.contains("memory budget has room again"),
+        "the budget never had room again"
+    );
     assert!(verified > 0 && reloads >= secs.saturating_sub(1));
     daemon.stop();
 }
