@@ -217,3 +217,67 @@ fn clients_that_pipeline_without_reading_stay_within_the_budget() {
     }
     assert!(daemon.stderr().contains("memory budget has room again"));
 }
+
+/// A reload that lowers the budget below what is held drops nothing: the
+/// connections that owe replies stop being read, and every reply still
+/// arrives once their clients read.
+#[test]
+fn lowering_the_budget_on_reload_throttles_and_drops_nothing() {
+    const CLIENTS: usize = 20;
+    const LINES: usize = 6 * 1024;
+    let (mut daemon, addr, metrics) = spawn_with_metrics("budget-reload", "workers = 2");
+    let clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| connect_with_receive_buffer(addr, 16 * 1024))
+        .collect();
+    let writers: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(c, client)| {
+            let mut client = client.try_clone().unwrap();
+            client
+                .set_write_timeout(Some(Duration::from_secs(120)))
+                .unwrap();
+            std::thread::spawn(move || {
+                client.write_all(&pipelined_lines(c, LINES)).unwrap();
+                client.shutdown(Shutdown::Write).unwrap();
+            })
+        })
+        .collect();
+    let held = || scrape(metrics)["oneshotd_buffered_bytes"];
+    daemon.wait_until("replies to be held", SOON, |_| held() > 2 << 20);
+
+    daemon.set_config("max_buffered_bytes", &(1 << 20).to_string());
+    let from = daemon.notify.seen.len();
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.expect_notify_from(from, |l| l == "READY=1");
+    let gauges = scrape(metrics);
+    assert_eq!(gauges["oneshotd_buffer_budget_bytes"], 1 << 20);
+    assert!(gauges["oneshotd_buffered_bytes"] > 1 << 20);
+    assert!(
+        daemon.stderr().contains("memory budget spent"),
+        "{}",
+        daemon.stderr()
+    );
+
+    for (c, (client, writer)) in clients.into_iter().zip(writers).enumerate() {
+        client
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let got = read_to_end(&client);
+        writer.join().unwrap();
+        assert!(
+            got == pipelined_lines(c, LINES).to_ascii_uppercase(),
+            "client {c}: {} reply bytes",
+            got.len()
+        );
+    }
+    let closed = scrape(metrics);
+    for (key, value) in &closed {
+        if key.starts_with("oneshotd_connections_closed_total{service=\"upper\"")
+            && !key.contains("client_eof")
+        {
+            assert_eq!(*value, 0, "{key}");
+        }
+    }
+    daemon.stop();
+}
