@@ -74,12 +74,14 @@ pub fn serve_lines(
 mod tests {
     use super::*;
     use crate::service::ConnectionId;
+    use crate::service::Peer;
 
     fn lines(bytes: &[u8], seen: usize, eof: bool, max: usize) -> (Served, Vec<Vec<u8>>, Vec<u8>) {
         let mut answered = Vec::new();
         let mut output = Vec::new();
         let input = Input {
             connection: ConnectionId(1),
+            peer: &Peer::Unix,
             bytes,
             seen,
             eof,

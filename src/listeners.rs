@@ -1,7 +1,6 @@
 //! Listening sockets: inherited from systemd (`LISTEN_FDS`) or bound from
 //! the `listen` configuration.
 
-use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -12,6 +11,7 @@ use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
 use crate::config::ListenAddr;
+pub use crate::service::Peer;
 
 /// A listening stream socket, nonblocking.
 #[derive(Debug)]
@@ -40,21 +40,21 @@ impl Drop for SocketFile {
     }
 }
 
-/// Who is on the other end of an accepted connection (for logs).
-#[derive(Debug, Clone)]
-pub enum Peer {
-    /// A TCP peer.
-    Tcp(SocketAddr),
-    /// A Unix stream peer (usually unnamed).
-    Unix,
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Peer::Tcp(addr) => write!(f, "{addr}"),
-            Peer::Unix => f.write_str("unix"),
-        }
+/// The transport's peer of a connected socket (`getpeername`): what a
+/// connection carried over a restart without its client's address is
+/// known by.
+pub(crate) fn peer_of(fd: BorrowedFd<'_>) -> Peer {
+    use nix::sys::socket::{getpeername, SockaddrLike, SockaddrStorage};
+    let Ok(address) = getpeername::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd)) else {
+        return Peer::Unix;
+    };
+    if let Some(v4) = address.as_sockaddr_in() {
+        Peer::Ip(SocketAddr::from((v4.ip(), v4.port())))
+    } else if let Some(v6) = address.as_sockaddr_in6() {
+        Peer::Ip(SocketAddr::from((v6.ip(), v6.port())))
+    } else {
+        let _ = address.family();
+        Peer::Unix
     }
 }
 
@@ -67,7 +67,7 @@ impl Listener {
                 let (stream, peer) = l.accept()?;
                 stream.set_nonblocking(true)?;
                 stream.set_nodelay(true)?;
-                Ok((stream.into(), Peer::Tcp(peer)))
+                Ok((stream.into(), Peer::Ip(peer)))
             }
             Listener::Unix { listener, .. } => {
                 let (stream, _) = listener.accept()?;

@@ -14,6 +14,7 @@
 //! `Send + Sync`.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 /// Identifies a connection for as long as it is open; never reused while
 /// the daemon runs. Also the `conn` field of per-connection log lines.
@@ -26,11 +27,34 @@ impl fmt::Display for ConnectionId {
     }
 }
 
+/// Who a connection's client is: the address a trusted load balancer gave
+/// in a PROXY protocol header, else the transport's peer. The `peer` of
+/// every log line about the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// A client over IP: its address and port.
+    Ip(SocketAddr),
+    /// A client over a Unix stream socket (which has no address of its
+    /// own) that no PROXY header named.
+    Unix,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Ip(addr) => write!(f, "{addr}"),
+            Peer::Unix => f.write_str("unix"),
+        }
+    }
+}
+
 /// What the dispatcher hands a service.
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
     /// The connection these bytes came from.
     pub connection: ConnectionId,
+    /// Its client.
+    pub peer: &'a Peer,
     /// Bytes received and not yet consumed, in stream order: the tail the
     /// previous call left unconsumed, followed by what arrived since.
     pub bytes: &'a [u8],

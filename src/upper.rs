@@ -43,6 +43,7 @@ impl Service for Upper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::Peer;
 
     /// Serves `bytes` once; returns (consumed, close, output).
     fn serve(bytes: &[u8], eof: bool, max: usize) -> (usize, bool, Vec<u8>) {
@@ -50,6 +51,7 @@ mod tests {
         let served = Upper.serve(
             Input {
                 connection: ConnectionId(1),
+                peer: &Peer::Unix,
                 bytes,
                 seen: 0,
                 eof,

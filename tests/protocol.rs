@@ -267,3 +267,27 @@ fn unix_socket_from_config_replaces_a_stale_socket_file() {
         "the socket file we bound is removed at exit"
     );
 }
+
+/// Every per-connection log line names the client: accepted and closed.
+#[test]
+fn per_connection_log_lines_name_the_peer() {
+    let mut daemon = Daemon::builder("peer-logs")
+        .config("log_level = \"debug\"")
+        .spawn();
+    let mut client = connect(daemon.addr());
+    let local = client.local_addr().unwrap();
+    assert_eq!(roundtrip(&mut client, "who\n"), "WHO\n");
+    client.shutdown(Shutdown::Write).unwrap();
+    assert!(read_to_end(&client).is_empty());
+    let closed = format!("peer={local}");
+    daemon.wait_until("the close to be logged", SOON, |d| {
+        d.stderr()
+            .lines()
+            .any(|l| l.contains("connection closed") && l.contains(&closed))
+    });
+    assert!(daemon
+        .stderr()
+        .lines()
+        .any(|l| l.contains("connection accepted") && l.contains(&closed)));
+    daemon.stop();
+}

@@ -155,6 +155,7 @@ impl Connection {
         let max_request_bytes = cx.limits.max_line_bytes;
         let mut request = Input {
             connection: self.id,
+            peer: &self.peer,
             bytes: fresh,
             seen: 0,
             eof: self.peer_closed,

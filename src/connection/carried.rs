@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use super::{Closing, Connection, Phase};
-use crate::service::ConnectionId;
+use crate::service::{ConnectionId, Peer};
 
 /// A connection's state, as carried to the next instance (beside its
 /// socket, which carries what the kernel holds in both directions).
@@ -78,7 +78,7 @@ impl Connection {
 
     /// Puts a carried connection back together, as of `now` (`carried`'s
     /// durations already include the time the handover took).
-    pub(crate) fn restore(fd: OwnedFd, carried: Carried, now: Instant) -> Connection {
+    pub(crate) fn restore(fd: OwnedFd, carried: Carried, peer: Peer, now: Instant) -> Connection {
         let ago = |d: Duration| now.checked_sub(d).unwrap_or(now);
         let why = |timed_out| {
             if timed_out {
@@ -99,7 +99,7 @@ impl Connection {
                 draining: false,
             },
         };
-        let mut connection = Connection::new(fd, carried.id, ago(carried.idle_for));
+        let mut connection = Connection::new(fd, carried.id, peer, ago(carried.idle_for));
         connection.input = carried.input;
         connection.output = carried.output;
         connection.peer_closed = carried.peer_closed;

@@ -36,7 +36,7 @@ use nix::errno::Errno;
 pub(crate) use buffers::Scratch;
 pub(crate) use carried::{Carried, CarriedPhase};
 
-use crate::service::{ConnectionId, Service};
+use crate::service::{ConnectionId, Peer, Service};
 use crate::step::{CloseReason, Interest, Limits, Next, Readiness, Stimulus};
 
 /// Reads per event before the worker re-arms and moves on, so that one busy
@@ -132,6 +132,8 @@ enum ReadBudget {
 pub(crate) struct Connection {
     fd: OwnedFd,
     id: ConnectionId,
+    /// Its client (logs, the service, per-client limits).
+    peer: Peer,
     /// The start of an incomplete request, kept until the rest arrives.
     input: Vec<u8>,
     /// Replies the kernel has not taken yet: `output[sent..]` is pending.
@@ -168,11 +170,12 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Wraps a freshly accepted, nonblocking socket.
-    pub(crate) fn new(fd: OwnedFd, id: ConnectionId, now: Instant) -> Self {
+    /// Wraps a freshly accepted, nonblocking socket from `peer`.
+    pub(crate) fn new(fd: OwnedFd, id: ConnectionId, peer: Peer, now: Instant) -> Self {
         Connection {
             fd,
             id,
+            peer,
             input: Vec::new(),
             output: Vec::new(),
             sent: 0,
@@ -204,6 +207,10 @@ impl Connection {
 
     pub(crate) fn id(&self) -> ConnectionId {
         self.id
+    }
+
+    pub(crate) fn peer(&self) -> &Peer {
+        &self.peer
     }
 
     /// The index of the service that serves it.

@@ -2,7 +2,7 @@
 //! for any byte stream split into any segments, the replies equal the
 //! reference model.
 use super::*;
-use crate::service::{Served, Service};
+use crate::service::{Peer, Served, Service};
 use crate::step::{Interest, Tally};
 use crate::upper::{Upper, LINE_TOO_LONG};
 use proptest::prelude::*;
@@ -33,7 +33,7 @@ fn run(segments: &[Vec<u8>], max: usize) -> Vec<u8> {
     client.set_nonblocking(true).unwrap();
     let mut scratch = Scratch::new();
     let now = Instant::now();
-    let mut connection = Connection::new(ours.into(), ConnectionId(1), now);
+    let mut connection = Connection::new(ours.into(), ConnectionId(1), Peer::Unix, now);
     let limits = Limits {
         max_line_bytes: max,
         idle_timeout: Duration::from_secs(60),
@@ -125,7 +125,7 @@ fn idle_close_look(read_reply_after: Option<u32>) -> u32 {
     };
     let mut scratch = Scratch::new();
     let start = Instant::now();
-    let mut connection = Connection::new(ours.into(), ConnectionId(1), start);
+    let mut connection = Connection::new(ours.into(), ConnectionId(1), Peer::Unix, start);
     let mut step = |connection: &mut Connection, stimulus, now| {
         let mut cx = Context {
             service: &Upper,
@@ -206,7 +206,7 @@ fn a_drained_idle_connection_closes_without_shutting_down_first() {
         client
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let mut connection = Connection::new(ours.into(), ConnectionId(1), start);
+        let mut connection = Connection::new(ours.into(), ConnectionId(1), Peer::Unix, start);
         client.write_all(request).unwrap();
         let next = step(&mut connection, Stimulus::Event(Readiness::default()));
         assert!(matches!(next, Some(Next::Rearm(_))), "{next:?}");
@@ -281,7 +281,7 @@ fn the_connection_refuses_input_a_service_leaves_unconsumed_past_the_limit() {
     };
     let mut scratch = Scratch::new();
     let now = Instant::now();
-    let mut connection = Connection::new(ours.into(), ConnectionId(1), now);
+    let mut connection = Connection::new(ours.into(), ConnectionId(1), Peer::Unix, now);
     let mut step = |connection: &mut Connection| {
         let mut cx = Context {
             service: &Hoarder,
@@ -342,7 +342,7 @@ fn a_client_that_never_reads() -> (Connection, UnixStream) {
     client.set_nonblocking(true).unwrap();
     // Fill the kernel's queue towards the client.
     while (&ours).write(&[b'.'; 4096]).is_ok() {}
-    let connection = Connection::new(ours.into(), ConnectionId(1), Instant::now());
+    let connection = Connection::new(ours.into(), ConnectionId(1), Peer::Unix, Instant::now());
     (connection, client)
 }
 
@@ -375,7 +375,7 @@ fn a_connection_that_owes_replies_stops_reading_once_the_budget_is_spent() {
 fn a_connection_that_owes_nothing_reads_a_little_while_the_budget_is_spent() {
     let (ours, mut client) = UnixStream::pair().unwrap();
     ours.set_nonblocking(true).unwrap();
-    let mut connection = Connection::new(ours.into(), ConnectionId(1), Instant::now());
+    let mut connection = Connection::new(ours.into(), ConnectionId(1), Peer::Unix, Instant::now());
     client.write_all(&b"abc\n".repeat(4096)).unwrap();
     let (next, tally) = step_with_budget(&mut connection, 0);
     assert_eq!(tally.received, READ_WHILE_SPENT as u64);
@@ -413,7 +413,7 @@ fn a_lingering_connection_discards_a_bounded_amount_per_step() {
     ours.set_nonblocking(true).unwrap();
     nix::sys::socket::setsockopt(&client, nix::sys::socket::sockopt::SndBuf, &(1 << 20)).unwrap();
     let now = Instant::now();
-    let mut connection = Connection::new(ours.into(), ConnectionId(1), now);
+    let mut connection = Connection::new(ours.into(), ConnectionId(1), Peer::Unix, now);
     connection.phase = Phase::Lingering {
         since: now,
         why: Closing::Service,

@@ -171,7 +171,7 @@ impl Shared {
                 .fetch_add(1, Ordering::Relaxed),
         );
         let now = Instant::now();
-        let mut connection = Connection::new(fd, id, now).serving(service);
+        let mut connection = Connection::new(fd, id, peer, now).serving(service);
         if self.services[usize::from(service)].deadline_from_accept() {
             connection.start_request_clock(now);
         }

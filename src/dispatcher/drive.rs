@@ -12,7 +12,7 @@ use super::token::Token;
 use super::Shared;
 use crate::budget::Ledger;
 use crate::connection::{Connection, Context, Scratch};
-use crate::service::ConnectionId;
+use crate::service::{ConnectionId, Peer};
 use crate::step::{CloseReason, Next, Stimulus, Tally};
 
 impl Shared {
@@ -32,7 +32,7 @@ impl Shared {
         };
         let next = panic::catch_unwind(AssertUnwindSafe(|| connection.step(stimulus, &mut cx)))
             .unwrap_or_else(|payload| {
-                log_panic(id, payload.as_ref());
+                log_panic(id, connection.peer(), payload.as_ref());
                 Some(Next::Close(CloseReason::Panic))
             });
         self.count(service, scratch);
@@ -40,7 +40,9 @@ impl Shared {
             None => {}
             Some(Next::Rearm(interest)) => {
                 if let Err((held, e)) = held.rearm(&self.events, interest) {
-                    error!(conn = %id, error = %e, "bug: re-arm failed (a second owner?)");
+                    let mut held = held;
+                    let peer = *held.connection().peer();
+                    error!(conn = %id, %peer, error = %e, "bug: re-arm failed (a second owner?)");
                     self.close(held, CloseReason::Error(e));
                 }
             }
@@ -78,7 +80,7 @@ impl Shared {
     /// Deregisters and closes the connection in a held slot.
     pub(super) fn close(&self, held: Held<'_>, reason: CloseReason) {
         let connection = self.take_out(held, &reason);
-        debug!(conn = %connection.id(), %reason, "connection closed");
+        debug!(conn = %connection.id(), peer = %connection.peer(), %reason, "connection closed");
     }
 
     /// Takes the connection in a held slot out of the epoll set, the
@@ -107,11 +109,11 @@ impl Shared {
     }
 }
 
-fn log_panic(id: ConnectionId, payload: &(dyn std::any::Any + Send)) {
+fn log_panic(id: ConnectionId, peer: &Peer, payload: &(dyn std::any::Any + Send)) {
     let message = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic".to_owned());
-    error!(conn = %id, panic = %message, "panic while serving a connection; closing it");
+    error!(conn = %id, %peer, panic = %message, "panic while serving a connection; closing it");
 }

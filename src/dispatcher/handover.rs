@@ -2,7 +2,7 @@
 //! and taking handed-over connections back in (see `handover/mod.rs`).
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
 use tracing::{debug, warn};
@@ -148,7 +148,10 @@ impl Shared {
         // first service.
         let reserved = self.table.reserve(0, usize::MAX);
         debug_assert!(reserved, "an unlimited budget");
-        let connection = Connection::restore(fd, carried, Instant::now());
+        // A version 1 record carries no client address: the transport's
+        // peer is the client's, unless a balancer's header named another.
+        let peer = crate::listeners::peer_of(fd.as_fd());
+        let connection = Connection::restore(fd, carried, peer, Instant::now());
         let interest = connection.restored_interest();
         let registered = self.table.insert(connection, |connection, token| {
             self.events.add(connection.fd(), token, interest)

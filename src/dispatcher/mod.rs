@@ -293,7 +293,7 @@ const _: () = {
 mod tests {
     use super::*;
     use crate::connection::{Connection, Scratch};
-    use crate::service::ConnectionId;
+    use crate::service::{ConnectionId, Peer};
     use crate::step::{Readiness, Stimulus};
     use crate::upper::Upper;
     use std::io::{Read, Write};
@@ -312,7 +312,7 @@ mod tests {
         let shared = &server.shared;
         let (ours, mut peer) = UnixStream::pair().unwrap();
         assert!(shared.table.reserve(0, 10));
-        let connection = Connection::new(ours.into(), ConnectionId(7), Instant::now());
+        let connection = Connection::new(ours.into(), ConnectionId(7), Peer::Unix, Instant::now());
         // Stored but never registered with epoll.
         let token = shared.table.insert(connection, |_, _| Ok(())).unwrap();
         let Token::Connection { slot, generation } = token else {

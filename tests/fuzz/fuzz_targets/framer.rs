@@ -9,13 +9,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oneshotd::service::{ConnectionId, Input, Service};
+use oneshotd::service::{ConnectionId, Input, Peer, Service};
 use oneshotd::upper::Upper;
 
 fn serve(bytes: &[u8], seen: usize, eof: bool, max: usize, out: &mut Vec<u8>) -> (usize, bool) {
     let served = Upper.serve(
         Input {
             connection: ConnectionId(1),
+            peer: &Peer::Unix,
             bytes,
             seen,
             eof,
