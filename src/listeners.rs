@@ -44,7 +44,7 @@ impl Drop for SocketFile {
 /// connection carried over a restart without its client's address is
 /// known by.
 pub(crate) fn peer_of(fd: BorrowedFd<'_>) -> Peer {
-    use nix::sys::socket::{getpeername, SockaddrLike, SockaddrStorage};
+    use nix::sys::socket::{getpeername, SockaddrStorage};
     let Ok(address) = getpeername::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd)) else {
         return Peer::Unix;
     };
@@ -53,7 +53,6 @@ pub(crate) fn peer_of(fd: BorrowedFd<'_>) -> Peer {
     } else if let Some(v6) = address.as_sockaddr_in6() {
         Peer::Ip(SocketAddr::from((v6.ip(), v6.port())))
     } else {
-        let _ = address.family();
         Peer::Unix
     }
 }

@@ -124,3 +124,50 @@ fn out_of_descriptors_refuses_without_spinning_and_recovers() {
     drop(keep);
     daemon.stop();
 }
+
+#[test]
+fn max_connections_per_client_counts_each_client_address() {
+    let (mut daemon, addr, metrics) =
+        spawn_with_metrics("per-client", "max_connections_per_client = 2");
+    let first: std::net::Ipv4Addr = "127.0.0.2".parse().unwrap();
+    let second: std::net::Ipv4Addr = "127.0.0.3".parse().unwrap();
+    let mut held: Vec<TcpStream> = (0..2).map(|_| connect_from(first, addr)).collect();
+    for client in &mut held {
+        assert_eq!(roundtrip(client, "held\n"), "HELD\n");
+    }
+    expect_refused(&connect_from(first, addr));
+    // Another client is its own.
+    let mut other = connect_from(second, addr);
+    assert_eq!(roundtrip(&mut other, "other\n"), "OTHER\n");
+    let refused = |m: &std::collections::BTreeMap<String, u64>| {
+        m["oneshotd_connections_refused_total{service=\"upper\",reason=\"per_client\"}"]
+    };
+    assert_eq!(refused(&scrape(metrics)), 1);
+    assert!(
+        daemon
+            .stderr()
+            .contains("a client's connection limit reached"),
+        "{}",
+        daemon.stderr()
+    );
+
+    // Room for the first client once one of its connections leaves.
+    held.pop().unwrap().shutdown(Shutdown::Both).unwrap();
+    daemon.wait_until("the close to be counted", SOON, |_| {
+        scrape(metrics)["oneshotd_connections_open{service=\"upper\"}"] == 2
+    });
+    let mut again = connect_from(first, addr);
+    assert_eq!(roundtrip(&mut again, "again\n"), "AGAIN\n");
+
+    // A reload lifts the limit.
+    daemon.set_config("max_connections_per_client", "0");
+    let from = daemon.notify.seen.len();
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.expect_notify_from(from, |l| l == "READY=1");
+    let mut more: Vec<TcpStream> = (0..3).map(|_| connect_from(first, addr)).collect();
+    for client in &mut more {
+        assert_eq!(roundtrip(client, "more\n"), "MORE\n");
+    }
+    assert_eq!(refused(&scrape(metrics)), 1);
+    daemon.stop();
+}

@@ -40,6 +40,8 @@ pub struct Config {
     /// own ([`crate::service::Service::connection_limit`]); past it new ones
     /// are accepted and closed.
     pub max_connections: usize,
+    /// Connections held at once from one client address; 0: no limit.
+    pub max_connections_per_client: usize,
     /// Longest request line, not counting its LF.
     pub max_line_bytes: usize,
     /// A connection with no progress in either direction this long is closed.
@@ -116,6 +118,7 @@ struct RawConfig {
     workers: Option<Spanned<i64>>,
     listen: Option<Spanned<Vec<Spanned<String>>>>,
     max_connections: Option<Spanned<i64>>,
+    max_connections_per_client: Option<Spanned<i64>>,
     max_line_bytes: Option<Spanned<i64>>,
     idle_timeout_ms: Option<Spanned<i64>>,
     request_timeout_ms: Option<Spanned<i64>>,
@@ -259,6 +262,13 @@ impl Config {
             1,
             MAX_CONNECTIONS_LIMIT,
         )?;
+        let max_connections_per_client = ranged(
+            "max_connections_per_client",
+            raw.max_connections_per_client,
+            0,
+            0,
+            MAX_CONNECTIONS_LIMIT,
+        )?;
         let max_line_bytes = ranged("max_line_bytes", raw.max_line_bytes, 65_536, 1, 16 << 20)?;
         let idle = ranged("idle_timeout_ms", raw.idle_timeout_ms, 300_000, 10, DAY_MS)?;
         let request = ranged(
@@ -331,6 +341,7 @@ impl Config {
             workers: workers as usize,
             listen,
             max_connections: max_connections as usize,
+            max_connections_per_client: max_connections_per_client as usize,
             max_line_bytes: max_line_bytes as usize,
             idle_timeout: ms(idle),
             request_timeout: ms(request),

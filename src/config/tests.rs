@@ -19,6 +19,7 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.drain_timeout, Duration::from_secs(10));
     assert_eq!(config.spin_before_sleep, Duration::from_micros(10));
     assert_eq!(config.max_buffered_bytes, 256 << 20);
+    assert_eq!(config.max_connections_per_client, 0);
     assert!(config.metrics_listen.is_empty());
     assert_eq!(config.log_level, LogLevel::Info);
     assert!(config.workers >= 1);
@@ -31,7 +32,7 @@ fn every_key_is_read() {
          max_line_bytes = 10\nidle_timeout_ms = 100\nrequest_timeout_ms = 200\n\
          drain_timeout_ms = 0\nspin_before_sleep_us = 0\nlog_level = \"debug\"\n\
          metrics_listen = [\"127.0.0.1:9787\", \"/run/m.sock\"]\n\
-         max_buffered_bytes = 2097152\n",
+         max_buffered_bytes = 2097152\nmax_connections_per_client = 4\n",
     )
     .unwrap();
     assert_eq!(config.workers, 3);
@@ -50,6 +51,7 @@ fn every_key_is_read() {
     assert_eq!(config.spin_before_sleep, Duration::ZERO);
     assert_eq!(config.log_level, LogLevel::Debug);
     assert_eq!(config.max_buffered_bytes, 2 << 20);
+    assert_eq!(config.max_connections_per_client, 4);
     assert_eq!(
         config.metrics_listen,
         vec![
@@ -71,6 +73,7 @@ fn range_bounds() {
         ("drain_timeout_ms", 0, 3_600_000),
         ("spin_before_sleep_us", 0, 1_000),
         ("max_buffered_bytes", 1 << 20, 1 << 40),
+        ("max_connections_per_client", 0, 1_000_000),
     ];
     for &(key, min, max) in table {
         assert!(parse(&format!("{key} = {min}")).is_ok(), "{key} = {min}");

@@ -164,6 +164,8 @@ pub(crate) struct Connection {
     charged: usize,
     /// Its last step reported it throttled (for the gauge).
     counted_throttled: bool,
+    /// Counted among its client's connections (`max_connections_per_client`).
+    client_counted: bool,
     /// It owes nothing but the budget is spent, and the kernel had no room
     /// for more replies: it waits to be writable before it reads again.
     awaiting_room: bool,
@@ -189,6 +191,7 @@ impl Connection {
             phase: Phase::Open,
             charged: 0,
             counted_throttled: false,
+            client_counted: false,
             awaiting_room: false,
         }
     }
@@ -211,6 +214,16 @@ impl Connection {
 
     pub(crate) fn peer(&self) -> &Peer {
         &self.peer
+    }
+
+    /// Marks it counted among its client's connections, to be uncounted
+    /// when it leaves.
+    pub(crate) fn count_client(&mut self) {
+        self.client_counted = true;
+    }
+
+    pub(crate) fn client_counted(&self) -> bool {
+        self.client_counted
     }
 
     /// The index of the service that serves it.

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use tracing::{debug, error, warn};
 
+use super::clients;
 use super::ratelimit::RateLimited;
 use super::token::Token;
 use super::Shared;
@@ -40,6 +41,10 @@ pub(super) struct Acceptor {
     /// and close a connection instead of leaving it in the backlog.
     reserve_fd: Mutex<Option<File>>,
     refusals: RateLimited,
+    /// Refusals of one client past `max_connections_per_client`, warned of
+    /// apart from the daemon's own limits: one busy client must not hide
+    /// them.
+    client_refusals: RateLimited,
     next_connection_id: AtomicU64,
 }
 
@@ -67,6 +72,7 @@ impl Acceptor {
                 .collect(),
             reserve_fd: Mutex::new(File::open("/dev/null").ok()),
             refusals: RateLimited::new(Duration::from_secs(10)),
+            client_refusals: RateLimited::new(Duration::from_secs(10)),
             next_connection_id: AtomicU64::new(1),
         }
     }
@@ -149,7 +155,16 @@ impl Shared {
     fn admit(&self, fd: OwnedFd, peer: Peer, service: u8) {
         let own_limit = self.services[usize::from(service)].connection_limit();
         let max = own_limit.unwrap_or_else(|| self.limits.max_connections());
+        let client = clients::counted_address(&peer);
+        if let Some(address) = client {
+            if !self.admit_client(address, service) {
+                return;
+            }
+        }
         if !self.table.reserve(service, max) {
+            if let Some(address) = client {
+                self.clients.leave(address);
+            }
             self.metrics
                 .refused(usize::from(service), Refused::MaxConnections);
             if let Some(suppressed) = self.accept.refusals.allow() {
@@ -172,6 +187,9 @@ impl Shared {
         );
         let now = Instant::now();
         let mut connection = Connection::new(fd, id, peer, now).serving(service);
+        if client.is_some() {
+            connection.count_client();
+        }
         if self.services[usize::from(service)].deadline_from_accept() {
             connection.start_request_clock(now);
         }
@@ -198,6 +216,22 @@ impl Shared {
                     .closed(usize::from(service), &CloseReason::Error(e));
             }
         }
+    }
+
+    /// Counts a connection from `address` unless that client already holds
+    /// `max_connections_per_client`; a refused one is counted and warned of
+    /// (at most every 10 s), and its socket closed by the caller.
+    pub(super) fn admit_client(&self, address: std::net::IpAddr, service: u8) -> bool {
+        let limit = self.limits.max_connections_per_client();
+        if self.clients.admit(address, limit) {
+            return true;
+        }
+        self.metrics
+            .refused(usize::from(service), Refused::PerClient);
+        if let Some(suppressed) = self.accept.client_refusals.allow() {
+            warn!(client = %address, max_connections_per_client = limit, suppressed, "a client's connection limit reached; closing its new connections");
+        }
+        false
     }
 
     /// Out of descriptors: frees the reserve, accepts and closes one

@@ -93,6 +93,11 @@ impl Shared {
         let _ = self.events.delete(held.connection().fd());
         // A connection closed after its last step holds nothing; one taken
         // out without a last step gives back what it was charged.
+        if held.connection().client_counted() {
+            if let Some(address) = super::clients::counted_address(held.connection().peer()) {
+                self.clients.leave(address);
+            }
+        }
         let (charged, throttled) = held.connection().budget_share();
         if charged > 0 || throttled {
             self.budget.charge(

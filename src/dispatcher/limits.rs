@@ -12,6 +12,7 @@ use crate::step::Limits;
 #[derive(Debug, Default)]
 pub(super) struct LimitSettings {
     max_connections: AtomicUsize,
+    max_connections_per_client: AtomicUsize,
     max_line_bytes: AtomicUsize,
     idle_timeout_ms: AtomicU64,
     request_timeout_ms: AtomicU64,
@@ -28,6 +29,8 @@ impl LimitSettings {
     pub(super) fn set(&self, config: &Config) {
         self.max_connections
             .store(config.max_connections, Ordering::Relaxed);
+        self.max_connections_per_client
+            .store(config.max_connections_per_client, Ordering::Relaxed);
         self.max_line_bytes
             .store(config.max_line_bytes, Ordering::Relaxed);
         self.idle_timeout_ms
@@ -53,6 +56,11 @@ impl LimitSettings {
 
     pub(super) fn max_connections(&self) -> usize {
         self.max_connections.load(Ordering::Relaxed)
+    }
+
+    /// 0: no limit.
+    pub(super) fn max_connections_per_client(&self) -> usize {
+        self.max_connections_per_client.load(Ordering::Relaxed)
     }
 
     /// How long a leader that ran out of events polls before it sleeps.

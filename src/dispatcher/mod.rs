@@ -33,6 +33,7 @@
 //! The listening sockets are in the same set, also oneshot (`accept.rs`).
 
 mod accept;
+mod clients;
 mod drain;
 mod drive;
 mod endpoints;
@@ -106,6 +107,8 @@ struct Shared {
     limits: LimitSettings,
     /// The memory budget and what connections hold against it.
     budget: Budget,
+    /// Connections held per client address.
+    clients: clients::ClientCounts,
     /// Wakes one waiting worker (oneshot) to check whether it must retire.
     wake: EventFd,
     /// Which worker waits on `events`.
@@ -163,6 +166,7 @@ impl Server {
             metrics,
             limits: LimitSettings::from_config(config),
             budget: Budget::new(config.max_buffered_bytes),
+            clients: clients::ClientCounts::default(),
             wake,
             leadership: leader::Leadership::new()?,
             pool: pool::Counts::default(),

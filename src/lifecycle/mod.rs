@@ -281,6 +281,7 @@ impl Daemon {
         info!(
             workers = %format!("{} -> {}", old.workers, new.workers),
             max_connections = %format!("{} -> {}", old.max_connections, new.max_connections),
+            max_connections_per_client = %format!("{} -> {}", old.max_connections_per_client, new.max_connections_per_client),
             max_line_bytes = %format!("{} -> {}", old.max_line_bytes, new.max_line_bytes),
             max_buffered_bytes = %format!("{} -> {}", old.max_buffered_bytes, new.max_buffered_bytes),
             log_level = %format!("{} -> {}", old.log_level.as_str(), new.log_level.as_str()),

@@ -90,7 +90,12 @@ pub enum Refused {
     MaxConnections,
     /// The process was out of file descriptors.
     OutOfDescriptors,
+    /// Its client already held `max_connections_per_client`.
+    PerClient,
 }
+
+/// How many [`Refused`] reasons there are.
+pub(crate) const REFUSED_REASONS: usize = 3;
 
 /// One worker's per-request counters, per service: requests served, bytes
 /// received, bytes sent. Aligned to two cache lines (the unit the
@@ -161,7 +166,7 @@ struct Blocks {
 #[derive(Debug, Default)]
 struct Shared {
     accepted: [AtomicU64; MAX_SERVICES],
-    refused: [[AtomicU64; 2]; MAX_SERVICES],
+    refused: [[AtomicU64; REFUSED_REASONS]; MAX_SERVICES],
     closed: [[AtomicU64; Closed::ALL.len()]; MAX_SERVICES],
     restored: AtomicU64,
     handed_over: AtomicU64,

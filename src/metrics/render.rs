@@ -25,7 +25,7 @@ pub(crate) struct ServiceSnapshot {
     pub sent: u64,
     pub accepted: u64,
     /// By [`super::Refused`].
-    pub refused: [u64; 2],
+    pub refused: [u64; super::REFUSED_REASONS],
     /// By [`Closed`].
     pub closed: [u64; Closed::ALL.len()],
     /// Restored at start from the previous instance.
@@ -67,7 +67,8 @@ impl Closed {
     }
 }
 
-const REFUSED: [&str; 2] = ["max_connections", "out_of_descriptors"];
+const REFUSED: [&str; super::REFUSED_REASONS] =
+    ["max_connections", "out_of_descriptors", "per_client"];
 
 impl Snapshot {
     /// The exposition in Prometheus' text format, version 0.0.4

@@ -34,6 +34,35 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// [`connect`] from `source` (another loopback address, say: the whole of
+/// 127.0.0.0/8 is the loopback's), as a client on another host would.
+pub fn connect_from(source: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let SocketAddr::V4(v4) = addr else {
+        panic!("{addr}: IPv4 only")
+    };
+    let fd: OwnedFd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    socket::bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(source, 0)),
+    )
+    .unwrap();
+    socket::connect(fd.as_raw_fd(), &SockaddrIn::from(v4))
+        .unwrap_or_else(|e| panic!("connect {addr} from {source}: {e}"));
+    let stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(SOON)).unwrap();
+    stream.set_write_timeout(Some(SOON)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
 /// [`connect`] with the receive buffer set to `bytes` before connecting
 /// (afterwards the window is already agreed).
 pub fn connect_with_receive_buffer(addr: SocketAddr, bytes: usize) -> TcpStream {

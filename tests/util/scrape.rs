@@ -150,7 +150,7 @@ pub fn zero(workers: u64) -> BTreeMap<String, u64> {
     ] {
         m.insert(format!("{name}{{{u}}}"), 0);
     }
-    for reason in ["max_connections", "out_of_descriptors"] {
+    for reason in ["max_connections", "out_of_descriptors", "per_client"] {
         m.insert(
             format!("oneshotd_connections_refused_total{{{u},reason=\"{reason}\"}}"),
             0,
