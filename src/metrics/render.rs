@@ -63,6 +63,8 @@ impl Closed {
             Closed::Reset => "reset",
             Closed::Drain => "drain",
             Closed::Handover => "handover",
+            Closed::ProxyHeader => "proxy_header",
+            Closed::PerClient => "per_client",
         }
     }
 }
@@ -135,7 +137,7 @@ impl prometheus_client::collector::Collector for Snapshot {
         family(
             enc,
             "oneshotd_buffered",
-            "Bytes held for clients that owe replies: replies the kernel has not taken and the input received behind them",
+            "Bytes allocated for clients that owe replies: replies the kernel has not taken and the input received behind them",
             Some(&Unit::Bytes),
             MetricType::Gauge,
             vec![(vec![], ConstGauge::new(self.buffers.held as i64))],
@@ -143,7 +145,7 @@ impl prometheus_client::collector::Collector for Snapshot {
         family(
             enc,
             "oneshotd_buffer_budget",
-            "The most those bytes may reach (max_buffered_bytes), plus a small margin per worker",
+            "The budget for those bytes (max_buffered_bytes)",
             Some(&Unit::Bytes),
             MetricType::Gauge,
             vec![(vec![], ConstGauge::new(self.buffers.budget as i64))],
@@ -151,7 +153,7 @@ impl prometheus_client::collector::Collector for Snapshot {
         family(
             enc,
             "oneshotd_connections_throttled",
-            "Connections not read from until their clients take the replies they owe",
+            "Connections not read until their clients take replies they owe (past the budget, or past 1 MiB owed)",
             None,
             MetricType::Gauge,
             vec![(vec![], ConstGauge::new(self.buffers.throttled as i64))],
