@@ -87,6 +87,7 @@ pub mod listeners;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod proxy;
 pub mod service;
 mod step;
 #[allow(unsafe_code)]
