@@ -92,6 +92,32 @@ pub(crate) enum CloseReason {
     /// there).
     #[allow(dead_code)] // until the restart handover produces it
     Handover,
+    /// A trusted balancer's connection without a valid PROXY header.
+    ProxyHeader(ProxyHeaderFailure),
+    /// Its client, named by its PROXY header, already held
+    /// `max_connections_per_client`.
+    PerClient,
+}
+
+/// What was wrong with a connection's PROXY header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProxyHeaderFailure {
+    /// Not a valid header (or not one at all).
+    Invalid(crate::proxy::header::HeaderError),
+    /// The connection ended before the header did.
+    Ended,
+    /// Not complete within `proxy_header_timeout_ms`.
+    TimedOut,
+}
+
+impl std::fmt::Display for ProxyHeaderFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyHeaderFailure::Invalid(e) => write!(f, "bad PROXY header: {e}"),
+            ProxyHeaderFailure::Ended => f.write_str("closed before its PROXY header was complete"),
+            ProxyHeaderFailure::TimedOut => f.write_str("PROXY header not complete in time"),
+        }
+    }
 }
 
 impl std::fmt::Display for CloseReason {
@@ -108,8 +134,31 @@ impl std::fmt::Display for CloseReason {
             CloseReason::LingerExpired => f.write_str("client kept sending after close"),
             CloseReason::Panic => f.write_str("service panicked"),
             CloseReason::Handover => f.write_str("handed over"),
+            CloseReason::ProxyHeader(failure) => failure.fmt(f),
+            CloseReason::PerClient => f.write_str("its client's connection limit reached"),
         }
     }
+}
+
+/// Who decides whether a client may hold one more connection
+/// (`max_connections_per_client`): asked by a connection whose PROXY header
+/// has just named its client, before a byte of it is served.
+pub(crate) trait ClientAdmission {
+    /// Counts one more connection for `peer`'s address unless that client
+    /// already holds its limit.
+    fn admit(&self, peer: &crate::service::Peer, service: u8) -> Admission;
+}
+
+/// A client's admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Admitted and counted: uncount it when the connection leaves.
+    Counted,
+    /// Admitted without counting (a client with no address, over a Unix
+    /// socket).
+    Uncounted,
+    /// Its client already holds `max_connections_per_client`.
+    Refused,
 }
 
 /// The limits in force, as of the step being taken (reloadable).

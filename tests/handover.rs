@@ -411,3 +411,54 @@ fn the_metrics_count_the_handover_and_its_connections_are_not_carried() {
     }
     second.stop();
 }
+
+/// A client's address from its PROXY header survives the restart (the
+/// header is gone from the socket once read): the per-client limit still
+/// counts it, and the logs still name it. A connection caught halfway
+/// through its header finishes it with the next instance.
+#[test]
+fn a_client_address_from_a_proxy_header_survives_a_handover() {
+    let unit = SocketUnit::new();
+    let config = "proxy_protocol_from = [\"127.0.0.1/32\"]\nmax_connections_per_client = 2\nlog_level = \"debug\"";
+    let header = |port: u16| format!("PROXY TCP4 203.0.113.5 192.0.2.2 {port} 7878\r\n");
+    let mut old = unit.start("proxy-handover-old", config);
+    let mut held: Vec<TcpStream> = [1000, 1001]
+        .into_iter()
+        .map(|port| {
+            let mut client = connect(unit.addr());
+            client.write_all(header(port).as_bytes()).unwrap();
+            assert_eq!(roundtrip(&mut client, "before\n"), "BEFORE\n");
+            client
+        })
+        .collect();
+    let mut halfway = connect(unit.addr());
+    halfway
+        .write_all(b"PROXY TCP4 203.0.113.9 192.0.2.2 ")
+        .unwrap();
+    wait_until_unacked(&halfway, &halfway);
+
+    let store = unit.hand_over(&mut old);
+    assert_eq!(names(&store), (3, 1));
+    let mut new = unit.restart("proxy-handover-new", config, store);
+    new.expect_notify_from(0, |l| l.contains("restored=3"));
+
+    // Still two connections of 203.0.113.5: a third is refused.
+    let third = connect(unit.addr());
+    expect_refused_after(&third, format!("{}third\n", header(1002)).as_bytes());
+    halfway.write_all(b"4000 7878\r\n").unwrap();
+    assert_eq!(roundtrip(&mut halfway, "late\n"), "LATE\n");
+    for client in &mut held {
+        assert_eq!(roundtrip(client, "after\n"), "AFTER\n");
+    }
+    drop(held);
+    drop(halfway);
+    for peer in ["203.0.113.5:1000", "203.0.113.5:1001", "203.0.113.9:4000"] {
+        let field = format!("peer={peer} ");
+        new.wait_until(&format!("the close of {peer} logged"), SOON, |d| {
+            d.stderr()
+                .lines()
+                .any(|l| l.contains("connection closed") && l.contains(&field))
+        });
+    }
+    new.stop();
+}

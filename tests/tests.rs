@@ -15,4 +15,5 @@ mod limits;
 mod metrics;
 mod metrics_hostile;
 mod protocol;
+mod proxy;
 mod stress;

@@ -22,6 +22,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::proxy::sources::{Source, SourceError, Sources};
+
 /// Where `oneshotd` looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/oneshotd.toml";
 
@@ -56,6 +58,11 @@ pub struct Config {
     /// Addresses of the metrics endpoint when not socket-activated; empty:
     /// none.
     pub metrics_listen: Vec<ListenAddr>,
+    /// Transport peers that must begin with a PROXY protocol header (a
+    /// trusted load balancer's addresses); empty: a header is never parsed.
+    pub proxy_protocol_from: Sources,
+    /// How long such a connection has to send its whole header.
+    pub proxy_header_timeout: Duration,
     /// Bytes held at most for all clients that owe replies together (the
     /// replies the kernel has not taken and the input behind them); past
     /// it those connections stop being read until their clients read.
@@ -126,6 +133,8 @@ struct RawConfig {
     spin_before_sleep_us: Option<Spanned<i64>>,
     metrics_listen: Option<Spanned<Vec<Spanned<String>>>>,
     max_buffered_bytes: Option<Spanned<i64>>,
+    proxy_protocol_from: Option<Spanned<Vec<Spanned<String>>>>,
+    proxy_header_timeout_ms: Option<Spanned<i64>>,
     log_level: Option<Spanned<LogLevel>>,
 }
 
@@ -184,6 +193,17 @@ pub enum ConfigErrorKind {
         line: usize,
         /// The entry as written.
         entry: String,
+    },
+    /// A `proxy_protocol_from` entry that is neither a CIDR block nor
+    /// `"unix"`.
+    #[error("{line}: proxy_protocol_from entry '{entry}': {reason}")]
+    BadProxySource {
+        /// The 1-based line of the entry.
+        line: usize,
+        /// The entry as written.
+        entry: String,
+        /// What is wrong with it.
+        reason: SourceError,
     },
     /// `listen = []`.
     #[error("{line}: listen must name at least one address")]
@@ -301,6 +321,31 @@ impl Config {
             1 << 40,
         )?;
 
+        let proxy_header_timeout = ranged(
+            "proxy_header_timeout_ms",
+            raw.proxy_header_timeout_ms,
+            3_000,
+            10,
+            60_000,
+        )?;
+        let proxy_protocol_from = raw
+            .proxy_protocol_from
+            .map(Spanned::into_inner)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|entry| {
+                let span = entry.span();
+                let entry = entry.into_inner();
+                entry
+                    .parse::<Source>()
+                    .map_err(|reason| ConfigErrorKind::BadProxySource {
+                        line: line_of(span),
+                        entry,
+                        reason,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
         let addrs = |key: &'static str, entries: Vec<Spanned<String>>| {
             entries
                 .into_iter()
@@ -349,6 +394,8 @@ impl Config {
             spin_before_sleep: Duration::from_micros(spin as u64),
             metrics_listen,
             max_buffered_bytes: max_buffered_bytes as usize,
+            proxy_protocol_from: Sources::new(proxy_protocol_from),
+            proxy_header_timeout: ms(proxy_header_timeout),
             log_level: raw.log_level.map_or(LogLevel::Info, Spanned::into_inner),
         })
     }

@@ -20,6 +20,8 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.spin_before_sleep, Duration::from_micros(10));
     assert_eq!(config.max_buffered_bytes, 256 << 20);
     assert_eq!(config.max_connections_per_client, 0);
+    assert!(config.proxy_protocol_from.is_empty());
+    assert_eq!(config.proxy_header_timeout, Duration::from_secs(3));
     assert!(config.metrics_listen.is_empty());
     assert_eq!(config.log_level, LogLevel::Info);
     assert!(config.workers >= 1);
@@ -32,7 +34,9 @@ fn every_key_is_read() {
          max_line_bytes = 10\nidle_timeout_ms = 100\nrequest_timeout_ms = 200\n\
          drain_timeout_ms = 0\nspin_before_sleep_us = 0\nlog_level = \"debug\"\n\
          metrics_listen = [\"127.0.0.1:9787\", \"/run/m.sock\"]\n\
-         max_buffered_bytes = 2097152\nmax_connections_per_client = 4\n",
+         max_buffered_bytes = 2097152\nmax_connections_per_client = 4\n\
+         proxy_protocol_from = [\"10.0.0.0/8\", \"::1/128\", \"unix\"]\n\
+         proxy_header_timeout_ms = 500\n",
     )
     .unwrap();
     assert_eq!(config.workers, 3);
@@ -52,6 +56,15 @@ fn every_key_is_read() {
     assert_eq!(config.log_level, LogLevel::Debug);
     assert_eq!(config.max_buffered_bytes, 2 << 20);
     assert_eq!(config.max_connections_per_client, 4);
+    assert_eq!(config.proxy_header_timeout, Duration::from_millis(500));
+    assert!(config.proxy_protocol_from.trusts_unix());
+    assert!(config
+        .proxy_protocol_from
+        .trusts_ip("10.1.2.3".parse().unwrap()));
+    assert!(config.proxy_protocol_from.trusts_ip("::1".parse().unwrap()));
+    assert!(!config
+        .proxy_protocol_from
+        .trusts_ip("192.168.0.1".parse().unwrap()));
     assert_eq!(
         config.metrics_listen,
         vec![
@@ -74,6 +87,7 @@ fn range_bounds() {
         ("spin_before_sleep_us", 0, 1_000),
         ("max_buffered_bytes", 1 << 20, 1 << 40),
         ("max_connections_per_client", 0, 1_000_000),
+        ("proxy_header_timeout_ms", 10, 60_000),
     ];
     for &(key, min, max) in table {
         assert!(parse(&format!("{key} = {min}")).is_ok(), "{key} = {min}");
@@ -176,4 +190,19 @@ fn line_column_of_offsets() {
     assert_eq!(line_column("ab\ncd", 4), (2, 2));
     assert_eq!(line_column("é\néx", 5), (2, 2));
     assert_eq!(line_column("ab", 99), (1, 3));
+}
+
+#[test]
+fn a_bad_proxy_source_names_its_line_and_entry() {
+    let msg =
+        parse("proxy_protocol_from = [\n  \"10.0.0.0/8\",\n  \"10.0.0.0/33\",\n]\n").unwrap_err();
+    assert!(
+        msg.starts_with("test.toml: 3: proxy_protocol_from entry '10.0.0.0/33': "),
+        "{msg}"
+    );
+    let msg = parse("proxy_protocol_from = [\"balancer\"]").unwrap_err();
+    assert!(
+        msg.starts_with("test.toml: 1: proxy_protocol_from entry 'balancer': "),
+        "{msg}"
+    );
 }

@@ -132,16 +132,20 @@ impl Connection {
         (self.charged, self.counted_throttled)
     }
 
-    /// Serves `scratch.input[..fresh]` after whatever was buffered, then
+    /// Serves `scratch.input[fresh]` after whatever was buffered, then
     /// writes the replies.
-    pub(super) fn serve(&mut self, fresh: usize, cx: &mut Context<'_>) -> io::Result<()> {
+    pub(super) fn serve(
+        &mut self,
+        fresh: std::ops::Range<usize>,
+        cx: &mut Context<'_>,
+    ) -> io::Result<()> {
         let Scratch {
             input,
             output,
             tally,
             ..
         } = &mut *cx.scratch;
-        let fresh = &input[..fresh];
+        let fresh = &input[fresh];
         tally.received += fresh.len() as u64;
         // Replies go straight from the worker's buffer to the socket unless
         // older ones are still queued, which they must follow.

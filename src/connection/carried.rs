@@ -27,6 +27,20 @@ pub(crate) struct Carried {
     pub idle_for: Duration,
     /// Time since the incomplete request's first byte arrived.
     pub request_for: Option<Duration>,
+    /// Its client (from its PROXY header, else its socket's peer); `None`
+    /// from a record that did not say (version 1): then its socket's peer.
+    pub peer: Option<Peer>,
+    /// Still waiting for its PROXY header.
+    pub header: Option<CarriedHeader>,
+}
+
+/// A connection still waiting for its PROXY header, as carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CarriedHeader {
+    /// Time left until its deadline.
+    pub left: Duration,
+    /// The part of the header received so far.
+    pub partial: Vec<u8>,
 }
 
 /// The phases a connection can be handed over in. (A handover never
@@ -72,6 +86,11 @@ impl Connection {
             request_for: self
                 .request_started
                 .map(|t| now.saturating_duration_since(t)),
+            peer: Some(self.peer),
+            header: self.awaiting_header.map(|waiting| CarriedHeader {
+                left: waiting.deadline.saturating_duration_since(now),
+                partial: waiting.partial,
+            }),
         };
         (self.fd, carried)
     }
@@ -106,6 +125,12 @@ impl Connection {
         connection.spoke = carried.spoke;
         connection.request_started = carried.request_for.map(ago);
         connection.phase = phase;
+        if let Some(header) = carried.header {
+            connection.awaiting_header = Some(Box::new(super::proxied::AwaitingHeader {
+                deadline: now + header.left,
+                partial: header.partial,
+            }));
+        }
         // The kernel's send queue is unknown here: have the next tick look.
         connection.wrote = true;
         connection

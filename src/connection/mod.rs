@@ -24,6 +24,7 @@
 mod buffers;
 mod carried;
 mod io;
+mod proxied;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -34,10 +35,12 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 pub(crate) use buffers::Scratch;
-pub(crate) use carried::{Carried, CarriedPhase};
+pub(crate) use carried::{Carried, CarriedHeader, CarriedPhase};
 
 use crate::service::{ConnectionId, Peer, Service};
-use crate::step::{CloseReason, Interest, Limits, Next, Readiness, Stimulus};
+use crate::step::{
+    ClientAdmission, CloseReason, Interest, Limits, Next, ProxyHeaderFailure, Readiness, Stimulus,
+};
 
 /// Reads per event before the worker re-arms and moves on, so that one busy
 /// connection cannot starve the others on its worker. Nothing is lost by
@@ -74,6 +77,8 @@ pub(crate) const DRAIN_GRACE: Duration = Duration::from_millis(250);
 /// Everything a connection needs from its worker for one step.
 pub(crate) struct Context<'a> {
     pub service: &'a dyn Service,
+    /// Asked once a PROXY header has named the client.
+    pub clients: &'a dyn ClientAdmission,
     pub limits: Limits,
     pub scratch: &'a mut Scratch,
     pub now: Instant,
@@ -166,6 +171,8 @@ pub(crate) struct Connection {
     counted_throttled: bool,
     /// Counted among its client's connections (`max_connections_per_client`).
     client_counted: bool,
+    /// From a trusted balancer, and its PROXY header not read yet.
+    awaiting_header: Option<Box<proxied::AwaitingHeader>>,
     /// It owes nothing but the budget is spent, and the kernel had no room
     /// for more replies: it waits to be writable before it reads again.
     awaiting_room: bool,
@@ -192,6 +199,7 @@ impl Connection {
             charged: 0,
             counted_throttled: false,
             client_counted: false,
+            awaiting_header: None,
             awaiting_room: false,
         }
     }
@@ -274,8 +282,8 @@ impl Connection {
             Phase::Closing { .. } | Phase::Lingering { .. } => None,
         };
         if let Some(budget) = budget {
-            if let Err(e) = self.read_and_serve(budget, cx) {
-                return Next::Close(CloseReason::Error(e));
+            if let Err(reason) = self.read_and_serve(budget, cx) {
+                return Next::Close(reason);
             }
         }
         if let Phase::DrainGrace { until } = self.phase {
@@ -286,8 +294,13 @@ impl Connection {
         self.next(cx.now, &cx.limits)
     }
 
-    /// Reads what may be read now and serves it, within `budget`.
-    fn read_and_serve(&mut self, budget: ReadBudget, cx: &mut Context<'_>) -> std::io::Result<()> {
+    /// Reads what may be read now and serves it, within `budget`: the
+    /// PROXY header first, if one is awaited.
+    fn read_and_serve(
+        &mut self,
+        budget: ReadBudget,
+        cx: &mut Context<'_>,
+    ) -> Result<(), CloseReason> {
         let mut reads = 0;
         // A drain's bound is only asked for once there is something to
         // read: most drained connections are idle, and their first read
@@ -318,17 +331,26 @@ impl Connection {
                 Ok(n) => n,
                 Err(Errno::EAGAIN) => break,
                 Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(CloseReason::Error(e.into())),
             };
             if n == 0 {
+                if self.awaiting_header.is_some() {
+                    return Err(CloseReason::ProxyHeader(ProxyHeaderFailure::Ended));
+                }
                 self.peer_closed = true;
-                self.serve(0, cx)?;
+                self.serve(0..0, cx).map_err(CloseReason::Error)?;
                 break;
             }
             self.last_progress = cx.now;
             self.owed_seen = buffers::RECEIVED_SINCE;
             self.spoke = true;
-            self.serve(n, cx)?;
+            let start = match self.awaiting_header {
+                None => Some(0),
+                Some(_) => self.read_header(n, cx)?,
+            };
+            if let Some(start) = start.filter(|&start| start < n) {
+                self.serve(start..n, cx).map_err(CloseReason::Error)?;
+            }
             reads += 1;
             if budget == ReadBudget::Drain {
                 let left = drain_left.unwrap_or_else(|| io::receive_buffer_size(self.fd.as_fd()));

@@ -3,11 +3,20 @@
 //! reference model.
 use super::*;
 use crate::service::{Peer, Served, Service};
-use crate::step::{Interest, Tally};
+use crate::step::{Admission, ClientAdmission, Interest, Tally};
 use crate::upper::{Upper, LINE_TOO_LONG};
 use proptest::prelude::*;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+
+/// No per-client limit: these tests' connections have no PROXY header.
+struct Unlimited;
+
+impl ClientAdmission for Unlimited {
+    fn admit(&self, _peer: &Peer, _service: u8) -> Admission {
+        Admission::Uncounted
+    }
+}
 
 /// What the contract says the replies to `stream` are, the client
 /// having half-closed after it.
@@ -45,6 +54,7 @@ fn run(segments: &[Vec<u8>], max: usize) -> Vec<u8> {
     let mut step = |connection: &mut Connection, replies: &mut Vec<u8>| {
         let mut cx = Context {
             service: &Upper,
+            clients: &Unlimited,
             limits,
             scratch: &mut scratch,
             now,
@@ -129,6 +139,7 @@ fn idle_close_look(read_reply_after: Option<u32>) -> u32 {
     let mut step = |connection: &mut Connection, stimulus, now| {
         let mut cx = Context {
             service: &Upper,
+            clients: &Unlimited,
             limits,
             scratch: &mut scratch,
             now,
@@ -193,6 +204,7 @@ fn a_drained_idle_connection_closes_without_shutting_down_first() {
     let mut step = |connection: &mut Connection, stimulus| {
         let mut cx = Context {
             service: &Upper,
+            clients: &Unlimited,
             limits,
             scratch: &mut scratch,
             now: start,
@@ -285,6 +297,7 @@ fn the_connection_refuses_input_a_service_leaves_unconsumed_past_the_limit() {
     let mut step = |connection: &mut Connection| {
         let mut cx = Context {
             service: &Hoarder,
+            clients: &Unlimited,
             limits,
             scratch: &mut scratch,
             now,
@@ -319,6 +332,7 @@ fn step_with_budget(connection: &mut Connection, buffer_free: usize) -> (Next, T
     let mut scratch = Scratch::new();
     let mut cx = Context {
         service: &Upper,
+        clients: &Unlimited,
         limits: Limits {
             max_line_bytes: 1 << 20,
             idle_timeout: Duration::from_secs(60),

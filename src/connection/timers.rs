@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::{Closing, Connection, Context, Phase, DRAIN_GRACE, LINGER};
-use crate::step::{CloseReason, Next};
+use crate::step::{CloseReason, Next, ProxyHeaderFailure};
 
 impl Connection {
     /// The drain's transition, from whatever phase the connection is in.
@@ -37,6 +37,11 @@ impl Connection {
     /// Checks the connection's deadlines; `None` leaves it as it is.
     pub(super) fn on_tick(&mut self, cx: &mut Context<'_>) -> Option<Next> {
         let now = cx.now;
+        if self.header_overdue(now) {
+            return Some(Next::Close(CloseReason::ProxyHeader(
+                ProxyHeaderFailure::TimedOut,
+            )));
+        }
         match self.phase {
             Phase::Lingering { since, why, .. } if now >= since + LINGER => {
                 return Some(Next::Close(match why {

@@ -27,7 +27,7 @@ use crate::connection::Connection;
 use crate::listeners::{Listener, Peer};
 use crate::metrics::Refused;
 use crate::service::ConnectionId;
-use crate::step::{CloseReason, Interest, Stimulus};
+use crate::step::{Admission, ClientAdmission, CloseReason, Interest, Stimulus};
 
 /// Connections accepted per listener event before the listener is re-armed
 /// and the worker moves on.
@@ -155,7 +155,10 @@ impl Shared {
     fn admit(&self, fd: OwnedFd, peer: Peer, service: u8) {
         let own_limit = self.services[usize::from(service)].connection_limit();
         let max = own_limit.unwrap_or_else(|| self.limits.max_connections());
-        let client = clients::counted_address(&peer);
+        // A balancer's connection is counted under its client's address,
+        // once its header has named it.
+        let header_timeout = self.limits.proxy_header_timeout(&peer);
+        let client = clients::counted_address(&peer).filter(|_| header_timeout.is_none());
         if let Some(address) = client {
             if !self.admit_client(address, service) {
                 return;
@@ -189,6 +192,9 @@ impl Shared {
         let mut connection = Connection::new(fd, id, peer, now).serving(service);
         if client.is_some() {
             connection.count_client();
+        }
+        if let Some(timeout) = header_timeout {
+            connection.await_proxy_header(now + timeout);
         }
         if self.services[usize::from(service)].deadline_from_accept() {
             connection.start_request_clock(now);
@@ -278,4 +284,17 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
         e.raw_os_error().map(Errno::from_raw),
         Some(Errno::ECONNABORTED | Errno::EINTR | Errno::EPROTO | Errno::EPERM)
     )
+}
+
+/// A connection's PROXY header named its client: counted under that
+/// address unless the client already holds its limit. A Unix-socket client
+/// (a header without an address) is not counted.
+impl ClientAdmission for Shared {
+    fn admit(&self, peer: &Peer, service: u8) -> Admission {
+        match clients::counted_address(peer) {
+            Some(address) if self.admit_client(address, service) => Admission::Counted,
+            Some(_) => Admission::Refused,
+            None => Admission::Uncounted,
+        }
+    }
 }

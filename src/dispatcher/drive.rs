@@ -26,6 +26,7 @@ impl Shared {
         let service = usize::from(connection.service());
         let mut cx = Context {
             service: &*self.services[service],
+            clients: self,
             limits: self.limits.connection(self.budget.free()),
             scratch,
             now: Instant::now(),

@@ -94,6 +94,9 @@ impl Server {
                     records.extend(file.records.into_iter().map(|(key, mut carried)| {
                         carried.idle_for += gap;
                         carried.request_for = carried.request_for.map(|d| d + gap);
+                        if let Some(header) = &mut carried.header {
+                            header.left = header.left.saturating_sub(gap);
+                        }
                         if let crate::connection::CarriedPhase::Lingering { for_, .. } =
                             &mut carried.phase
                         {
@@ -148,10 +151,19 @@ impl Shared {
         // first service.
         let reserved = self.table.reserve(0, usize::MAX);
         debug_assert!(reserved, "an unlimited budget");
-        // A version 1 record carries no client address: the transport's
-        // peer is the client's, unless a balancer's header named another.
-        let peer = crate::listeners::peer_of(fd.as_fd());
-        let connection = Connection::restore(fd, carried, peer, Instant::now());
+        // A version 1 record carries no client: its socket's peer is.
+        let peer = carried
+            .peer
+            .unwrap_or_else(|| crate::listeners::peer_of(fd.as_fd()));
+        let mut connection = Connection::restore(fd, carried, peer, Instant::now());
+        // Counted under its client, whatever the limit says: it was held
+        // already (one still awaiting its header is counted once it is read).
+        if !connection.awaits_proxy_header() {
+            if let Some(address) = super::clients::counted_address(connection.peer()) {
+                self.clients.admit(address, 0);
+                connection.count_client();
+            }
+        }
         let interest = connection.restored_interest();
         let registered = self.table.insert(connection, |connection, token| {
             self.events.add(connection.fd(), token, interest)
@@ -213,6 +225,8 @@ mod tests {
             phase: CarriedPhase::Open,
             idle_for: Duration::ZERO,
             request_for: Some(Duration::ZERO),
+            peer: None,
+            header: None,
         };
         let key = SocketKey::of(&fd).unwrap();
         let state = record::encode(handover::monotonic_now(), &[(key, &carried)]);

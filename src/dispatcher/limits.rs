@@ -1,10 +1,13 @@
 //! The reloadable limits: stored by a reload, read by workers on every
 //! event and by the housekeeper on every tick.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::proxy::sources::Sources;
+use crate::service::Peer;
 use crate::step::Limits;
 
 /// The limits in force, each in its own atomic: a reload may change them
@@ -17,6 +20,11 @@ pub(super) struct LimitSettings {
     idle_timeout_ms: AtomicU64,
     request_timeout_ms: AtomicU64,
     spin_before_sleep_us: AtomicU64,
+    proxy_header_timeout_ms: AtomicU64,
+    /// `proxy_protocol_from` is not empty: without it, accepting never
+    /// takes the lock below.
+    proxy_protocol: AtomicBool,
+    proxy_protocol_from: RwLock<Arc<Sources>>,
 }
 
 impl LimitSettings {
@@ -41,6 +49,33 @@ impl LimitSettings {
             config.spin_before_sleep.as_micros() as u64,
             Ordering::Relaxed,
         );
+        self.proxy_header_timeout_ms.store(
+            config.proxy_header_timeout.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        *self
+            .proxy_protocol_from
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(config.proxy_protocol_from.clone());
+        self.proxy_protocol
+            .store(!config.proxy_protocol_from.is_empty(), Ordering::Release);
+    }
+
+    /// How long a connection from `peer` has to send its PROXY header, if
+    /// it must send one (its transport peer is in `proxy_protocol_from`).
+    pub(super) fn proxy_header_timeout(&self, peer: &Peer) -> Option<Duration> {
+        if !self.proxy_protocol.load(Ordering::Acquire) {
+            return None;
+        }
+        let sources = self
+            .proxy_protocol_from
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let trusted = match peer {
+            Peer::Ip(address) => sources.trusts_ip(address.ip()),
+            Peer::Unix => sources.trusts_unix(),
+        };
+        trusted.then(|| Duration::from_millis(self.proxy_header_timeout_ms.load(Ordering::Relaxed)))
     }
 
     /// What a connection step needs, with what is left of the memory

@@ -1,7 +1,7 @@
 //! The state record's format: versioned, length-prefixed, checksummed, and
 //! read without trusting a byte of it.
 //!
-//! All integers little-endian. Version 1:
+//! All integers little-endian. Version 2 (this build writes it):
 //!
 //! ```text
 //! file    = magic "ONESHOTD" | version u32 | handed_over_at u64 | count u32
@@ -10,7 +10,21 @@
 //!           | dev u64 | ino u64 | id u64 | flags u8 | phase u8
 //!           | lingering_us u64 | idle_us u64 | request_us u64
 //!           | input_length u32 | input | output_length u32 | output
+//!           | client | header_left_us u64 | header_length u32 | header
+//! client  = 1 (a Unix-socket client)
+//!           | 4 | IPv4 address (4 bytes) | port u16
+//!           | 6 | IPv6 address (16 bytes) | port u16
 //! ```
+//!
+//! Version 1 (still read, so that an upgrade from a build that wrote it
+//! keeps its connections) ends each record at `output`: its connections'
+//! clients are their sockets' peers, and none awaits a PROXY header.
+//!
+//! `client` is the connection's client: from its PROXY header, else its
+//! transport's peer (the header is gone from the socket once read).
+//! `header_left_us` is how long a connection still waiting for its PROXY
+//! header had left, `u64::MAX` if it was not waiting; `header` is the part
+//! of it received so far.
 //!
 //! `handed_over_at` is `CLOCK_MONOTONIC` in microseconds when the record
 //! was written: the next instance adds the time since to every duration,
@@ -21,17 +35,20 @@
 //! checksum is FNV-1a (64 bits) over everything before it: a torn or
 //! corrupted file is rejected whole rather than half believed.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::SocketKey;
-use crate::connection::{Carried, CarriedPhase};
-use crate::service::ConnectionId;
+use crate::connection::{Carried, CarriedHeader, CarriedPhase};
+use crate::service::{ConnectionId, Peer};
 
 const MAGIC: &[u8; 8] = b"ONESHOTD";
-/// The format version this build writes and reads.
-pub(crate) const VERSION: u32 = 1;
+/// The format version this build writes (it also reads version 1).
+pub(crate) const VERSION: u32 = 2;
 /// No request is incomplete.
 const NO_REQUEST: u64 = u64::MAX;
+/// Not waiting for a PROXY header.
+const NO_HEADER: u64 = u64::MAX;
 
 /// Why a state file was not read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,7 +60,7 @@ pub enum FormatError {
     #[error("not a oneshotd state file")]
     BadMagic,
     /// Written by a build with a format this one does not know.
-    #[error("unknown format version {0} (this build reads {VERSION})")]
+    #[error("unknown format version {0} (this build reads 1 and {VERSION})")]
     UnknownVersion(u32),
     /// The checksum does not match: torn or corrupted.
     #[error("checksum mismatch")]
@@ -63,9 +80,18 @@ pub(crate) struct StateFile {
 
 /// Writes the state file for `records`, as of `handed_over_at`.
 pub(crate) fn encode(handed_over_at: Duration, records: &[(SocketKey, &Carried)]) -> Vec<u8> {
+    encode_version(VERSION, handed_over_at, records)
+}
+
+/// [`encode`] in format `version` (1 only to test that it is still read).
+fn encode_version(
+    version: u32,
+    handed_over_at: Duration,
+    records: &[(SocketKey, &Carried)],
+) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     put_u64(&mut out, micros(handed_over_at));
     out.extend_from_slice(&(records.len() as u32).to_le_bytes());
     for (key, carried) in records {
@@ -86,6 +112,19 @@ pub(crate) fn encode(handed_over_at: Duration, records: &[(SocketKey, &Carried)]
         put_u64(&mut out, carried.request_for.map_or(NO_REQUEST, micros));
         put_bytes(&mut out, &carried.input);
         put_bytes(&mut out, &carried.output);
+        if version >= 2 {
+            put_client(&mut out, carried.peer.unwrap_or(Peer::Unix));
+            match &carried.header {
+                Some(header) => {
+                    put_u64(&mut out, micros(header.left));
+                    put_bytes(&mut out, &header.partial);
+                }
+                None => {
+                    put_u64(&mut out, NO_HEADER);
+                    put_bytes(&mut out, &[]);
+                }
+            }
+        }
         let length = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&length.to_le_bytes());
     }
@@ -101,7 +140,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StateFile, FormatError> {
         return Err(FormatError::BadMagic);
     }
     let version = file.u32()?;
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(FormatError::UnknownVersion(version));
     }
     let mut file = Reader(checked_body(bytes)?);
@@ -145,6 +184,22 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StateFile, FormatError> {
         };
         let input = record.bytes()?.to_vec();
         let output = record.bytes()?.to_vec();
+        let (peer, header) = if version >= 2 {
+            let peer = record.client()?;
+            let left = record.u64()?;
+            let partial = record.bytes()?;
+            let header = match left {
+                NO_HEADER if partial.is_empty() => None,
+                NO_HEADER => return Err(FormatError::Corrupt("header bytes without a header")),
+                us => Some(CarriedHeader {
+                    left: Duration::from_micros(us),
+                    partial: partial.to_vec(),
+                }),
+            };
+            (Some(peer), header)
+        } else {
+            (None, None)
+        };
         if !record.0.is_empty() {
             return Err(FormatError::Corrupt("record length"));
         }
@@ -159,6 +214,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StateFile, FormatError> {
                 phase,
                 idle_for,
                 request_for,
+                peer,
+                header,
             },
         ));
     }
@@ -177,6 +234,22 @@ fn micros(d: Duration) -> u64 {
 
 fn put_u64(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_client(out: &mut Vec<u8>, peer: Peer) {
+    match peer {
+        Peer::Unix => out.push(1),
+        Peer::Ip(SocketAddr::V4(address)) => {
+            out.push(4);
+            out.extend_from_slice(&address.ip().octets());
+            out.extend_from_slice(&address.port().to_le_bytes());
+        }
+        Peer::Ip(SocketAddr::V6(address)) => {
+            out.push(6);
+            out.extend_from_slice(&address.ip().octets());
+            out.extend_from_slice(&address.port().to_le_bytes());
+        }
+    }
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -243,6 +316,17 @@ impl<'a> Reader<'a> {
         let n = self.u32()? as usize;
         self.take(n)
     }
+
+    fn client(&mut self) -> Result<Peer, FormatError> {
+        let address: IpAddr = match self.u8()? {
+            1 => return Ok(Peer::Unix),
+            4 => <[u8; 4]>::try_from(self.take(4)?).expect("4").into(),
+            6 => <[u8; 16]>::try_from(self.take(16)?).expect("16").into(),
+            _ => return Err(FormatError::Corrupt("client")),
+        };
+        let port = u16::from_le_bytes(self.take(2)?.try_into().expect("2"));
+        Ok(Peer::Ip(SocketAddr::new(address, port)))
+    }
 }
 
 #[cfg(test)]
@@ -262,6 +346,8 @@ mod tests {
                     phase: CarriedPhase::Open,
                     idle_for: Duration::from_micros(1500),
                     request_for: Some(Duration::from_millis(20)),
+                    peer: Some(Peer::Ip("192.0.2.10:40000".parse().unwrap())),
+                    header: None,
                 },
             ),
             (
@@ -281,6 +367,11 @@ mod tests {
                     },
                     idle_for: Duration::ZERO,
                     request_for: None,
+                    peer: Some(Peer::Ip("[2001:db8::1]:65535".parse().unwrap())),
+                    header: Some(CarriedHeader {
+                        left: Duration::from_millis(2500),
+                        partial: b"PROXY TCP4 1".to_vec(),
+                    }),
                 },
             ),
             (
@@ -294,6 +385,8 @@ mod tests {
                     phase: CarriedPhase::Closing { timed_out: false },
                     idle_for: Duration::from_secs(299),
                     request_for: None,
+                    peer: Some(Peer::Unix),
+                    header: None,
                 },
             ),
         ]
@@ -312,6 +405,31 @@ mod tests {
         assert_eq!(file.records, sample());
         let empty = encode(Duration::ZERO, &[]);
         assert_eq!(decode(&empty).unwrap().records, Vec::new());
+    }
+
+    /// A file an older build wrote (version 1: no client, no header) is
+    /// still read: its connections' clients are their sockets' peers.
+    #[test]
+    fn version_1_files_are_still_read() {
+        let records: Vec<_> = sample()
+            .into_iter()
+            .map(|(key, carried)| {
+                (
+                    key,
+                    Carried {
+                        peer: None,
+                        header: None,
+                        ..carried
+                    },
+                )
+            })
+            .collect();
+        let refs: Vec<_> = records.iter().map(|(k, c)| (*k, c)).collect();
+        let bytes = encode_version(1, Duration::from_secs(5), &refs);
+        assert_eq!(bytes[8..12], 1u32.to_le_bytes());
+        let file = decode(&bytes).unwrap();
+        assert_eq!(file.records, records);
+        assert!(encode(Duration::from_secs(5), &refs).len() > bytes.len());
     }
 
     #[test]
@@ -335,8 +453,10 @@ mod tests {
     #[test]
     fn an_unknown_version_or_magic_is_named() {
         let mut bytes = encoded();
-        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
-        assert_eq!(decode(&bytes), Err(FormatError::UnknownVersion(2)));
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert_eq!(decode(&bytes), Err(FormatError::UnknownVersion(3)));
+        bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(decode(&bytes), Err(FormatError::UnknownVersion(0)));
         assert_eq!(decode(b"NOTOURS!...."), Err(FormatError::BadMagic));
     }
 

@@ -284,6 +284,8 @@ impl Daemon {
             max_connections_per_client = %format!("{} -> {}", old.max_connections_per_client, new.max_connections_per_client),
             max_line_bytes = %format!("{} -> {}", old.max_line_bytes, new.max_line_bytes),
             max_buffered_bytes = %format!("{} -> {}", old.max_buffered_bytes, new.max_buffered_bytes),
+            proxy_protocol_from = %format!("{} -> {}", old.proxy_protocol_from, new.proxy_protocol_from),
+            proxy_header_timeout_ms = %format!("{} -> {}", old.proxy_header_timeout.as_millis(), new.proxy_header_timeout.as_millis()),
             log_level = %format!("{} -> {}", old.log_level.as_str(), new.log_level.as_str()),
             "reload applied"
         );

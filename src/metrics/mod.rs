@@ -50,11 +50,16 @@ pub enum Closed {
     Drain,
     /// Handed over to the next instance at a restart.
     Handover,
+    /// A trusted balancer's connection without a valid PROXY header.
+    ProxyHeader,
+    /// Its client, named by its PROXY header, already held
+    /// `max_connections_per_client` (counted as refused too).
+    PerClient,
 }
 
 impl Closed {
     /// Every reason, in label order.
-    pub const ALL: [Closed; 8] = [
+    pub const ALL: [Closed; 10] = [
         Closed::ClientEof,
         Closed::Idle,
         Closed::RequestTimeout,
@@ -63,6 +68,8 @@ impl Closed {
         Closed::Reset,
         Closed::Drain,
         Closed::Handover,
+        Closed::ProxyHeader,
+        Closed::PerClient,
     ];
 
     pub(crate) fn of(reason: &CloseReason) -> Closed {
@@ -77,6 +84,8 @@ impl Closed {
             CloseReason::Hangup => Closed::Reset,
             CloseReason::Drained | CloseReason::DrainTimedOut => Closed::Drain,
             CloseReason::Handover => Closed::Handover,
+            CloseReason::ProxyHeader(_) => Closed::ProxyHeader,
+            CloseReason::PerClient => Closed::PerClient,
         }
     }
 }

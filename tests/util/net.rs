@@ -25,6 +25,17 @@ pub fn reset_mid_reply(addr: SocketAddr, line: &str, times: usize) {
     reset(client);
 }
 
+/// Sends `bytes` and expects the connection closed without a byte back (a
+/// reset counts: the server closed with our bytes unread).
+pub fn expect_refused_after(client: &TcpStream, bytes: &[u8]) {
+    let _ = (&*client).write_all(bytes);
+    let mut got = Vec::new();
+    match (&*client).read_to_end(&mut got) {
+        Ok(_) => assert!(got.is_empty(), "a refused connection got {got:?}"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+}
+
 /// A TCP client with timeouts, so no test can hang on a read.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));

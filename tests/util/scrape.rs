@@ -165,6 +165,8 @@ pub fn zero(workers: u64) -> BTreeMap<String, u64> {
         "reset",
         "drain",
         "handover",
+        "proxy_header",
+        "per_client",
     ] {
         m.insert(
             format!("oneshotd_connections_closed_total{{{u},reason=\"{reason}\"}}"),
