@@ -9,6 +9,17 @@
 # connection), for N = 200 and N = 1200, with one worker and no spin; the
 # difference of the two totals over the 10 000 extra requests is the cost
 # per request, free of start-up and shutdown.
+#
+# That figure moves by a few percent from run to run of the same binary,
+# all of it in how many epoll_wait calls the requests took: the client
+# sends on its 10 connections, then reads, and one wait may find all 10
+# requests or only some. Everything else a request costs is the same to
+# the instruction. So the script also counts the waits (from callgrind's
+# call counts) and prints the cost per request with each wait's share
+# taken out (WAIT_COST instructions each, 380 by default: the slope of
+# total against waits over 120 runs of three builds on this machine):
+# that figure repeats to within one instruction, and is the one to
+# compare builds by.
 # Usage: bench/instructions.sh BIN [BIN...]     (needs valgrind, python3)
 set -euo pipefail
 [ $# -gt 0 ] || { echo "usage: $0 BIN [BIN...]" >&2; exit 2; }
@@ -55,11 +66,31 @@ instructions() {
     python3 "$tmp/client.py" "$port" 10 "$2" || { kill "$pid" 2>/dev/null || true; cat "$tmp/valgrind.log"; exit 1; }
     kill -TERM "$pid"
     wait "$pid"
-    awk '/^summary:/ { print $2 }' "$tmp/out"
+    # "TOTAL WAITS": the summary line, and the calls to epoll_wait.
+    python3 - "$tmp/out" <<'PY'
+import re, sys
+names, callee, total, waits = {}, None, 0, 0
+for line in open(sys.argv[1]):
+    if line.startswith("summary:"):
+        total = int(line.split()[1])
+    elif line.startswith(("fn=", "cfn=")):
+        m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line.strip())
+        if m and m[2]:
+            names[m[1]] = m[2]
+        if line.startswith("cfn="):
+            callee = names.get(m[1]) if m else None
+    elif line.startswith("calls=") and callee == "epoll_wait":
+        waits += int(line[6:].split()[0])
+print(total, waits)
+PY
 }
 
+WAIT_COST=${WAIT_COST:-380}
 for bin in "$@"; do
-    small=$(instructions "$bin" 200)
-    large=$(instructions "$bin" 1200)
-    echo "$bin: $(( (large - small) / 10000 )) instructions per request"
+    read -r small small_waits < <(instructions "$bin" 200)
+    read -r large large_waits < <(instructions "$bin" 1200)
+    raw=$(( (large - small) / 10000 ))
+    corrected=$(( ((large - WAIT_COST * large_waits) - (small - WAIT_COST * small_waits)) / 10000 ))
+    waits=$(python3 -c "print(f'{($large_waits - $small_waits) / 10000:.2f}')")
+    echo "$bin: $raw instructions per request ($waits epoll_wait per request; $corrected without the waits)"
 done

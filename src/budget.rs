@@ -42,6 +42,9 @@ pub(crate) struct Budget {
     held: AtomicIsize,
     /// Connections that are not reading because they owe replies.
     throttled: AtomicIsize,
+    /// Held has reached the limit, as of the last fold: what a connection
+    /// that owes nothing asks on every read, so one load.
+    exhausted: AtomicBool,
     /// Spent, as last logged: a warning when it becomes so, an `info` line
     /// when it has room again.
     spent: AtomicBool,
@@ -86,6 +89,7 @@ impl Budget {
             limit: AtomicUsize::new(limit),
             held: AtomicIsize::new(0),
             throttled: AtomicIsize::new(0),
+            exhausted: AtomicBool::new(false),
             spent: AtomicBool::new(false),
             warnings: RateLimited::new(Duration::from_secs(10)),
         }
@@ -118,6 +122,19 @@ impl Budget {
         self.limit().saturating_sub(self.held())
     }
 
+    /// Nothing is left of it.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.exhausted.load(Ordering::Relaxed)
+    }
+
+    /// Looks at the total again: folds racing each other may have left
+    /// `exhausted` (and the log's state) as of an older total, and nothing
+    /// folds while every connection is quiet. The housekeeper calls it on
+    /// every tick.
+    pub(crate) fn refresh(&self) {
+        self.note(self.held.load(Ordering::Relaxed));
+    }
+
     /// Adds a step's changes to `ledger`, folding it if it moved far enough.
     pub(crate) fn charge(&self, ledger: &mut Ledger, held: isize, throttled: isize) {
         ledger.held += held;
@@ -127,8 +144,17 @@ impl Budget {
         }
     }
 
-    /// Folds what `ledger` holds into the shared total.
+    /// Folds what `ledger` holds into the shared total (a worker calls it
+    /// before every wait: nearly always there is nothing to fold).
+    #[inline]
     pub(crate) fn fold(&self, ledger: &mut Ledger) {
+        if ledger.held != 0 || ledger.throttled != 0 {
+            self.fold_changes(ledger);
+        }
+    }
+
+    #[inline(never)]
+    fn fold_changes(&self, ledger: &mut Ledger) {
         if ledger.throttled != 0 {
             self.throttled
                 .fetch_add(std::mem::take(&mut ledger.throttled), Ordering::Relaxed);
@@ -146,6 +172,7 @@ impl Budget {
     fn note(&self, total: isize) {
         let limit = self.limit();
         let total = total.max(0) as usize;
+        self.exhausted.store(total >= limit, Ordering::Relaxed);
         let spent = self.spent.load(Ordering::Relaxed);
         if !spent && total >= limit {
             if self.spent.swap(true, Ordering::Relaxed) {

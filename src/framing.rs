@@ -26,6 +26,7 @@ use crate::service::{Input, Served};
 ///   one.
 /// - Otherwise an incomplete last line is left unconsumed, for the next
 ///   call with more bytes after it.
+#[inline]
 pub fn serve_lines(
     input: &Input<'_>,
     output: &mut Vec<u8>,

@@ -170,9 +170,6 @@ pub(crate) struct Limits {
     pub idle_timeout: Duration,
     /// Longest a request may take to arrive whole.
     pub request_timeout: Duration,
-    /// What was left of the memory budget (`max_buffered_bytes`) when the
-    /// step began: 0 once it is spent.
-    pub buffer_free: usize,
 }
 
 /// What steps did that operators count, added up by the connection during
@@ -186,9 +183,4 @@ pub(crate) struct Tally {
     pub received: u64,
     /// Reply bytes the kernel took.
     pub sent: u64,
-    /// How the bytes held against the memory budget changed.
-    pub held: isize,
-    /// How the number of connections not reading because they owe replies
-    /// changed.
-    pub throttled: isize,
 }

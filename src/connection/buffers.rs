@@ -14,10 +14,11 @@ use std::time::Instant;
 
 use super::io::write_some;
 use super::{Closing, Connection, Context};
+use crate::budget::Budget;
 use crate::budget::Ledger;
 use crate::metrics::Lease;
 use crate::service::Input;
-use crate::step::{Limits, Tally};
+use crate::step::Tally;
 
 /// `owed_seen` once bytes were received since the last look: progress
 /// already, so the next look need not ask the kernel. (No connection can
@@ -94,35 +95,45 @@ impl Connection {
     /// client takes some: past its own bound, or when what it holds is as
     /// much as the budget has left. So as the budget runs out, the
     /// connections holding the most stop first, and once it is spent every
-    /// one that owes replies waits. (The budget's free bytes were read at
-    /// the step's start, when this connection was charged `charged`; what
-    /// it holds now replaces that.)
-    pub(super) fn throttled(&self, limits: &Limits) -> bool {
+    /// one that owes replies waits. (The budget counts this connection as
+    /// holding `charged`, what its last step reported; what it holds now
+    /// replaces that.)
+    pub(super) fn throttled(&self, budget: &Budget) -> bool {
         let held = self.held();
         if held == 0 {
             return false;
         }
-        let free = (limits.buffer_free + self.charged).saturating_sub(held);
+        let free = (budget.free() + self.charged).saturating_sub(held);
         self.pending() > OUTPUT_HIGH_WATER || held >= free
     }
 
-    /// Reports how what it holds against the budget changed since its last
-    /// step, and whether it is throttled; a closing connection holds
-    /// nothing any more.
+    /// Charges the budget (through the ledger of whoever took the step) for
+    /// how what it holds changed since its last step, and for whether it is
+    /// throttled; a closing connection holds nothing any more.
+    /// Only called when it `may_hold` something: nearly every step owes
+    /// nothing before and after, and costs the budget one test of a flag.
     pub(super) fn settle_budget(&mut self, closing: bool, cx: &mut Context<'_>) {
+        if self.peer_closed {
+            // Nothing more is read: no room to wait for.
+            self.awaiting_room = false;
+        }
         let (held, throttled) = if closing {
             (0, false)
         } else {
-            let paused = self.awaiting_room || self.throttled(&cx.limits);
+            let paused = self.awaiting_room || self.throttled(cx.budget);
             (self.held(), self.reads_input() && paused)
         };
-        let tally = &mut cx.scratch.tally;
-        tally.held += held as isize - self.charged as isize;
+        let held_change = held as isize - self.charged as isize;
         self.charged = held;
-        if throttled != self.counted_throttled {
-            tally.throttled += if throttled { 1 } else { -1 };
-            self.counted_throttled = throttled;
-        }
+        let throttled_change = match (self.counted_throttled, throttled) {
+            (false, true) => 1,
+            (true, false) => -1,
+            _ => 0,
+        };
+        self.counted_throttled = throttled;
+        self.may_hold = held > 0 || throttled;
+        cx.budget
+            .charge(&mut cx.scratch.ledger, held_change, throttled_change);
     }
 
     /// What it was last reported holding against the budget, and whether
@@ -197,7 +208,10 @@ impl Connection {
             let written = write_some(self.fd.as_fd(), &cx.scratch.output)?;
             self.wrote |= written > 0;
             cx.scratch.tally.sent += written as u64;
-            self.output.extend_from_slice(&cx.scratch.output[written..]);
+            if written < cx.scratch.output.len() {
+                self.output.extend_from_slice(&cx.scratch.output[written..]);
+                self.may_hold = true;
+            }
             Ok(())
         } else {
             self.flush(&mut cx.scratch.tally)

@@ -120,6 +120,7 @@ impl Connection {
         };
         let mut connection = Connection::new(fd, carried.id, peer, ago(carried.idle_for));
         connection.input = carried.input;
+        connection.may_hold = !carried.output.is_empty();
         connection.output = carried.output;
         connection.peer_closed = carried.peer_closed;
         connection.spoke = carried.spoke;

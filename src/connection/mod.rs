@@ -37,6 +37,7 @@ use nix::errno::Errno;
 pub(crate) use buffers::Scratch;
 pub(crate) use carried::{Carried, CarriedHeader, CarriedPhase};
 
+use crate::budget::Budget;
 use crate::service::{ConnectionId, Peer, Service};
 use crate::step::{
     ClientAdmission, CloseReason, Interest, Limits, Next, ProxyHeaderFailure, Readiness, Stimulus,
@@ -79,6 +80,10 @@ pub(crate) struct Context<'a> {
     pub service: &'a dyn Service,
     /// Asked once a PROXY header has named the client.
     pub clients: &'a dyn ClientAdmission,
+    /// The memory budget, looked at only by connections that owe replies
+    /// (and by those that owe none, once per read, for whether it is
+    /// spent).
+    pub budget: &'a Budget,
     pub limits: Limits,
     pub scratch: &'a mut Scratch,
     pub now: Instant,
@@ -169,6 +174,10 @@ pub(crate) struct Connection {
     charged: usize,
     /// Its last step reported it throttled (for the gauge).
     counted_throttled: bool,
+    /// It may hold something against the budget: it owed replies, or
+    /// waited for room, at some point since it last held nothing. Its step
+    /// then ends by settling with the budget.
+    may_hold: bool,
     /// Counted among its client's connections (`max_connections_per_client`).
     client_counted: bool,
     /// From a trusted balancer, and its PROXY header not read yet.
@@ -198,6 +207,7 @@ impl Connection {
             phase: Phase::Open,
             charged: 0,
             counted_throttled: false,
+            may_hold: false,
             client_counted: false,
             awaiting_header: None,
             awaiting_room: false,
@@ -255,13 +265,18 @@ impl Connection {
             }
         };
         let closing = matches!(next, Some(Next::Close(_)));
-        self.settle_budget(closing, cx);
+        if self.may_hold {
+            self.settle_budget(closing, cx);
+        }
+        debug_assert!(
+            closing || self.may_hold || self.pending() == 0,
+            "replies owed but not counted against the budget"
+        );
         next
     }
 
     /// Handles readiness: flush, read and serve, decide.
     fn on_event(&mut self, ready: Readiness, cx: &mut Context<'_>) -> Next {
-        self.awaiting_room = false;
         if ready.error {
             return Next::Close(CloseReason::Error(io::pending_error(self.fd.as_fd())));
         }
@@ -291,7 +306,7 @@ impl Connection {
                 self.stop_input(Closing::Drain);
             }
         }
-        self.next(cx.now, &cx.limits)
+        self.next(cx.now, cx.budget)
     }
 
     /// Reads what may be read now and serves it, within `budget`: the
@@ -308,23 +323,13 @@ impl Connection {
         let mut drain_left: Option<usize> = None;
         while self.reads_input() && !self.peer_closed && drain_left != Some(0) {
             let mut read_size = cx.scratch.input.len();
-            if budget == ReadBudget::Event {
-                if self.throttled(&cx.limits) {
-                    break;
-                }
-                if cx.limits.buffer_free == 0 && self.pending() == 0 {
-                    // Spent: read a little, and only once the kernel can
-                    // take the replies, so that a client that never reads
-                    // adds almost nothing before it owes replies and stops
-                    // being read.
-                    if reads > 0 {
-                        break;
-                    }
-                    if !io::writable(self.fd.as_fd()) {
-                        self.awaiting_room = true;
-                        break;
-                    }
-                    read_size = READ_WHILE_SPENT;
+            // The budget has a say only for a connection that may hold
+            // something, or once it is spent: one flag and one load on
+            // every other read.
+            if budget == ReadBudget::Event && (self.may_hold || cx.budget.exhausted()) {
+                match self.budget_allows(reads, cx) {
+                    Some(size) => read_size = size,
+                    None => break,
                 }
             }
             let n = match io::receive(self.fd.as_fd(), &mut cx.scratch.input[..read_size]) {
@@ -344,12 +349,12 @@ impl Connection {
             self.last_progress = cx.now;
             self.owed_seen = buffers::RECEIVED_SINCE;
             self.spoke = true;
-            let start = match self.awaiting_header {
-                None => Some(0),
-                Some(_) => self.read_header(n, cx)?,
-            };
-            if let Some(start) = start.filter(|&start| start < n) {
-                self.serve(start..n, cx).map_err(CloseReason::Error)?;
+            if self.awaiting_header.is_none() {
+                self.serve(0..n, cx).map_err(CloseReason::Error)?;
+            } else if let Some(start) = self.read_header(n, cx)? {
+                if start < n {
+                    self.serve(start..n, cx).map_err(CloseReason::Error)?;
+                }
             }
             reads += 1;
             if budget == ReadBudget::Drain {
@@ -365,6 +370,32 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// How much the memory budget lets this connection read now, if
+    /// anything: nothing once it owes as much as the budget has left (see
+    /// [`Connection::throttled`]). While the budget is spent, one that owes
+    /// nothing reads a little per event, and only once the kernel can take
+    /// its replies, so that a client that never reads adds almost nothing
+    /// before it owes replies and stops being read.
+    #[inline(never)]
+    fn budget_allows(&mut self, reads: usize, cx: &Context<'_>) -> Option<usize> {
+        self.awaiting_room = false;
+        if self.throttled(cx.budget) {
+            return None;
+        }
+        if self.pending() > 0 || !cx.budget.exhausted() {
+            return Some(cx.scratch.input.len());
+        }
+        if reads > 0 {
+            return None;
+        }
+        if !io::writable(self.fd.as_fd()) {
+            self.awaiting_room = true;
+            self.may_hold = true;
+            return None;
+        }
+        Some(READ_WHILE_SPENT)
     }
 
     /// Input is still served in this phase.
@@ -424,15 +455,26 @@ impl Connection {
         }
     }
 
+    /// [`Connection::serving_interest`] for a connection that owes replies
+    /// or waits for room: the budget decides whether it reads. Kept out of
+    /// line, so that the common decision (owes nothing: read) stays cheap.
+    #[inline(never)]
+    fn owing_interest(&self, budget: &Budget) -> Interest {
+        self.serving_interest(self.throttled(budget))
+    }
+
     /// The decision after a step: what to wait for, or close.
-    fn next(&mut self, now: Instant, limits: &Limits) -> Next {
+    fn next(&mut self, now: Instant, budget: &Budget) -> Next {
         let pending = self.pending() > 0;
         match self.phase {
             Phase::Open | Phase::DrainGrace { .. } => {
                 if self.peer_closed && !pending {
                     return Next::Close(CloseReason::PeerClosed);
                 }
-                Next::Rearm(self.serving_interest(self.throttled(limits)))
+                if !self.may_hold {
+                    return Next::Rearm(Interest::READ);
+                }
+                Next::Rearm(self.owing_interest(budget))
             }
             Phase::Closing { .. } if pending => Next::Rearm(Interest {
                 read: false,

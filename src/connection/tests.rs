@@ -2,12 +2,21 @@
 //! for any byte stream split into any segments, the replies equal the
 //! reference model.
 use super::*;
+use crate::budget::{Budget, Ledger};
 use crate::service::{Peer, Served, Service};
 use crate::step::{Admission, ClientAdmission, Interest, Tally};
 use crate::upper::{Upper, LINE_TOO_LONG};
 use proptest::prelude::*;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+
+/// A budget with `free` bytes left (none: spent).
+fn budget_with_free(free: usize) -> Budget {
+    let limit = 1 << 30;
+    let budget = Budget::new(limit);
+    budget.charge(&mut Ledger::immediate(), (limit - free) as isize, 0);
+    budget
+}
 
 /// No per-client limit: these tests' connections have no PROXY header.
 struct Unlimited;
@@ -47,7 +56,6 @@ fn run(segments: &[Vec<u8>], max: usize) -> Vec<u8> {
         max_line_bytes: max,
         idle_timeout: Duration::from_secs(60),
         request_timeout: Duration::from_secs(60),
-        buffer_free: 256 << 20,
     };
     let mut replies = Vec::new();
     let reader = client.try_clone().unwrap();
@@ -55,6 +63,7 @@ fn run(segments: &[Vec<u8>], max: usize) -> Vec<u8> {
         let mut cx = Context {
             service: &Upper,
             clients: &Unlimited,
+            budget: &Budget::new(256 << 20),
             limits,
             scratch: &mut scratch,
             now,
@@ -131,7 +140,6 @@ fn idle_close_look(read_reply_after: Option<u32>) -> u32 {
         max_line_bytes: 1024,
         idle_timeout: idle,
         request_timeout: Duration::from_secs(60),
-        buffer_free: 256 << 20,
     };
     let mut scratch = Scratch::new();
     let start = Instant::now();
@@ -140,6 +148,7 @@ fn idle_close_look(read_reply_after: Option<u32>) -> u32 {
         let mut cx = Context {
             service: &Upper,
             clients: &Unlimited,
+            budget: &Budget::new(256 << 20),
             limits,
             scratch: &mut scratch,
             now,
@@ -197,7 +206,6 @@ fn a_drained_idle_connection_closes_without_shutting_down_first() {
         max_line_bytes: 1024,
         idle_timeout: Duration::from_secs(60),
         request_timeout: Duration::from_secs(60),
-        buffer_free: 256 << 20,
     };
     let mut scratch = Scratch::new();
     let start = Instant::now();
@@ -205,6 +213,7 @@ fn a_drained_idle_connection_closes_without_shutting_down_first() {
         let mut cx = Context {
             service: &Upper,
             clients: &Unlimited,
+            budget: &Budget::new(256 << 20),
             limits,
             scratch: &mut scratch,
             now: start,
@@ -289,7 +298,6 @@ fn the_connection_refuses_input_a_service_leaves_unconsumed_past_the_limit() {
         max_line_bytes: 100,
         idle_timeout: Duration::from_secs(60),
         request_timeout: Duration::from_secs(60),
-        buffer_free: 256 << 20,
     };
     let mut scratch = Scratch::new();
     let now = Instant::now();
@@ -298,6 +306,7 @@ fn the_connection_refuses_input_a_service_leaves_unconsumed_past_the_limit() {
         let mut cx = Context {
             service: &Hoarder,
             clients: &Unlimited,
+            budget: &Budget::new(256 << 20),
             limits,
             scratch: &mut scratch,
             now,
@@ -326,18 +335,29 @@ fn the_connection_refuses_input_a_service_leaves_unconsumed_past_the_limit() {
     assert_eq!(reply, b"too long\n");
 }
 
-/// One event step with `buffer_free` left of the memory budget; returns
-/// the decision and what the step reported to the budget.
-fn step_with_budget(connection: &mut Connection, buffer_free: usize) -> (Next, Tally) {
+/// What one step did, as far as the memory budget is concerned.
+struct Stepped {
+    next: Next,
+    tally: Tally,
+    /// What the step charged the budget.
+    held: usize,
+    /// Connections the budget counts throttled after it.
+    throttled: usize,
+}
+
+/// One event step with `buffer_free` left of the memory budget.
+fn step_with_budget(connection: &mut Connection, buffer_free: usize) -> Stepped {
     let mut scratch = Scratch::new();
+    let budget = budget_with_free(buffer_free);
+    let before = budget.held();
     let mut cx = Context {
         service: &Upper,
         clients: &Unlimited,
+        budget: &budget,
         limits: Limits {
             max_line_bytes: 1 << 20,
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(60),
-            buffer_free,
         },
         scratch: &mut scratch,
         now: Instant::now(),
@@ -345,7 +365,12 @@ fn step_with_budget(connection: &mut Connection, buffer_free: usize) -> (Next, T
     let next = connection
         .step(Stimulus::Event(Readiness::default()), &mut cx)
         .expect("an event always decides");
-    (next, scratch.tally)
+    Stepped {
+        next,
+        tally: scratch.tally,
+        held: budget.held() - before,
+        throttled: budget.throttled(),
+    }
 }
 
 /// A client that never reads, on a socketpair whose buffers are full: what
@@ -367,18 +392,22 @@ fn a_connection_that_owes_replies_stops_reading_once_the_budget_is_spent() {
     for (buffer_free, reads_on) in [(256 << 20, true), (0, false)] {
         let (mut connection, mut client) = a_client_that_never_reads();
         connection.output = b"OWED\n".to_vec();
+        connection.may_hold = true;
         client.write_all(&b"line\n".repeat(100)).unwrap();
-        let (next, tally) = step_with_budget(&mut connection, buffer_free);
-        let Next::Rearm(interest) = next else {
-            panic!("{next:?}")
+        let stepped = step_with_budget(&mut connection, buffer_free);
+        let Next::Rearm(interest) = stepped.next else {
+            panic!("{:?}", stepped.next)
         };
         assert_eq!(interest.read, reads_on, "free {buffer_free}");
         assert!(interest.write);
         let answered = if reads_on { 500 } else { 0 };
-        assert_eq!(tally.received, answered as u64, "free {buffer_free}");
-        assert_eq!(tally.held, connection.held() as isize);
+        assert_eq!(
+            stepped.tally.received, answered as u64,
+            "free {buffer_free}"
+        );
+        assert_eq!(stepped.held, connection.held());
         assert!(connection.held() >= 5 + answered, "free {buffer_free}");
-        assert_eq!(tally.throttled, isize::from(!reads_on));
+        assert_eq!(stepped.throttled, usize::from(!reads_on));
     }
 }
 
@@ -391,7 +420,7 @@ fn a_connection_that_owes_nothing_reads_a_little_while_the_budget_is_spent() {
     ours.set_nonblocking(true).unwrap();
     let mut connection = Connection::new(ours.into(), ConnectionId(1), Peer::Unix, Instant::now());
     client.write_all(&b"abc\n".repeat(4096)).unwrap();
-    let (next, tally) = step_with_budget(&mut connection, 0);
+    let Stepped { next, tally, .. } = step_with_budget(&mut connection, 0);
     assert_eq!(tally.received, READ_WHILE_SPENT as u64);
     assert!(
         matches!(next, Next::Rearm(Interest { read: true, .. })),
@@ -400,7 +429,12 @@ fn a_connection_that_owes_nothing_reads_a_little_while_the_budget_is_spent() {
 
     let (mut connection, mut client) = a_client_that_never_reads();
     client.write_all(b"abc\n").unwrap();
-    let (next, tally) = step_with_budget(&mut connection, 0);
+    let Stepped {
+        next,
+        tally,
+        throttled,
+        ..
+    } = step_with_budget(&mut connection, 0);
     assert_eq!(
         tally.received, 0,
         "nothing read while the kernel has no room"
@@ -415,7 +449,7 @@ fn a_connection_that_owes_nothing_reads_a_little_while_the_budget_is_spent() {
         ),
         "{next:?}"
     );
-    assert_eq!(tally.throttled, 1);
+    assert_eq!(throttled, 1);
 }
 
 /// A lingering connection whose client keeps sending reads and drops a
@@ -437,7 +471,7 @@ fn a_lingering_connection_discards_a_bounded_amount_per_step() {
         .write(&vec![b'x'; 4 * io::DISCARD_PER_STEP])
         .unwrap();
     assert!(sent > 2 * io::DISCARD_PER_STEP, "only {sent} bytes fit");
-    let (next, _) = step_with_budget(&mut connection, 256 << 20);
+    let next = step_with_budget(&mut connection, 256 << 20).next;
     assert!(matches!(next, Next::Rearm(Interest::READ)), "{next:?}");
     let mut peek = [0u8; 1];
     let left = nix::sys::socket::recv(

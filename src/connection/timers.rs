@@ -58,22 +58,23 @@ impl Connection {
             } => return Some(self.linger(why, true)),
             Phase::DrainGrace { until } if now >= until => {
                 self.stop_input(Closing::Drain);
-                return Some(self.next(now, &cx.limits));
+                return Some(self.next(now, cx.budget));
             }
             Phase::Open => {
                 // A throttled connection is not reading, so its incomplete
                 // request cannot be the client's fault.
-                let paused = self.awaiting_room || self.throttled(&cx.limits);
+                let paused = self.awaiting_room || self.throttled(cx.budget);
                 let started = self.request_started.filter(|_| !paused);
                 if started.is_some_and(|t| now >= t + cx.limits.request_timeout) {
                     self.stop_input(Closing::RequestTimeout);
                     let start = self.output.len();
                     cx.service.request_timeout(self.id, &mut self.output);
+                    self.may_hold = true;
                     debug_assert!(self.output.len() > start, "a timeout reply is owed");
                     if let Err(e) = self.flush(&mut cx.scratch.tally) {
                         return Some(Next::Close(CloseReason::Error(e)));
                     }
-                    return Some(self.next(now, &cx.limits));
+                    return Some(self.next(now, cx.budget));
                 }
             }
             _ => {}

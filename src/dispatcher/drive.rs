@@ -27,7 +27,8 @@ impl Shared {
         let mut cx = Context {
             service: &*self.services[service],
             clients: self,
-            limits: self.limits.connection(self.budget.free()),
+            limits: self.limits.connection(),
+            budget: &self.budget,
             scratch,
             now: Instant::now(),
         };
@@ -65,10 +66,6 @@ impl Shared {
     /// worker's own, or the shared ones off the workers' path.
     fn count(&self, service: usize, scratch: &mut Scratch) {
         let tally = std::mem::take(&mut scratch.tally);
-        if tally.held != 0 || tally.throttled != 0 {
-            self.budget
-                .charge(&mut scratch.ledger, tally.held, tally.throttled);
-        }
         if tally != Tally::default() {
             let block = match &scratch.counters {
                 Some(lease) => lease.block(),

@@ -56,7 +56,7 @@ fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
     let mut scratch = Scratch::new();
     let (stopped, wake) = stop;
     loop {
-        let limits = shared.limits.connection(shared.budget.free());
+        let limits = shared.limits.connection();
         let draining = shared.draining();
         let tick = if draining {
             drain::TICK
@@ -75,6 +75,7 @@ fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
         }
         drop(guard);
 
+        shared.budget.refresh();
         shared.table.for_each(false, |held| {
             shared.drive(held, Stimulus::Tick, &mut scratch)
         });

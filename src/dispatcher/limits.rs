@@ -78,11 +78,9 @@ impl LimitSettings {
         trusted.then(|| Duration::from_millis(self.proxy_header_timeout_ms.load(Ordering::Relaxed)))
     }
 
-    /// What a connection step needs, with what is left of the memory
-    /// budget.
-    pub(super) fn connection(&self, buffer_free: usize) -> Limits {
+    /// What a connection step needs.
+    pub(super) fn connection(&self) -> Limits {
         Limits {
-            buffer_free,
             max_line_bytes: self.max_line_bytes.load(Ordering::Relaxed),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed)),
             request_timeout: Duration::from_millis(self.request_timeout_ms.load(Ordering::Relaxed)),

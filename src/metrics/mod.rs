@@ -377,7 +377,6 @@ mod tests {
             requests: 2,
             received: 10,
             sent: 12,
-            ..Tally::default()
         };
         let first = metrics.lease();
         first.block().add(0, &tally);
