@@ -75,6 +75,8 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+pub mod agent;
+pub mod availability;
 mod budget;
 pub mod cli;
 pub mod config;

@@ -124,6 +124,8 @@ pub struct Inherited {
     pub listeners: Vec<Listener>,
     /// Listeners named `metrics`.
     pub metrics: Vec<Listener>,
+    /// Listeners named `agent`.
+    pub agent: Vec<Listener>,
     /// Established connections handed over by the previous instance
     /// through the fd store, named `conn`.
     pub connections: Vec<OwnedFd>,
@@ -133,6 +135,8 @@ pub struct Inherited {
 
 /// The `FileDescriptorName=` of a metrics listener.
 pub const METRICS_NAME: &str = "metrics";
+/// The `FileDescriptorName=` of a load-balancer agent listener.
+pub const AGENT_NAME: &str = "agent";
 /// The fd store name of a handed-over connection.
 pub const CONNECTION_NAME: &str = "conn";
 /// The fd store name of a handover's state record.
@@ -185,10 +189,10 @@ pub fn from_systemd() -> io::Result<Option<Inherited>> {
                         format!("LISTEN_FDS fd #{index} (name {name:?}): {e}"),
                     )
                 })?;
-                if name == METRICS_NAME {
-                    inherited.metrics.push(listener);
-                } else {
-                    inherited.listeners.push(listener);
+                match name {
+                    METRICS_NAME => inherited.metrics.push(listener),
+                    AGENT_NAME => inherited.agent.push(listener),
+                    _ => inherited.listeners.push(listener),
                 }
             }
         }

@@ -126,6 +126,23 @@ pub trait Service: Send + Sync + 'static {
         "service"
     }
 
+    /// What a connection gets as it opens, before it sends anything:
+    /// appended to `output`. Returns `true` to close the connection once
+    /// that is delivered (a service that only announces something, such as
+    /// the load-balancer agent). The default sends nothing and keeps it
+    /// open.
+    fn greeting(&self, _connection: ConnectionId, _output: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    /// Whether connections from the sources in `proxy_protocol_from` must
+    /// begin with a PROXY protocol header for this service. The default:
+    /// `true`; a service balancers reach without one (their agent checks)
+    /// says `false`.
+    fn proxy_protocol(&self) -> bool {
+        true
+    }
+
     /// Whether a connection's first request must be complete within
     /// `request_timeout_ms` of its accept, not of its first byte. For a
     /// service with a small connection budget of its own (the metrics

@@ -4,6 +4,7 @@
 mod util;
 
 mod activation;
+mod balancer;
 mod budget;
 mod config;
 mod handover;

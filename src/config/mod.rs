@@ -58,6 +58,12 @@ pub struct Config {
     /// Addresses of the metrics endpoint when not socket-activated; empty:
     /// none.
     pub metrics_listen: Vec<ListenAddr>,
+    /// Addresses of the load-balancer agent (HAProxy's `agent-check`) when
+    /// not socket-activated; empty: none.
+    pub agent_listen: Vec<ListenAddr>,
+    /// On SIGTERM, how long to keep accepting and serving while telling
+    /// balancers to drain, before the drain itself.
+    pub drain_grace: Duration,
     /// Transport peers that must begin with a PROXY protocol header (a
     /// trusted load balancer's addresses); empty: a header is never parsed.
     pub proxy_protocol_from: Sources,
@@ -132,6 +138,8 @@ struct RawConfig {
     drain_timeout_ms: Option<Spanned<i64>>,
     spin_before_sleep_us: Option<Spanned<i64>>,
     metrics_listen: Option<Spanned<Vec<Spanned<String>>>>,
+    agent_listen: Option<Spanned<Vec<Spanned<String>>>>,
+    drain_grace_ms: Option<Spanned<i64>>,
     max_buffered_bytes: Option<Spanned<i64>>,
     proxy_protocol_from: Option<Spanned<Vec<Spanned<String>>>>,
     proxy_header_timeout_ms: Option<Spanned<i64>>,
@@ -305,6 +313,7 @@ impl Config {
             0,
             3_600_000,
         )?;
+        let drain_grace = ranged("drain_grace_ms", raw.drain_grace_ms, 0, 0, 600_000)?;
         let spin = ranged(
             "spin_before_sleep_us",
             raw.spin_before_sleep_us,
@@ -381,6 +390,10 @@ impl Config {
             None => Vec::new(),
             Some(entries) => addrs("metrics_listen", entries.into_inner())?,
         };
+        let agent_listen = match raw.agent_listen {
+            None => Vec::new(),
+            Some(entries) => addrs("agent_listen", entries.into_inner())?,
+        };
 
         Ok(Config {
             workers: workers as usize,
@@ -393,6 +406,8 @@ impl Config {
             drain_timeout: ms(drain),
             spin_before_sleep: Duration::from_micros(spin as u64),
             metrics_listen,
+            agent_listen,
+            drain_grace: ms(drain_grace),
             max_buffered_bytes: max_buffered_bytes as usize,
             proxy_protocol_from: Sources::new(proxy_protocol_from),
             proxy_header_timeout: ms(proxy_header_timeout),

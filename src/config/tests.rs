@@ -22,6 +22,8 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.max_connections_per_client, 0);
     assert!(config.proxy_protocol_from.is_empty());
     assert_eq!(config.proxy_header_timeout, Duration::from_secs(3));
+    assert!(config.agent_listen.is_empty());
+    assert_eq!(config.drain_grace, Duration::ZERO);
     assert!(config.metrics_listen.is_empty());
     assert_eq!(config.log_level, LogLevel::Info);
     assert!(config.workers >= 1);
@@ -36,7 +38,8 @@ fn every_key_is_read() {
          metrics_listen = [\"127.0.0.1:9787\", \"/run/m.sock\"]\n\
          max_buffered_bytes = 2097152\nmax_connections_per_client = 4\n\
          proxy_protocol_from = [\"10.0.0.0/8\", \"::1/128\", \"unix\"]\n\
-         proxy_header_timeout_ms = 500\n",
+         proxy_header_timeout_ms = 500\n\
+         agent_listen = [\"127.0.0.1:9788\"]\ndrain_grace_ms = 1500\n",
     )
     .unwrap();
     assert_eq!(config.workers, 3);
@@ -57,6 +60,11 @@ fn every_key_is_read() {
     assert_eq!(config.max_buffered_bytes, 2 << 20);
     assert_eq!(config.max_connections_per_client, 4);
     assert_eq!(config.proxy_header_timeout, Duration::from_millis(500));
+    assert_eq!(
+        config.agent_listen,
+        vec![ListenAddr::Tcp("127.0.0.1:9788".parse().unwrap())]
+    );
+    assert_eq!(config.drain_grace, Duration::from_millis(1500));
     assert!(config.proxy_protocol_from.trusts_unix());
     assert!(config
         .proxy_protocol_from
@@ -88,6 +96,7 @@ fn range_bounds() {
         ("max_buffered_bytes", 1 << 20, 1 << 40),
         ("max_connections_per_client", 0, 1_000_000),
         ("proxy_header_timeout_ms", 10, 60_000),
+        ("drain_grace_ms", 0, 600_000),
     ];
     for &(key, min, max) in table {
         assert!(parse(&format!("{key} = {min}")).is_ok(), "{key} = {min}");

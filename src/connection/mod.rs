@@ -220,6 +220,29 @@ impl Connection {
         Connection { service, ..self }
     }
 
+    /// Gives a new connection what its service says as it opens (see
+    /// `Service::greeting`), to be written as soon as the socket is
+    /// writable; with `close`, nothing it sends is served, and it closes
+    /// once that is delivered.
+    pub(crate) fn greet(&mut self, greeting: Vec<u8>, close: bool) {
+        self.may_hold = !greeting.is_empty();
+        self.output = greeting;
+        if close {
+            self.stop_input(Closing::Service);
+        }
+    }
+
+    /// What a new connection is first armed for: input, and output if it
+    /// was greeted.
+    pub(crate) fn opening_interest(&self) -> Interest {
+        // Closed at once without a greeting: woken as writable, its first
+        // step closes it.
+        Interest {
+            read: self.reads_input(),
+            write: self.pending() > 0 || !self.reads_input(),
+        }
+    }
+
     /// Starts the request timeout now, before the first byte: the first
     /// request must be complete within `request_timeout_ms` of `now`.
     pub(crate) fn start_request_clock(&mut self, now: Instant) {

@@ -157,7 +157,11 @@ impl Shared {
         let max = own_limit.unwrap_or_else(|| self.limits.max_connections());
         // A balancer's connection is counted under its client's address,
         // once its header has named it.
-        let header_timeout = self.limits.proxy_header_timeout(&peer);
+        let serving = &self.services[usize::from(service)];
+        let header_timeout = serving
+            .proxy_protocol()
+            .then(|| self.limits.proxy_header_timeout(&peer))
+            .flatten();
         let client = clients::counted_address(&peer).filter(|_| header_timeout.is_none());
         if let Some(address) = client {
             if !self.admit_client(address, service) {
@@ -196,13 +200,19 @@ impl Shared {
         if let Some(timeout) = header_timeout {
             connection.await_proxy_header(now + timeout);
         }
-        if self.services[usize::from(service)].deadline_from_accept() {
+        if serving.deadline_from_accept() {
             connection.start_request_clock(now);
+        }
+        let mut greeting = Vec::new();
+        let close = serving.greeting(id, &mut greeting);
+        if close || !greeting.is_empty() {
+            connection.greet(greeting, close);
         }
         // Counted before it can be served (and closed, and counted closed).
         self.metrics.accepted(usize::from(service));
         let registered = self.table.insert(connection, |connection, token| {
-            self.events.add(connection.fd(), token, Interest::READ)
+            self.events
+                .add(connection.fd(), token, connection.opening_interest())
         });
         match registered {
             Ok(token) => {

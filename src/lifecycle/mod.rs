@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::agent::Agent;
+use crate::availability::Availability;
 use crate::config::{Config, ConfigSource, ListenAddr};
 use crate::dispatcher::{Server, Status};
 use crate::handover;
@@ -76,6 +78,7 @@ pub fn run(
     );
     let notifier = Notifier::new(env.notify_socket.as_deref());
     let daemon = Daemon {
+        availability: Availability::new(config.max_connections),
         source,
         config,
         log,
@@ -96,6 +99,8 @@ struct Daemon {
     config: Config,
     log: LogControl,
     notifier: Notifier,
+    /// What the agent and `/ready` tell load balancers.
+    availability: Arc<Availability>,
 }
 
 impl Daemon {
@@ -110,29 +115,46 @@ impl Daemon {
             info!("no configuration file; using built-in defaults");
         }
         let signals = Signals::register()?;
-        let (activated, activated_metrics, handed_over) = match activated {
+        let (activated, activated_metrics, activated_agent, handed_over) = match activated {
             Some(inherited) => (
                 Some(inherited.listeners),
                 Some(inherited.metrics),
+                Some(inherited.agent),
                 (inherited.connections, inherited.state),
             ),
-            None => (None, None, Default::default()),
+            None => (None, None, None, Default::default()),
         };
         let listeners = listeners::open(activated, &self.config.listen)?;
         for listener in &listeners {
             info!(address = %listener.describe(), "listening");
         }
-        let metrics_listeners = open_metrics(activated_metrics, &self.config.metrics_listen)?;
+        let metrics_listeners = open_endpoint(
+            activated_metrics,
+            &self.config.metrics_listen,
+            "metrics_listen",
+            "metrics endpoint",
+        )?;
+        let agent_listeners = open_endpoint(
+            activated_agent,
+            &self.config.agent_listen,
+            "agent_listen",
+            "load-balancer agent",
+        )?;
         let metrics = Metrics::new();
-        let endpoint: Arc<dyn Service> = Arc::new(MetricsEndpoint::new(Arc::clone(&metrics)));
-        let endpoints = listeners
-            .into_iter()
-            .map(|listener| (listener, Arc::clone(&service)))
-            .chain(
-                metrics_listeners
-                    .into_iter()
-                    .map(|listener| (listener, Arc::clone(&endpoint))),
-            )
+        let endpoint: Arc<dyn Service> = Arc::new(
+            MetricsEndpoint::new(Arc::clone(&metrics))
+                .with_availability(Arc::clone(&self.availability)),
+        );
+        let agent: Arc<dyn Service> = Arc::new(Agent::new(Arc::clone(&self.availability)));
+        let serving = |listeners: Vec<Listener>, service: &Arc<dyn Service>| {
+            let service = Arc::clone(service);
+            listeners
+                .into_iter()
+                .map(move |listener| (listener, Arc::clone(&service)))
+        };
+        let endpoints = serving(listeners, &service)
+            .chain(serving(metrics_listeners, &endpoint))
+            .chain(serving(agent_listeners, &agent))
             .collect();
         let server = Server::start_endpoints(&self.config, endpoints, metrics)?;
         let restored = self.restore(&server, handed_over);
@@ -151,6 +173,7 @@ impl Daemon {
                 watchdog.tick(&server, &self.notifier);
             }
             if signals.take_terminate() {
+                self.begin_draining(&server, &signals);
                 break;
             }
             if signals.take_handover() {
@@ -219,12 +242,45 @@ impl Daemon {
         Ok(())
     }
 
+    /// SIGTERM (or SIGINT): tells balancers to drain (the agent says
+    /// `drain`, `/ready` says 503) and systemd that the service stops, then
+    /// keeps accepting and serving for `drain_grace_ms`, so that balancers
+    /// stop sending new connections before they would be refused. Another
+    /// SIGTERM ends the grace at once.
+    fn begin_draining(&self, server: &Server, signals: &Signals) {
+        self.availability.begin_draining();
+        let mut shown = server.status();
+        self.notifier.stopping(&status_line("draining", shown));
+        let grace = self.config.drain_grace;
+        if grace.is_zero() {
+            return;
+        }
+        info!(
+            drain_grace_ms = grace.as_millis() as u64,
+            "draining: telling load balancers, still serving for the grace"
+        );
+        let end = Instant::now() + grace;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            signals.wait(left.min(STATUS_INTERVAL));
+            if signals.take_terminate() {
+                info!("a second SIGTERM: the grace ends now");
+                break;
+            }
+            let now = server.status();
+            if now != shown {
+                self.notifier.status(&status_line("draining", now));
+                shown = now;
+            }
+        }
+    }
+
     /// Drains within `drain_timeout_ms`, with a STATUS at most every
     /// [`STATUS_INTERVAL`] while connections are left.
     fn drain(&self, server: Server) {
         let deadline = Instant::now() + self.config.drain_timeout;
         let mut shown = server.status();
-        self.notifier.stopping(&status_line("draining", shown));
+        // STOPPING=1 went out at the signal (or says why there was none).
+        self.notifier.status(&status_line("draining", shown));
         server.begin_drain();
         loop {
             let until = deadline.min(Instant::now() + STATUS_INTERVAL);
@@ -274,6 +330,10 @@ impl Daemon {
         if new.metrics_listen != old.metrics_listen {
             warn!("`metrics_listen` changed; a restart is needed to apply it");
         }
+        if new.agent_listen != old.agent_listen {
+            warn!("`agent_listen` changed; a restart is needed to apply it");
+        }
+        self.availability.set_max_connections(new.max_connections);
         self.log.set_level(new.log_level);
         if let Err(e) = server.reconfigure(&new) {
             error!(error = %e, "cannot resize the worker pool");
@@ -299,17 +359,19 @@ impl Daemon {
     }
 }
 
-/// The metrics endpoint's listeners: the fds named `metrics` under socket
-/// activation (`metrics_listen` is then ignored, as `listen` is), else
-/// `metrics_listen` bound (none if it is empty).
-fn open_metrics(
+/// An operators' endpoint's listeners (the metrics endpoint, the agent):
+/// under socket activation the fds of its name (`key` is then ignored, as
+/// `listen` is), else the addresses of `key` bound (none if empty).
+fn open_endpoint(
     activated: Option<Vec<Listener>>,
     addrs: &[ListenAddr],
+    key: &str,
+    what: &str,
 ) -> std::io::Result<Vec<Listener>> {
     let listeners = match activated {
         Some(listeners) => {
             if !addrs.is_empty() {
-                info!("socket-activated: `metrics_listen` is ignored");
+                info!("socket-activated: `{key}` is ignored");
             }
             listeners
         }
@@ -317,7 +379,7 @@ fn open_metrics(
     };
     for listener in &listeners {
         // Not "listening": that word marks the line protocol's sockets.
-        info!(address = %listener.describe(), "metrics endpoint");
+        info!(address = %listener.describe(), "{what}");
     }
     Ok(listeners)
 }

@@ -9,11 +9,16 @@
 //! connection is closed. Everything else gets a status and a one-line
 //! reason: 400 malformed, 404 another path, 405 another method, 408 too
 //! slow, 431 too large.
+//!
+//! `GET /ready` is the readiness check of load balancers (HAProxy's
+//! `httpchk`, Kubernetes' readiness probes): `200 ready` while the daemon
+//! serves, `503 draining` from SIGTERM on.
 
 use std::sync::Arc;
 
 use super::render::CONTENT_TYPE;
 use super::Metrics;
+use crate::availability::Availability;
 use crate::service::{ConnectionId, Input, Served, Service};
 
 /// The largest request head accepted (8 KiB); past it the answer is 431.
@@ -33,12 +38,25 @@ const MAX_HEADERS: usize = 64;
 #[derive(Debug, Clone)]
 pub struct MetricsEndpoint {
     metrics: Arc<Metrics>,
+    availability: Option<Arc<Availability>>,
 }
 
 impl MetricsEndpoint {
     /// An endpoint that shows `metrics`.
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        MetricsEndpoint { metrics }
+        MetricsEndpoint {
+            metrics,
+            availability: None,
+        }
+    }
+
+    /// The same, answering `GET /ready` from `availability` (without it,
+    /// `/ready` is not found).
+    pub fn with_availability(self, availability: Arc<Availability>) -> Self {
+        MetricsEndpoint {
+            availability: Some(availability),
+            ..self
+        }
     }
 }
 
@@ -49,6 +67,8 @@ enum Verdict {
     Incomplete,
     /// Answer with the page.
     Metrics,
+    /// Answer whether the daemon is ready.
+    Ready,
     /// Answer with this status and reason.
     Refuse(u16, &'static str),
 }
@@ -66,10 +86,11 @@ fn judge(bytes: &[u8], eof: bool) -> Verdict {
             }
             let path = request.path.unwrap_or("");
             let path = path.split_once('?').map_or(path, |(path, _query)| path);
-            if path != "/metrics" {
-                return Verdict::Refuse(404, "Not Found");
+            match path {
+                "/metrics" => Verdict::Metrics,
+                "/ready" => Verdict::Ready,
+                _ => Verdict::Refuse(404, "Not Found"),
             }
-            Verdict::Metrics
         }
         Ok(httparse::Status::Partial) if bytes.len() > MAX_REQUEST_BYTES => {
             Verdict::Refuse(431, "Request Header Fields Too Large")
@@ -97,15 +118,12 @@ fn respond(output: &mut Vec<u8>, status: u16, reason: &str, content_type: &str, 
     output.extend_from_slice(body);
 }
 
+/// The content type of the short answers.
+const TEXT: &str = "text/plain; charset=utf-8";
+
 fn refuse(output: &mut Vec<u8>, status: u16, reason: &str) {
     let body = format!("{status} {reason}\n");
-    respond(
-        output,
-        status,
-        reason,
-        "text/plain; charset=utf-8",
-        body.as_bytes(),
-    );
+    respond(output, status, reason, TEXT, body.as_bytes());
 }
 
 impl Service for MetricsEndpoint {
@@ -118,6 +136,14 @@ impl Service for MetricsEndpoint {
             Verdict::Metrics => {
                 let page = self.metrics.snapshot().encode();
                 respond(output, 200, "OK", CONTENT_TYPE, page.as_bytes());
+                answered(input)
+            }
+            Verdict::Ready => {
+                match self.availability.as_deref().map(Availability::draining) {
+                    Some(false) => respond(output, 200, "OK", TEXT, b"ready\n"),
+                    Some(true) => respond(output, 503, "Service Unavailable", TEXT, b"draining\n"),
+                    None => refuse(output, 404, "Not Found"),
+                }
                 answered(input)
             }
             Verdict::Refuse(status, reason) => {
