@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Static checks of the Debian package and the systemd units:
-#  - systemd-analyze verify on both units is clean;
-#  - systemd-analyze security exposure of the service is at most 1.0;
+#  - systemd-analyze verify on every unit is clean (the templates as an
+#    instance);
+#  - systemd-analyze security exposure of the service and of an instance
+#    of the template is at most 1.0, and both carry the same hardening;
 #  - the .deb builds with cargo-deb, lintian reports no error, its contents
 #    list every expected path, /etc/oneshotd.toml is a conffile, and its
 #    Depends come from the binary's real shared-library dependencies.
@@ -21,20 +23,29 @@ echo "== systemd-analyze verify"
 # Verify the units as installed, with ExecStart pointing at the built binary
 # (verify checks that it exists and is executable).
 mkdir -p "$work/units"
-for unit in oneshotd.socket oneshotd-metrics.socket oneshotd.service; do
+units=(oneshotd.socket oneshotd-metrics.socket oneshotd.service
+    oneshotd@.service oneshotd@.socket oneshotd-metrics@.socket oneshotd-agent@.socket)
+for unit in "${units[@]}"; do
     sed "s|/usr/sbin/oneshotd|$PWD/target/release/oneshotd|g" "packaging/systemd/$unit" >"$work/units/$unit"
 done
-if ! out=$(cd "$work/units" && systemd-analyze verify --man=no oneshotd.socket oneshotd-metrics.socket oneshotd.service 2>&1) || [ -n "$out" ]; then
+if ! out=$(cd "$work/units" && systemd-analyze verify --man=no oneshotd.socket oneshotd-metrics.socket oneshotd.service \
+    oneshotd@check.service oneshotd@check.socket oneshotd-metrics@check.socket oneshotd-agent@check.socket 2>&1) || [ -n "$out" ]; then
     echo "$out"
     fail "systemd-analyze verify is not clean"
 fi
+# One hardening for both: the template's must not drift from the service's.
+hardening() { sed -n '/^# Hardening\./,/^\[Install\]/p' "$1"; }
+diff <(hardening packaging/systemd/oneshotd.service) <(hardening packaging/systemd/oneshotd@.service) \
+    || fail "oneshotd@.service's hardening differs from oneshotd.service's"
 
 echo "== systemd-analyze security"
-exposure=$(systemd-analyze security --offline=true --man=no packaging/systemd/oneshotd.service 2>&1 \
-    | sed -n 's/.*Overall exposure level for oneshotd.service: \([0-9.]*\).*/\1/p')
-[ -n "$exposure" ] || fail "no exposure figure"
-echo "exposure $exposure"
-awk -v e="$exposure" 'BEGIN { exit !(e <= 1.0) }' || fail "exposure $exposure > 1.0"
+for unit in oneshotd.service oneshotd@check.service; do
+    exposure=$(cd "$work/units" && systemd-analyze security --offline=true --man=no "$unit" 2>&1 \
+        | sed -n "s/.*Overall exposure level for $unit: \([0-9.]*\).*/\1/p")
+    [ -n "$exposure" ] || fail "no exposure figure for $unit"
+    echo "$unit: exposure $exposure"
+    awk -v e="$exposure" 'BEGIN { exit !(e <= 1.0) }' || fail "$unit: exposure $exposure > 1.0"
+done
 
 echo "== lintian"
 # One warning is expected and accepted: initial-upload-closes-no-bugs (this
@@ -50,7 +61,9 @@ echo "== contents"
 dpkg-deb --contents "$deb" | awk '{print $6}' >"$work/contents"
 for path in ./usr/sbin/oneshotd ./etc/oneshotd.toml \
     ./lib/systemd/system/oneshotd.socket ./lib/systemd/system/oneshotd-metrics.socket \
-    ./lib/systemd/system/oneshotd.service \
+    ./lib/systemd/system/oneshotd.service ./lib/systemd/system/oneshotd@.service \
+    ./lib/systemd/system/oneshotd@.socket ./lib/systemd/system/oneshotd-metrics@.socket \
+    ./lib/systemd/system/oneshotd-agent@.socket \
     ./usr/share/man/man8/oneshotd.8.gz ./usr/share/man/man5/oneshotd.toml.5.gz \
     ./usr/share/doc/oneshotd/copyright ./usr/share/doc/oneshotd/changelog.Debian.gz; do
     grep -qx "$path" "$work/contents" || fail "missing $path"
