@@ -12,6 +12,14 @@
 #   CHURN="50 500"             connections at a time: connect, 1 request, close
 #   IDLE=18000                 idle connections (server RSS per connection)
 #   HANDOVER="1000 15000"      idle connections through a handover, then a drain
+#                              (each of these four set empty, or IDLE=0: not run)
+#   PROXY=1                    oneshotd trusts 127.0.0.0/8 for the PROXY protocol
+#                              (proxy_protocol_from) and every connection of
+#                              active, churn and idle begins with a v2 header
+#                              (scale_load --proxy-v2); tokio and the handover,
+#                              which take no header, are not run; result lines
+#                              say proxy=v2
+#   SERVERS="oneshotd tokio"   which servers active, churn and idle run on
 #   RESULTS=FILE               keep the raw results (one line per run)
 #   SVG=FILE                   draw the curves (bench/plot.py) into FILE
 #   BACKLOG=4096               accept queue of both servers (oneshotd.socket's
@@ -35,10 +43,19 @@ WARMUP=${WARMUP:-0.5}
 ROUNDS=${ROUNDS:-3}
 BYTES=${BYTES:-64}
 SOURCES=${SOURCES:-16}
-ACTIVE=${ACTIVE:-"1000 5000 15000"}
-CHURN=${CHURN:-"50 500"}
-IDLE=${IDLE:-18000}
-HANDOVER=${HANDOVER:-"1000 15000"}
+# Unset: the default; set empty: none.
+ACTIVE=${ACTIVE-"1000 5000 15000"}
+CHURN=${CHURN-"50 500"}
+IDLE=${IDLE-18000}
+[ "$IDLE" = 0 ] && IDLE=
+HANDOVER=${HANDOVER-"1000 15000"}
+PROXY=${PROXY:-}
+[ "$PROXY" = 0 ] && PROXY=
+SERVERS=${SERVERS:-"oneshotd tokio"}
+if [ -n "$PROXY" ]; then
+    SERVERS=$(for s in $SERVERS; do [ "$s" = tokio ] || echo "$s"; done)
+    HANDOVER=
+fi
 PORT_BASE=${PORT_BASE:-23000}
 BACKLOG=${BACKLOG:-4096}
 PROCS=${PROCS:-}
@@ -50,7 +67,7 @@ fi
 cargo build --release --locked -p oneshotd -p oneshotd-bench >/dev/null 2>&1 ||
     cargo build --release --locked -p oneshotd -p oneshotd-bench
 ulimit -n "$(ulimit -Hn)"
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 tmp=$(mktemp -d)
 server=
 cleanup() {
@@ -80,6 +97,9 @@ listen = ["127.0.0.1:$port"]
 max_connections = 100000
 log_level = "warn"
 EOF
+        if [ -n "$PROXY" ]; then
+            echo 'proxy_protocol_from = ["127.0.0.0/8"]' >>"$tmp/oneshotd.toml"
+        fi
         # Socket-activated, as under systemd: the listener comes bound, with
         # oneshotd.socket's backlog, in LISTEN_FDS (scale_listen execs it).
         "$BIN/scale_listen" --addr "127.0.0.1:$port" --backlog "$BACKLOG" -- \
@@ -95,18 +115,20 @@ EOF
 
 # run_load scenario server round mode conns
 run_load() {
-    local scenario=$1 kind=$2 round=$3 mode=$4 conns=$5 out before
+    local scenario=$1 kind=$2 round=$3 mode=$4 conns=$5 out before proxy=
+    # Only oneshotd runs get here with PROXY set (tokio is not run).
+    if [ -n "$PROXY" ] && [ "$kind" = oneshotd ]; then proxy=v2; fi
     start_server "$kind"
     before=$(overflows)
     if ! out=$("$BIN/scale_load" "$mode" --addr "127.0.0.1:$port" --conns "$conns" \
         --secs "$SECS" --warmup "$WARMUP" --bytes "$BYTES" --sources "$SOURCES" \
-        --server-pid "$server" ${PROCS:+--procs "$PROCS"} </dev/null); then
+        --server-pid "$server" ${PROCS:+--procs "$PROCS"} ${proxy:+--proxy-v2} </dev/null); then
         echo "scale: $kind $scenario round $round failed: $out" >&2
         exit 1
     fi
     local dropped=$(($(overflows) - before))
     stop_server
-    echo "scenario=$scenario server=$kind round=$round ${out#idle_ready } listen_overflows=$dropped" | tee -a "$results"
+    echo "scenario=$scenario server=$kind round=$round ${proxy:+proxy=$proxy }${out#idle_ready } listen_overflows=$dropped" | tee -a "$results"
 }
 
 # The kernel's counters of connection attempts a full accept queue dropped
@@ -117,9 +139,13 @@ overflows() {
         else for (i = 2; i <= NF; i++) if (name[i] == "ListenOverflows") print $i }' /proc/net/netstat
 }
 
-order() { if [ $(($1 % 2)) = 1 ]; then echo "oneshotd tokio"; else echo "tokio oneshotd"; fi; }
+# The servers of SERVERS, the first of them first in odd rounds and last
+# in even ones.
+order() {
+    if [ $(($1 % 2)) = 1 ]; then echo $SERVERS; else printf '%s\n' $SERVERS | tac | xargs; fi
+}
 
-echo "oneshotd vs tokio at scale: workers=$WORKERS, ${BYTES}-byte lines, ${SECS} s runs, rounds=$ROUNDS, $SOURCES source addresses, backlog $BACKLOG"
+echo "oneshotd vs tokio at scale: workers=$WORKERS, ${BYTES}-byte lines, ${SECS} s runs, rounds=$ROUNDS, $SOURCES source addresses, backlog $BACKLOG${PROXY:+, PROXY v2 headers from 127.0.0.0/8 (oneshotd only)}"
 echo "note: this machine has $(nproc) cores, shared by the servers, the load generator and whatever else runs"
 for round in $(seq "$ROUNDS"); do
     for conns in $ACTIVE; do
@@ -128,7 +154,9 @@ for round in $(seq "$ROUNDS"); do
     for conns in $CHURN; do
         for kind in $(order "$round"); do run_load "churn:$conns" "$kind" "$round" churn "$conns"; done
     done
-    for kind in $(order "$round"); do run_load "idle:$IDLE" "$kind" "$round" idle "$IDLE"; done
+    if [ -n "$IDLE" ]; then
+        for kind in $(order "$round"); do run_load "idle:$IDLE" "$kind" "$round" idle "$IDLE"; done
+    fi
     for conns in $HANDOVER; do
         take_port
         mkdir -p "$tmp/handover"

@@ -75,6 +75,7 @@ impl Connection {
                     self.peer = Peer::Ip(source);
                 }
                 self.awaiting_header = None;
+                tracing::debug!(conn = %self.id, peer = %self.peer, "PROXY header read");
                 match cx.clients.admit(&self.peer, self.service) {
                     Admission::Counted => self.client_counted = true,
                     Admission::Uncounted => {}

@@ -216,7 +216,13 @@ impl Shared {
         });
         match registered {
             Ok(token) => {
-                debug!(conn = %id, %peer, "connection accepted");
+                let service = serving.name();
+                if header_timeout.is_some() {
+                    // Not its client yet: the header names it.
+                    debug!(conn = %id, balancer = %peer, service, "connection accepted; awaiting its PROXY header");
+                } else {
+                    debug!(conn = %id, %peer, service, "connection accepted");
+                }
                 // A drain that began while this one was being accepted may
                 // have passed its slot already: give it its drain step here.
                 // (Its flag is read after the slot was taken; the drain sets

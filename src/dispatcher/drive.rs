@@ -78,7 +78,8 @@ impl Shared {
     /// Deregisters and closes the connection in a held slot.
     pub(super) fn close(&self, held: Held<'_>, reason: CloseReason) {
         let connection = self.take_out(held, &reason);
-        debug!(conn = %connection.id(), peer = %connection.peer(), %reason, "connection closed");
+        let service = self.services[usize::from(connection.service())].name();
+        debug!(conn = %connection.id(), peer = %connection.peer(), service, %reason, "connection closed");
     }
 
     /// Takes the connection in a held slot out of the epoll set, the

@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Clients for the end-to-end test, run against 127.0.0.1:7878.
+"""Clients for the end-to-end test, run against 127.0.0.1:7878, or the
+address in E2E_ADDR (HOST:PORT). With E2E_SOURCES (space-separated local
+addresses, such as 127.0.0.2 127.0.0.3), successive connections come from
+each in turn, as clients on as many hosts would (behind a balancer, the
+server must name them, not the balancer).
 
   client.py once TEXT          send one line, check the reply, print it
   client.py loop SECONDS FILE [PROGRESS]
@@ -37,6 +41,11 @@ import sys
 import time
 
 ADDR = ("127.0.0.1", 7878)
+if os.environ.get("E2E_ADDR"):
+    _host, _port = os.environ["E2E_ADDR"].rsplit(":", 1)
+    ADDR = (_host, int(_port))
+SOURCES = os.environ.get("E2E_SOURCES", "").split()
+_connections = 0
 
 
 def exchange(sock, text):
@@ -54,7 +63,12 @@ def exchange(sock, text):
 
 
 def connect():
-    sock = socket.create_connection(ADDR, timeout=30)
+    global _connections
+    source = None
+    if SOURCES:
+        source = (SOURCES[_connections % len(SOURCES)], 0)
+        _connections += 1
+    sock = socket.create_connection(ADDR, timeout=30, source_address=source)
     sock.settimeout(30)
     return sock
 

@@ -7,8 +7,10 @@
 # installs the freshly built .deb with dpkg -i and checks what an operator
 # relies on: socket activation, STATUS, reload (good and broken), restart
 # and upgrade without a refused connection, a crash (SIGKILL) that loses
-# only the connections the killed process held, the journal, stop, remove,
-# reinstall and purge.
+# only the connections the killed process held, the journal, stop, three
+# instances of the templates behind a real HAProxy (PROXY v2, agent-check:
+# rolling restarts and an upgrade that drop nothing, an instance taken out
+# of service and back), remove, reinstall and purge.
 #
 # The container shares the host's network namespace, so the clients
 # (tests/e2e/client.py) run on the host against 127.0.0.1:7878.
@@ -22,7 +24,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CACHE=${ONESHOTD_E2E_CACHE:-/var/cache/oneshotd-e2e}
 SUITE=bookworm
-INCLUDE=systemd,systemd-sysv,dbus,procps
+INCLUDE=systemd,systemd-sysv,dbus,procps,haproxy
 CLIENT="python3 $HERE/client.py"
 
 step() { printf '\n== %s\n' "$*"; }
@@ -41,7 +43,8 @@ if [ "${1:-}" != --inside ]; then
     mkdir -p "$ROOT/target/e2e"
     (cd "$ROOT" && cargo deb --locked -p oneshotd -o target/e2e/oneshotd_1.deb >/dev/null &&
         cargo deb --locked -p oneshotd --no-build --deb-revision 2 -o target/e2e/oneshotd_2.deb >/dev/null &&
-        cargo deb --locked -p oneshotd --no-build --deb-revision 3 -o target/e2e/oneshotd_3.deb >/dev/null)
+        cargo deb --locked -p oneshotd --no-build --deb-revision 3 -o target/e2e/oneshotd_3.deb >/dev/null &&
+        cargo deb --locked -p oneshotd --no-build --deb-revision 4 -o target/e2e/oneshotd_4.deb >/dev/null)
 
     mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
     [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
@@ -69,14 +72,14 @@ debs=$3
 mount -t tmpfs tmpfs /run
 stage=/run/oneshotd-e2e
 mkdir "$stage"
-cp "$debs/oneshotd_1.deb" "$debs/oneshotd_2.deb" "$debs/oneshotd_3.deb" "$HERE/client.py" "$stage/"
+cp "$debs"/oneshotd_[1-4].deb "$HERE/client.py" "$stage/"
 CLIENT="python3 $stage/client.py"
 mount -t tmpfs tmpfs /tmp
 cd /
 w=$(mktemp -d /tmp/oneshotd-e2e.XXXXXX)
 mkdir "$w/upper" "$w/work" "$w/root"
 mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$w/upper,workdir=$w/work" "$w/root"
-cp "$stage/oneshotd_1.deb" "$stage/oneshotd_2.deb" "$stage/oneshotd_3.deb" "$w/root/root/"
+cp "$stage"/oneshotd_[1-4].deb "$w/root/root/"
 
 # A cgroup of our own for the container (nspawn --keep-unit uses ours).
 cgroup=oneshotd-e2e-$$
@@ -425,6 +428,156 @@ echo "stop: $(cat "$w/idle.out")"
 expect "NFileDescriptorStore after stop" "$(inside systemctl show -p NFileDescriptorStore --value oneshotd.service)" 0
 expect "service result" "$(inside systemctl show -p Result --value oneshotd.service)" success
 expect "exit status" "$(inside systemctl show -p ExecMainStatus --value oneshotd.service)" 0
+
+step "three instances behind HAProxy $(inside haproxy -v | head -n1 | cut -d' ' -f3): PROXY v2, agent-check"
+# oneshotd@a, b and c on TCP loopback ports through drop-ins (the empty
+# ListenStream= clears the template's Unix socket): line 710N, agent 720N,
+# metrics 730N. HAProxy listens on 7000 and sends PROXY v2 headers; the
+# clients connect to it from 127.0.0.2 to .9, as from eight hosts.
+instances=(a b c)
+number() { case $1 in a) echo 1 ;; b) echo 2 ;; c) echo 3 ;; esac; }
+inside mkdir -p /etc/oneshotd /etc/haproxy
+for i in "${instances[@]}"; do
+    n=$(number "$i")
+    printf 'workers = 2\nproxy_protocol_from = ["127.0.0.1/32"]\ndrain_grace_ms = 3000\nlog_level = "debug"\n' |
+        inside sh -c "cat >/etc/oneshotd/$i.toml"
+    for unit in "oneshotd@$i.socket 710$n" "oneshotd-agent@$i.socket 720$n" "oneshotd-metrics@$i.socket 730$n"; do
+        set -- $unit
+        inside mkdir -p "/etc/systemd/system/$1.d"
+        printf '[Socket]\nListenStream=\nListenStream=127.0.0.1:%s\n' "$2" | inside sh -c "cat >/etc/systemd/system/$1.d/tcp.conf"
+    done
+done
+inside systemctl daemon-reload
+for i in "${instances[@]}"; do
+    inside systemctl start "oneshotd@$i.socket" "oneshotd-agent@$i.socket" "oneshotd-metrics@$i.socket"
+done
+{
+    printf 'global\n    maxconn 4000\n    stats socket ipv4@127.0.0.1:7099 level admin\n'
+    printf 'defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 120s\n    timeout server 120s\n'
+    printf 'frontend clients\n    bind 127.0.0.1:7000\n    default_backend oneshotd\n'
+    printf 'backend oneshotd\n    balance leastconn\n'
+    for i in "${instances[@]}"; do
+        n=$(number "$i")
+        # The health check connects to the agent's port (the line port
+        # expects a PROXY header first); the agent says ready or drain.
+        printf '    server %s 127.0.0.1:710%s send-proxy-v2 check port 720%s inter 1s agent-check agent-port 720%s agent-inter 300ms\n' "$i" "$n" "$n" "$n"
+    done
+} | inside sh -c 'cat >/etc/haproxy/haproxy.cfg'
+inside systemctl restart haproxy
+# server_status NAME: HAProxy's view of a server (UP, DRAIN, DOWN, ...).
+server_status() {
+    python3 - "$1" <<'PY'
+import socket, sys
+with socket.create_connection(("127.0.0.1", 7099), timeout=5) as s:
+    s.sendall(b"show stat\n")
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+for row in data.decode().splitlines():
+    f = row.split(",")
+    if len(f) > 17 and f[0] == "oneshotd" and f[1] == sys.argv[1]:
+        print(f[17])
+PY
+}
+wait_server() { # wait_server NAME STATUS: within 10 s
+    local got=
+    for _ in $(seq 200); do
+        got=$(server_status "$1" 2>/dev/null || true)
+        case "$got" in "$2"*) return 0 ;; esac
+        sleep 0.05
+    done
+    fail "HAProxy shows $1 as '$got', not $2"
+}
+for i in "${instances[@]}"; do wait_server "$i" UP; done
+accepted() { # accepted NAME: connections b's line service accepted so far
+    curl -fsS --max-time 10 --haproxy-protocol "http://127.0.0.1:730$(number "$1")/metrics" |
+        awk '$1 == "oneshotd_connections_accepted_total{service=\"upper\"}" { print $2 }'
+}
+export E2E_ADDR=127.0.0.1:7000 E2E_SOURCES="127.0.0.2 127.0.0.3 127.0.0.4 127.0.0.5 127.0.0.6 127.0.0.7 127.0.0.8 127.0.0.9"
+expect "reply through HAProxy" "$($CLIENT once "via haproxy")" "VIA HAPROXY"
+
+step "rolling restart of a, b, c, then dpkg -i, with 200 busy connections through HAProxy: nothing dropped"
+instance_pid() { inside systemctl show -p MainPID --value "oneshotd@$1.service"; }
+rm -f "$w/busy.stop"
+: >"$w/busy.progress"
+$CLIENT busy 200 "$w/busy.stop" "$w/busy.progress" >"$w/busy.out" 2>"$w/busy.err" &
+busy=$!
+wait_busy 20
+start_loopers 1
+wait_loopers_serve 20
+for i in "${instances[@]}"; do
+    old_pid=$(instance_pid "$i")
+    inside systemctl restart "oneshotd@$i.service"
+    [ "$(instance_pid "$i")" != "$old_pid" ] || fail "oneshotd@$i was not restarted"
+    wait_busy 20
+    wait_loopers_serve 20
+    echo "restart oneshotd@$i: pid $old_pid -> $(instance_pid "$i")"
+done
+declare -A before_upgrade
+for i in "${instances[@]}"; do before_upgrade[$i]=$(instance_pid "$i"); done
+inside dpkg -i --force-confold /root/oneshotd_4.deb >"$w/dpkg.log" 2>&1 || { cat "$w/dpkg.log"; fail "upgrade"; }
+for i in "${instances[@]}"; do
+    [ "$(instance_pid "$i")" != "${before_upgrade[$i]}" ] || fail "the upgrade did not restart oneshotd@$i"
+done
+wait_busy 20
+wait_loopers_serve 20
+stop_loopers
+touch "$w/busy.stop"
+wait "$busy" || { cat "$w/busy.out" "$w/busy.err"; fail "busy connections broke across the rolling restart"; }
+if [ -s "$w/loop.1.err" ] || ! grep -q ' 0 failed$' "$w/loop.1.out"; then
+    cat "$w/loop.1.out" "$w/loop.1.err"
+    fail "new connections failed during the rolling restart"
+fi
+echo "rolling restart and upgrade: $(cat "$w/busy.out"); new connections: $(cat "$w/loop.1.out")"
+
+step "take b out of service (stop with drain_grace_ms = 3000) and back: no new connection fails"
+start_loopers 1
+wait_loopers_serve 20
+stopped_at=$EPOCHREALTIME
+inside systemctl stop --no-block oneshotd@b.socket oneshotd-agent@b.socket oneshotd@b.service
+wait_server b DRAIN
+drained_in=$(awk -v a="$stopped_at" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+# In the grace: b still serves, but HAProxy sends it nothing new. (A
+# connection HAProxy had sent b before it saw the drain is served before
+# the looper's next five.)
+wait_loopers_serve 5
+b_then=$(accepted b)
+wait_loopers_serve 20
+b_now=$(accepted b)
+expect "connections b accepted while draining" "$b_now" "$b_then"
+for _ in $(seq 200); do
+    [ "$(inside systemctl is-active oneshotd@b.service || true)" = inactive ] && break
+    sleep 0.05
+done
+expect "b after the grace and the drain" "$(inside systemctl is-active oneshotd@b.service || true)" inactive
+expect "b's exit" "$(inside systemctl show -p ExecMainStatus --value oneshotd@b.service)" 0
+wait_loopers_serve 20
+inside systemctl start oneshotd@b.socket oneshotd-agent@b.socket
+wait_server b UP
+b_back=$(accepted b)
+wait_loopers_serve 40
+for _ in $(seq 200); do [ "$(accepted b)" -gt "$b_back" ] && break; sleep 0.05; done
+[ "$(accepted b)" -gt "$b_back" ] || fail "b takes no new connections after coming back"
+stop_loopers
+if [ -s "$w/loop.1.err" ] || ! grep -q ' 0 failed$' "$w/loop.1.out"; then
+    cat "$w/loop.1.out" "$w/loop.1.err"
+    fail "new connections failed while b was taken out"
+fi
+echo "take-out: HAProxy showed b DRAIN ${drained_in} s after the stop; b accepted nothing new in the grace; back UP and serving; new connections: $(cat "$w/loop.1.out")"
+
+step "the instances' journals name the clients, never HAProxy"
+inside journalctl -u 'oneshotd@*' -o verbose --no-pager >"$w/journal.txt" 2>&1 || true
+# -o verbose: an entry starts with an unindented line, its fields follow
+# indented. The PEER of every line-protocol connection closed, by address.
+peers=$(awk 'function flush() { if (closed && service == "upper") print peer; closed = 0; service = peer = "" }
+    /^[^ ]/ { flush() } /^ +MESSAGE=connection closed$/ { closed = 1 }
+    /^ +SERVICE=/ { sub(/^ +SERVICE=/, ""); service = $0 } /^ +PEER=/ { sub(/^ +PEER=/, ""); peer = $0 }
+    END { flush() }' "$w/journal.txt" | sed 's/:[0-9]*$//' | sort | uniq -c)
+echo "$peers"
+[ -n "$peers" ] || fail "no line connection closed in the instances' journals"
+if echo "$peers" | grep -qw 127.0.0.1; then fail "a line connection is logged with HAProxy's address"; fi
+echo "$peers" | grep -qw 127.0.0.2 || fail "the clients' addresses are not in the journal"
+unset E2E_ADDR E2E_SOURCES
 
 step "remove, reinstall, purge"
 inside dpkg -r oneshotd >"$w/dpkg.log" 2>&1 || { cat "$w/dpkg.log"; fail "dpkg -r"; }

@@ -9,6 +9,7 @@
 //! scale_load active --addr 127.0.0.1:7878 --conns 15000 --secs 5 --server-pid PID
 //! scale_load churn  --addr 127.0.0.1:7878 --conns 500 --secs 5 --server-pid PID
 //! scale_load idle   --addr 127.0.0.1:7878 --conns 18000 --server-pid PID
+//! scale_load churn  --addr 127.0.0.1:7878 --conns 50 --secs 5 --proxy-v2
 //! ```
 //!
 //! `active`: C connections, one request in flight on each (pipeline 1).
@@ -17,6 +18,13 @@
 //! reply. `idle`: C connections, one exchange each, then commands on stdin:
 //! `check` (one more exchange on every connection, all verified), `eof`
 //! (every connection must see the server close it); stdin's end exits.
+//!
+//! With `--proxy-v2`, every connection of every mode begins with a PROXY
+//! protocol v2 header, as a balancer's `send-proxy-v2` sends it (for a
+//! server whose `proxy_protocol_from` lists 127.0.0.0/8): command PROXY,
+//! TCP over IPv4, source the connection's own address and port, destination
+//! the server's, no TLVs; 28 bytes in the same write as the first request.
+//! The replies, and so the verification, are unchanged.
 //!
 //! With `--server-pid`, the server's CPU time (utime + stime from
 //! /proc/PID/stat) over the measured window gives CPU microseconds per reply,
@@ -84,6 +92,8 @@ struct Options {
     procs: Option<usize>,
     /// Set in a shard: the index of its first connection.
     shard: Option<usize>,
+    /// Begin every connection with a PROXY protocol v2 header.
+    proxy_v2: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -104,8 +114,13 @@ fn parse_args() -> Result<Options, String> {
         server_pid: None,
         procs: None,
         shard: None,
+        proxy_v2: false,
     };
     while let Some(flag) = args.next() {
+        if flag == "--proxy-v2" {
+            o.proxy_v2 = true;
+            continue;
+        }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
         match flag.as_str() {
@@ -187,6 +202,20 @@ fn connect_from(o: &Options, i: usize, nonblocking: bool) -> io::Result<(OwnedFd
     }
 }
 
+/// Appends a PROXY protocol v2 header (HAProxy's proxy-protocol.txt §2.2):
+/// the 12-byte signature, version 2 with command PROXY (0x21), TCP over
+/// IPv4 (0x11), the address block's length (12, big-endian), then source
+/// and destination addresses and ports, in network byte order.
+fn proxy_v2_header(source: SocketAddrV4, destination: SocketAddrV4, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"\r\n\r\n\0\r\nQUIT\n");
+    out.extend_from_slice(&[0x21, 0x11]);
+    out.extend_from_slice(&12u16.to_be_bytes());
+    out.extend_from_slice(&source.ip().octets());
+    out.extend_from_slice(&destination.ip().octets());
+    out.extend_from_slice(&source.port().to_be_bytes());
+    out.extend_from_slice(&destination.port().to_be_bytes());
+}
+
 /// Connects (blocking) and checks one exchange before the next connect:
 /// the reply proves the server accepted it, so the setup never has more
 /// than one connection in the listener's backlog (a burst of blocking
@@ -196,7 +225,15 @@ fn open(o: &Options, i: usize) -> io::Result<TcpStream> {
     let mut stream = TcpStream::from(fd);
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let line = format!("open {i}\n");
-    stream.write_all(line.as_bytes())?;
+    let mut first = Vec::with_capacity(28 + line.len());
+    if o.proxy_v2 {
+        let std::net::SocketAddr::V4(local) = stream.local_addr()? else {
+            return Err(io::Error::other("an IPv4 socket with an IPv6 address"));
+        };
+        proxy_v2_header(local, o.addr, &mut first);
+    }
+    first.extend_from_slice(line.as_bytes());
+    stream.write_all(&first)?;
     let mut reply = vec![0u8; line.len()];
     stream
         .read_exact(&mut reply)
@@ -338,6 +375,7 @@ impl Shard {
             .args(["--warmup", &o.warmup.to_string()])
             .args(["--sources", &o.sources.to_string()])
             .args(["--shard", &first.to_string()])
+            .args(o.proxy_v2.then_some("--proxy-v2"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -678,6 +716,7 @@ struct ChurnSlot {
     stage: Stage,
     generation: u32,
     started: Instant,
+    /// What the connection sends: its PROXY header, if any, and one line.
     request: Vec<u8>,
     expected: Vec<u8>,
     got: Vec<u8>,
@@ -693,7 +732,7 @@ fn churn(o: &Options, first: usize) -> io::Result<Tally> {
             stage: Stage::Free,
             generation: 0,
             started: Instant::now(),
-            request: Vec::with_capacity(o.bytes + 1),
+            request: Vec::with_capacity(28 + o.bytes + 1),
             expected: Vec::with_capacity(o.bytes + 1),
             got: Vec::with_capacity(o.bytes + 1),
         })
@@ -707,19 +746,26 @@ fn churn(o: &Options, first: usize) -> io::Result<Tally> {
     let mut opened = first;
     let token = |slot: usize, generation: u32| (slot as u64) | ((generation as u64) << 32);
 
-    // Starts a connection in slot `s`: connect, then write the request at
-    // once if the connect completed, else wait for EPOLLOUT.
+    // Starts a connection in slot `s`: connect, then write the request (its
+    // PROXY header first, if any) at once if the connect completed, else
+    // wait for EPOLLOUT.
     let mut begin = |s: usize, slot: &mut ChurnSlot, opened: &mut usize| -> io::Result<()> {
         slot.generation = slot.generation.wrapping_add(1);
         slot.started = Instant::now();
         slot.got.clear();
-        slot.request.clear();
-        lines.next_line(o.bytes, &mut slot.request);
-        slot.expected.clear();
-        slot.expected.extend_from_slice(&slot.request);
-        slot.expected.make_ascii_uppercase();
         let (fd, _) = connect_from(o, *opened, true)?;
         *opened += 1;
+        slot.request.clear();
+        if o.proxy_v2 {
+            // The port was chosen by connect (IP_BIND_ADDRESS_NO_PORT).
+            let local: SockaddrIn = nix::sys::socket::getsockname(fd.as_raw_fd())?;
+            proxy_v2_header(local.into(), o.addr, &mut slot.request);
+        }
+        let header = slot.request.len();
+        lines.next_line(o.bytes, &mut slot.request);
+        slot.expected.clear();
+        slot.expected.extend_from_slice(&slot.request[header..]);
+        slot.expected.make_ascii_uppercase();
         let sent = nix::sys::socket::send(
             fd.as_raw_fd(),
             &slot.request,
@@ -774,7 +820,7 @@ fn churn(o: &Options, first: usize) -> io::Result<Tally> {
                                 &slot.request,
                                 nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
                             );
-                            if sent != Ok(slot.expected.len()) {
+                            if sent != Ok(slot.request.len()) {
                                 failed = true;
                             } else {
                                 slot.stage = Stage::Waiting;
