@@ -82,6 +82,40 @@ fn pipelined_lines(client: usize, lines: usize) -> Vec<u8> {
     line.repeat(lines).into_bytes()
 }
 
+/// `count` clients behind small receive windows (so that the kernel holds
+/// little of the replies for them, and the daemon must), each pipelining
+/// `lines` of its lines from a thread of its own without reading, then
+/// half-closing; `written` counts the bytes they wrote.
+fn pipeliners(
+    addr: std::net::SocketAddr,
+    count: usize,
+    lines: usize,
+    written: &Arc<AtomicU64>,
+) -> (Vec<TcpStream>, Vec<std::thread::JoinHandle<()>>) {
+    let clients: Vec<TcpStream> = (0..count)
+        .map(|_| connect_with_receive_buffer(addr, 16 * 1024))
+        .collect();
+    let writers = clients
+        .iter()
+        .enumerate()
+        .map(|(c, client)| {
+            let mut client = client.try_clone().unwrap();
+            client
+                .set_write_timeout(Some(Duration::from_secs(120)))
+                .unwrap();
+            let written = Arc::clone(written);
+            std::thread::spawn(move || {
+                for chunk in pipelined_lines(c, lines).chunks(64 * 1024) {
+                    client.write_all(chunk).unwrap();
+                    written.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+                client.shutdown(Shutdown::Write).unwrap();
+            })
+        })
+        .collect();
+    (clients, writers)
+}
+
 /// Hundreds of clients pipeline without reading: the daemon holds no more
 /// for them than its budget (plus a margin), a newcomer is answered at
 /// once meanwhile, and every reply arrives once they read.
@@ -98,29 +132,7 @@ fn clients_that_pipeline_without_reading_stay_within_the_budget() {
     );
     let baseline = daemon.rss_kib();
     let written = Arc::new(AtomicU64::new(0));
-    // Small receive windows, so that the kernel holds little of the
-    // replies for them and the daemon must.
-    let clients: Vec<TcpStream> = (0..CLIENTS)
-        .map(|_| connect_with_receive_buffer(addr, 16 * 1024))
-        .collect();
-    let writers: Vec<_> = clients
-        .iter()
-        .enumerate()
-        .map(|(c, client)| {
-            let mut client = client.try_clone().unwrap();
-            client
-                .set_write_timeout(Some(Duration::from_secs(120)))
-                .unwrap();
-            let written = Arc::clone(&written);
-            std::thread::spawn(move || {
-                for chunk in pipelined_lines(c, LINES).chunks(64 * 1024) {
-                    client.write_all(chunk).unwrap();
-                    written.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                }
-                client.shutdown(Shutdown::Write).unwrap();
-            })
-        })
-        .collect();
+    let (clients, writers) = pipeliners(addr, CLIENTS, LINES, &written);
 
     // Until the daemon is held up: nothing more received for 500 ms (what
     // the writers wrote can still be waiting in the kernel's buffers).
@@ -226,23 +238,7 @@ fn lowering_the_budget_on_reload_throttles_and_drops_nothing() {
     const CLIENTS: usize = 20;
     const LINES: usize = 6 * 1024;
     let (mut daemon, addr, metrics) = spawn_with_metrics("budget-reload", "workers = 2");
-    let clients: Vec<TcpStream> = (0..CLIENTS)
-        .map(|_| connect_with_receive_buffer(addr, 16 * 1024))
-        .collect();
-    let writers: Vec<_> = clients
-        .iter()
-        .enumerate()
-        .map(|(c, client)| {
-            let mut client = client.try_clone().unwrap();
-            client
-                .set_write_timeout(Some(Duration::from_secs(120)))
-                .unwrap();
-            std::thread::spawn(move || {
-                client.write_all(&pipelined_lines(c, LINES)).unwrap();
-                client.shutdown(Shutdown::Write).unwrap();
-            })
-        })
-        .collect();
+    let (clients, writers) = pipeliners(addr, CLIENTS, LINES, &Arc::default());
     let held = || scrape(metrics)["oneshotd_buffered_bytes"];
     daemon.wait_until("replies to be held", SOON, |_| held() > 2 << 20);
 

@@ -243,6 +243,13 @@ stop_loopers() {
     touch "$w/stop"
     for pid in "${loopers[@]}"; do wait "$pid" || true; done
 }
+# expect_loop_clean WHAT: the one looper had no connection fail.
+expect_loop_clean() {
+    if [ -s "$w/loop.1.err" ] || ! grep -q ' 0 failed$' "$w/loop.1.out"; then
+        cat "$w/loop.1.out" "$w/loop.1.err"
+        fail "connections failed during the $1"
+    fi
+}
 
 # while_connecting WHAT COMMAND...: runs COMMAND while a client makes new
 # connections continuously (served before and after it); fails if a single
@@ -255,10 +262,7 @@ while_connecting() {
     "$@"
     wait_loopers_serve 20
     stop_loopers
-    if [ -s "$w/loop.1.err" ] || ! grep -q ' 0 failed$' "$w/loop.1.out"; then
-        cat "$w/loop.1.out" "$w/loop.1.err"
-        fail "connections failed during the $what"
-    fi
+    expect_loop_clean "$what"
     echo "$what: $(cat "$w/loop.1.out")"
 }
 
@@ -362,6 +366,14 @@ step "restart, try-restart, daemon-reload + restart, dpkg -i with 200 busy conne
 expect "RestartKillSignal=" "$(unit_prop RestartKillSignal)" 12
 stored() { unit_prop NFileDescriptorStore; }
 busy_progress() { stat -c %s "$w/busy.progress"; }
+# start_busy: 200 busy connections (client.py busy), once they are served.
+start_busy() {
+    rm -f "$w/busy.stop"
+    : >"$w/busy.progress"
+    $CLIENT busy 200 "$w/busy.stop" "$w/busy.progress" >"$w/busy.out" 2>"$w/busy.err" &
+    busy=$!
+    wait_busy 20
+}
 # wait_busy N: until N*100 more replies have been verified (30 s at most).
 wait_busy() {
     local want=$(($(busy_progress) + $1))
@@ -373,11 +385,7 @@ wait_busy() {
     cat "$w/busy.out" "$w/busy.err"
     fail "the busy connections were not served"
 }
-rm -f "$w/busy.stop"
-: >"$w/busy.progress"
-$CLIENT busy 200 "$w/busy.stop" "$w/busy.progress" >"$w/busy.out" 2>"$w/busy.err" &
-busy=$!
-wait_busy 20
+start_busy
 for how in restart try-restart daemon-reload+restart dpkg-i; do
     old_pid=$(unit_prop MainPID)
     case $how in
@@ -498,11 +506,7 @@ expect "reply through HAProxy" "$($CLIENT once "via haproxy")" "VIA HAPROXY"
 
 step "rolling restart of a, b, c, then dpkg -i, with 200 busy connections through HAProxy: nothing dropped"
 instance_pid() { inside systemctl show -p MainPID --value "oneshotd@$1.service"; }
-rm -f "$w/busy.stop"
-: >"$w/busy.progress"
-$CLIENT busy 200 "$w/busy.stop" "$w/busy.progress" >"$w/busy.out" 2>"$w/busy.err" &
-busy=$!
-wait_busy 20
+start_busy
 start_loopers 1
 wait_loopers_serve 20
 for i in "${instances[@]}"; do
@@ -524,10 +528,7 @@ wait_loopers_serve 20
 stop_loopers
 touch "$w/busy.stop"
 wait "$busy" || { cat "$w/busy.out" "$w/busy.err"; fail "busy connections broke across the rolling restart"; }
-if [ -s "$w/loop.1.err" ] || ! grep -q ' 0 failed$' "$w/loop.1.out"; then
-    cat "$w/loop.1.out" "$w/loop.1.err"
-    fail "new connections failed during the rolling restart"
-fi
+expect_loop_clean "rolling restart"
 echo "rolling restart and upgrade: $(cat "$w/busy.out"); new connections: $(cat "$w/loop.1.out")"
 
 step "take b out of service (stop with drain_grace_ms = 3000) and back: no new connection fails"
@@ -559,10 +560,7 @@ wait_loopers_serve 40
 for _ in $(seq 200); do [ "$(accepted b)" -gt "$b_back" ] && break; sleep 0.05; done
 [ "$(accepted b)" -gt "$b_back" ] || fail "b takes no new connections after coming back"
 stop_loopers
-if [ -s "$w/loop.1.err" ] || ! grep -q ' 0 failed$' "$w/loop.1.out"; then
-    cat "$w/loop.1.out" "$w/loop.1.err"
-    fail "new connections failed while b was taken out"
-fi
+expect_loop_clean "take-out of b"
 echo "take-out: HAProxy showed b DRAIN ${drained_in} s after the stop; b accepted nothing new in the grace; back UP and serving; new connections: $(cat "$w/loop.1.out")"
 
 step "the instances' journals name the clients, never HAProxy"

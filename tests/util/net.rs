@@ -39,44 +39,28 @@ pub fn expect_refused_after(client: &TcpStream, bytes: &[u8]) {
 /// A TCP client with timeouts, so no test can hang on a read.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream.set_read_timeout(Some(SOON)).unwrap();
-    stream.set_write_timeout(Some(SOON)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream
+    with_timeouts(stream)
 }
 
 /// [`connect`] from `source` (another loopback address, say: the whole of
 /// 127.0.0.0/8 is the loopback's), as a client on another host would.
 pub fn connect_from(source: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
-    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
-    use std::os::fd::{AsRawFd, OwnedFd};
-    let SocketAddr::V4(v4) = addr else {
-        panic!("{addr}: IPv4 only")
-    };
-    let fd: OwnedFd = socket::socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    socket::bind(
-        fd.as_raw_fd(),
-        &SockaddrIn::from(std::net::SocketAddrV4::new(source, 0)),
-    )
-    .unwrap();
-    socket::connect(fd.as_raw_fd(), &SockaddrIn::from(v4))
-        .unwrap_or_else(|e| panic!("connect {addr} from {source}: {e}"));
-    let stream = TcpStream::from(fd);
-    stream.set_read_timeout(Some(SOON)).unwrap();
-    stream.set_write_timeout(Some(SOON)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream
+    connect_socket(addr, Some(source), None)
 }
 
 /// [`connect`] with the receive buffer set to `bytes` before connecting
 /// (afterwards the window is already agreed).
 pub fn connect_with_receive_buffer(addr: SocketAddr, bytes: usize) -> TcpStream {
+    connect_socket(addr, None, Some(bytes))
+}
+
+/// An IPv4 client socket, bound to `source` and given a receive buffer of
+/// `receive_buffer` bytes before it connects, if asked.
+fn connect_socket(
+    addr: SocketAddr,
+    source: Option<std::net::Ipv4Addr>,
+    receive_buffer: Option<usize>,
+) -> TcpStream {
     use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
     use std::os::fd::{AsRawFd, OwnedFd};
     let SocketAddr::V4(v4) = addr else {
@@ -89,10 +73,19 @@ pub fn connect_with_receive_buffer(addr: SocketAddr, bytes: usize) -> TcpStream 
         None,
     )
     .unwrap();
-    socket::setsockopt(&fd, sockopt::RcvBuf, &bytes).unwrap();
+    if let Some(bytes) = receive_buffer {
+        socket::setsockopt(&fd, sockopt::RcvBuf, &bytes).unwrap();
+    }
+    if let Some(source) = source {
+        let local = SockaddrIn::from(std::net::SocketAddrV4::new(source, 0));
+        socket::bind(fd.as_raw_fd(), &local).unwrap();
+    }
     socket::connect(fd.as_raw_fd(), &SockaddrIn::from(v4))
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    let stream = TcpStream::from(fd);
+        .unwrap_or_else(|e| panic!("connect {addr} from {source:?}: {e}"));
+    with_timeouts(TcpStream::from(fd))
+}
+
+fn with_timeouts(stream: TcpStream) -> TcpStream {
     stream.set_read_timeout(Some(SOON)).unwrap();
     stream.set_write_timeout(Some(SOON)).unwrap();
     stream.set_nodelay(true).unwrap();
