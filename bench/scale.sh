@@ -49,19 +49,19 @@ CHURN=${CHURN-"50 500"}
 IDLE=${IDLE-18000}
 [ "$IDLE" = 0 ] && IDLE=
 HANDOVER=${HANDOVER-"1000 15000"}
-PROXY=${PROXY:-}
-[ "$PROXY" = 0 ] && PROXY=
-SERVERS=${SERVERS:-"oneshotd tokio"}
-if [ -n "$PROXY" ]; then
-    SERVERS=$(for s in $SERVERS; do [ "$s" = tokio ] || echo "$s"; done)
-    HANDOVER=
-fi
 PORT_BASE=${PORT_BASE:-23000}
 BACKLOG=${BACKLOG:-4096}
 PROCS=${PROCS:-}
 if [ -n "${SMOKE:-}" ]; then
     # Two load processes, so that the smoke run covers their merging too.
     SECS=1 WARMUP=0.3 ROUNDS=1 ACTIVE="200 1000" CHURN="20" IDLE=1000 HANDOVER="200" PROCS=2
+fi
+PROXY=${PROXY:-}
+[ "$PROXY" = 0 ] && PROXY=
+SERVERS=${SERVERS:-"oneshotd tokio"}
+if [ -n "$PROXY" ]; then
+    SERVERS=$(for s in $SERVERS; do [ "$s" = tokio ] || echo "$s"; done)
+    HANDOVER=
 fi
 
 cargo build --release --locked -p oneshotd -p oneshotd-bench >/dev/null 2>&1 ||

@@ -6,13 +6,19 @@
 //! SIGTERM drain, sd_notify, and the metrics endpoint (`metrics_listen`).
 //!
 //! ```text
-//! cargo run --example reverse -- --config my.toml
-//! printf 'hello\n' | nc -q1 127.0.0.1 7878      # olleh
+//! cargo run --example reverse                      # its defaults: 127.0.0.1:7879
+//! printf 'hello\n' | nc -q1 127.0.0.1 7879            # olleh
+//! cargo run --example reverse -- --help              # its own name, help and version
 //! ```
+//!
+//! Without `--config` it reads `/etc/reverse.toml` if that exists: its own
+//! [`Program`] says so, and names it in `--help`, `--version` and its
+//! messages.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use oneshotd::cli::Program;
 use oneshotd::framing::serve_lines;
 use oneshotd::service::{ConnectionId, Input, Served, Service};
 
@@ -50,8 +56,17 @@ impl Service for Reverse {
     }
 }
 
+/// Who this daemon is: its own name, version, help, file and address.
+const PROGRAM: Program = Program {
+    name: "reverse",
+    version: "1.0.0",
+    about: "reverse: each line comes back reversed, byte by byte.",
+    default_config: "/etc/reverse.toml",
+    default_listen: &["127.0.0.1:7879"],
+};
+
 fn main() -> ExitCode {
     // The sockets from systemd, the command line (--config,
     // --check-config), the configuration, then the daemon until it stops.
-    oneshotd::cli::main("reverse", Arc::new(Reverse))
+    oneshotd::cli::main(&PROGRAM, Arc::new(Reverse))
 }

@@ -55,7 +55,9 @@
 //! - [`lifecycle`]: signals, reload, the drain's deadline, the handover,
 //!   the watchdog; [`notify`]: sd_notify (with descriptors);
 //!   [`logging`]: journal or stderr; [`cli`]: the command line and
-//!   [`cli::main`], the whole `main` of a daemon for a given service.
+//!   [`cli::main`], the whole `main` of a daemon for a given service,
+//!   named by its [`cli::Program`]; [`agent`] and [`availability`]: what
+//!   load balancers are told; [`proxy`]: the PROXY protocol.
 //!
 //! ## Using it as a library
 //!

@@ -48,14 +48,14 @@ pub fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
 
 /// Installs the global subscriber. `journal` selects the journal (falling
 /// back to stderr, with one line saying so, if it cannot be reached).
-pub fn init(level: LogLevel, journal: bool) -> LogControl {
+pub fn init(program: &str, level: LogLevel, journal: bool) -> LogControl {
     let (level_layer, handle) = reload::Layer::new(filter(level));
     let journald = if journal {
         match tracing_journald::layer() {
             // Fields are written as CONN=, PEER=... rather than F_CONN=.
             Ok(layer) => Some(layer.with_field_prefix(None)),
             Err(e) => {
-                eprintln!("oneshotd: cannot reach journald ({e}); logging to stderr");
+                eprintln!("{program}: cannot reach journald ({e}); logging to stderr");
                 None
             }
         }

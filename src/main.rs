@@ -4,8 +4,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use oneshotd::cli::Program;
 use oneshotd::upper::Upper;
 
 fn main() -> ExitCode {
-    oneshotd::cli::main("oneshotd", Arc::new(Upper))
+    oneshotd::cli::main(&Program::ONESHOTD, Arc::new(Upper))
 }

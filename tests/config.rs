@@ -131,3 +131,69 @@ fn help_and_version() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+/// `examples/reverse.rs`, a daemon of its own on the library: its help,
+/// version, messages and defaults are its own, never oneshotd's.
+#[test]
+fn a_daemon_built_on_the_library_is_its_own() {
+    // cargo test builds the examples beside the binaries.
+    let reverse = std::path::Path::new(BIN)
+        .parent()
+        .unwrap()
+        .join("examples/reverse");
+    let run = |args: &[&str]| {
+        Command::new(&reverse)
+            .args(args)
+            .env_remove("LISTEN_FDS")
+            .env_remove("NOTIFY_SOCKET")
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", reverse.display()))
+    };
+    let help = run(&["--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("reverse: each line comes back reversed"),
+        "{help}"
+    );
+    assert!(help.contains("/etc/reverse.toml"), "{help}");
+    assert!(
+        !help.contains("oneshotd") && !help.contains("upper"),
+        "{help}"
+    );
+    let version = run(&["--version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        "reverse 1.0.0"
+    );
+    let dir = TestDir::new("reverse");
+    let bad = dir.write("bad.toml", "workers = 0\n");
+    let out = run(&["--check-config", "--config", &path_str(&bad)]);
+    assert_eq!(out.status.code(), Some(78));
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(message.starts_with("reverse: "), "{message}");
+    // Its default address, where the file says nothing.
+    let quiet = dir.write("quiet.toml", "workers = 1\n");
+    let mut daemon = Command::new(&reverse)
+        .args(["--config", &path_str(&quiet)])
+        .env_remove("LISTEN_FDS")
+        .env_remove("NOTIFY_SOCKET")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Serving once it says it listens (or never, if it exits first).
+    let log = std::io::BufReader::new(daemon.stderr.take().unwrap());
+    let listening = std::io::BufRead::lines(log)
+        .map_while(Result::ok)
+        .find(|line| line.contains(" listening "))
+        .expect("reverse exited without listening");
+    assert!(listening.contains("127.0.0.1:7879"), "{listening}");
+    let mut client = std::net::TcpStream::connect("127.0.0.1:7879").unwrap();
+    client.set_read_timeout(Some(SOON)).unwrap();
+    assert_eq!(roundtrip(&mut client, "olleh\n"), "hello\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(daemon.wait().unwrap().success());
+}

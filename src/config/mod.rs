@@ -221,15 +221,44 @@ pub enum ConfigErrorKind {
     },
 }
 
+/// What a program's configuration holds where its file says nothing and
+/// oneshotd's own default would not do: the addresses it binds when not
+/// socket-activated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    /// `listen` when the file does not set it.
+    pub listen: Vec<ListenAddr>,
+}
+
+impl Default for Defaults {
+    /// oneshotd's: `127.0.0.1:7878`.
+    fn default() -> Self {
+        Defaults {
+            listen: vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 7878)))],
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
-        Config::from_raw(RawConfig::default(), "").expect("the built-in defaults are valid")
+        Config::with_defaults(&Defaults::default())
     }
 }
 
 impl Config {
+    /// The configuration of a program with `defaults` and no file.
+    pub fn with_defaults(defaults: &Defaults) -> Config {
+        Config::from_raw(RawConfig::default(), "", defaults)
+            .expect("the built-in defaults are valid")
+    }
+
     /// Parses and validates TOML text. `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, &Defaults::default())
+    }
+
+    /// [`Config::parse`] for a program with `defaults` of its own.
+    pub fn parse_with(text: &str, path: &Path, defaults: &Defaults) -> Result<Config, ConfigError> {
         let err = |kind| ConfigError {
             path: path.to_owned(),
             kind,
@@ -244,19 +273,28 @@ impl Config {
                 message: e.message().trim().to_owned(),
             })
         })?;
-        Config::from_raw(raw, text).map_err(err)
+        Config::from_raw(raw, text, defaults).map_err(err)
     }
 
     /// Reads, parses and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &Defaults::default())
+    }
+
+    /// [`Config::load`] for a program with `defaults` of its own.
+    pub fn load_with(path: &Path, defaults: &Defaults) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.to_owned(),
             kind: ConfigErrorKind::Read(e),
         })?;
-        Config::parse(&text, path)
+        Config::parse_with(&text, path, defaults)
     }
 
-    fn from_raw(raw: RawConfig, text: &str) -> Result<Config, ConfigErrorKind> {
+    fn from_raw(
+        raw: RawConfig,
+        text: &str,
+        defaults: &Defaults,
+    ) -> Result<Config, ConfigErrorKind> {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
         let line_of = |span: std::ops::Range<usize>| line_column(text, span.start).0;
         // A default is within its range by construction; only a value from
@@ -377,7 +415,7 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()
         };
         let listen = match raw.listen {
-            None => vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 7878)))],
+            None => defaults.listen.clone(),
             Some(entries) if entries.get_ref().is_empty() => {
                 return Err(ConfigErrorKind::EmptyListen {
                     line: line_of(entries.span()),
@@ -417,42 +455,43 @@ impl Config {
 }
 
 /// Where the configuration comes from, fixed at start so that a reload
-/// re-reads the same place.
+/// re-reads the same place: a file, or none, and the program's defaults
+/// for what it does not say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigSource {
-    /// A file: `--config PATH`, or [`DEFAULT_CONFIG_PATH`] if it existed.
-    File(PathBuf),
-    /// No file: the built-in defaults.
-    BuiltIn,
+pub struct ConfigSource {
+    /// `--config PATH`, or the program's default file if it existed; `None`:
+    /// the built-in defaults.
+    file: Option<PathBuf>,
+    defaults: Defaults,
 }
 
 impl ConfigSource {
-    /// `--config PATH` if given, else [`DEFAULT_CONFIG_PATH`] if it exists,
-    /// else the built-in defaults.
-    pub fn resolve(explicit: Option<PathBuf>) -> Self {
-        match explicit {
-            Some(path) => ConfigSource::File(path),
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-                ConfigSource::File(PathBuf::from(DEFAULT_CONFIG_PATH))
-            }
-            None => ConfigSource::BuiltIn,
-        }
+    /// `--config PATH` if given, else `default_file` if it exists, else
+    /// the built-in defaults; `defaults` fill in what the file leaves out.
+    pub fn resolve(explicit: Option<PathBuf>, default_file: &Path, defaults: Defaults) -> Self {
+        let file = explicit.or_else(|| default_file.exists().then(|| default_file.to_owned()));
+        ConfigSource { file, defaults }
+    }
+
+    /// The file read, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
     }
 
     /// Reads and validates the configuration.
     pub fn load(&self) -> Result<Config, ConfigError> {
-        match self {
-            ConfigSource::File(path) => Config::load(path),
-            ConfigSource::BuiltIn => Ok(Config::default()),
+        match &self.file {
+            Some(path) => Config::load_with(path, &self.defaults),
+            None => Ok(Config::with_defaults(&self.defaults)),
         }
     }
 }
 
 impl fmt::Display for ConfigSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigSource::File(path) => write!(f, "{}", path.display()),
-            ConfigSource::BuiltIn => f.write_str("built-in defaults"),
+        match &self.file {
+            Some(path) => write!(f, "{}", path.display()),
+            None => f.write_str("built-in defaults"),
         }
     }
 }

@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::agent::Agent;
 use crate::availability::Availability;
+use crate::cli::Program;
 use crate::config::{Config, ConfigSource, ListenAddr};
 use crate::dispatcher::{Server, Status};
 use crate::handover;
@@ -66,6 +67,7 @@ impl SystemdEnv {
 /// again) serving `service`, until SIGTERM or SIGINT; returns the exit
 /// code. `activated` are the sockets taken from systemd, if any.
 pub fn run(
+    program: &Program,
     source: ConfigSource,
     config: Config,
     activated: Option<Inherited>,
@@ -73,11 +75,13 @@ pub fn run(
     service: Arc<dyn Service>,
 ) -> ExitCode {
     let log = logging::init(
+        program.name,
         config.log_level,
         logging::stderr_is_journal(env.journal_stream.as_deref()),
     );
     let notifier = Notifier::new(env.notify_socket.as_deref());
     let daemon = Daemon {
+        program: program.clone(),
         availability: Availability::new(config.max_connections),
         source,
         config,
@@ -95,6 +99,8 @@ pub fn run(
 
 /// What the main thread keeps while the daemon runs.
 struct Daemon {
+    /// Who it is (the start's log line says so).
+    program: Program,
     source: ConfigSource,
     config: Config,
     log: LogControl,
@@ -110,8 +116,13 @@ impl Daemon {
         service: Arc<dyn Service>,
         watchdog: Option<Duration>,
     ) -> Result<(), Box<dyn std::error::Error>> {
-        info!(version = env!("CARGO_PKG_VERSION"), config = %self.source, "starting");
-        if self.source == ConfigSource::BuiltIn {
+        info!(
+            program = self.program.name,
+            version = self.program.version,
+            config = %self.source,
+            "starting"
+        );
+        if self.source.file().is_none() {
             info!("no configuration file; using built-in defaults");
         }
         let signals = Signals::register()?;
