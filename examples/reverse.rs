@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use oneshotd::cli::Program;
 use oneshotd::framing::serve_lines;
-use oneshotd::service::{ConnectionId, Input, Served, Service};
+use oneshotd::service::{Input, Served, Service};
 
 const LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
 
@@ -38,11 +38,11 @@ impl Service for Reverse {
         })
     }
 
-    fn request_too_long(&self, _connection: ConnectionId, output: &mut Vec<u8>) {
+    fn request_too_long(&self, output: &mut Vec<u8>) {
         output.extend_from_slice(LINE_TOO_LONG);
     }
 
-    fn request_timeout(&self, _connection: ConnectionId, output: &mut Vec<u8>) {
+    fn request_timeout(&self, output: &mut Vec<u8>) {
         output.extend_from_slice(b"ERR request timeout\n");
     }
 

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use crate::availability::Availability;
-use crate::service::{ConnectionId, Input, Served, Service};
+use crate::service::{Input, Served, Service};
 
 /// Agent connections held at once: a balancer holds one per check, and
 /// checks last a moment.
@@ -51,12 +51,12 @@ impl Service for Agent {
         }
     }
 
-    fn greeting(&self, _connection: ConnectionId, output: &mut Vec<u8>) -> bool {
+    fn greeting(&self, output: &mut Vec<u8>) -> bool {
         output.extend_from_slice(self.line().as_bytes());
         true
     }
 
-    fn request_timeout(&self, _connection: ConnectionId, _output: &mut Vec<u8>) {}
+    fn request_timeout(&self, _output: &mut Vec<u8>) {}
 
     fn name(&self) -> &'static str {
         "agent"
@@ -88,7 +88,7 @@ mod tests {
         assert_eq!(agent.line(), "up ready maxconn:10000\n");
         availability.set_max_connections(42);
         let mut greeting = Vec::new();
-        assert!(agent.greeting(ConnectionId(1), &mut greeting));
+        assert!(agent.greeting(&mut greeting));
         assert_eq!(greeting, b"up ready maxconn:42\n");
         availability.begin_draining();
         assert_eq!(agent.line(), "drain\n");

@@ -2,14 +2,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::config::{ConfigSource, Defaults, ListenAddr};
+use crate::hosted::Hosted;
 use crate::lifecycle::{self, SystemdEnv, EXIT_CONFIG};
 use crate::listeners;
-use crate::service::Service;
 
 /// The options every daemon built on the library takes. Its name, version
 /// and description come from its [`Program`].
@@ -98,7 +97,7 @@ impl Program {
 /// sound then) and reads every other systemd variable once; then it parses
 /// the command line, reads the configuration (or only checks it: exit 0 or
 /// 78) and runs the daemon until it stops.
-pub fn main(program: &Program, service: Arc<dyn Service>) -> ExitCode {
+pub fn main(program: &Program, service: impl Into<Hosted>) -> ExitCode {
     let name = program.name;
     let activated = match listeners::from_systemd() {
         Ok(activated) => activated,
@@ -127,7 +126,7 @@ pub fn main(program: &Program, service: Arc<dyn Service>) -> ExitCode {
         println!("{name}: configuration is valid ({source})");
         return ExitCode::SUCCESS;
     }
-    lifecycle::run(program, source, config, activated, env, service)
+    lifecycle::run(program, source, config, activated, env, service.into())
 }
 
 #[cfg(test)]

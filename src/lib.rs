@@ -47,8 +47,11 @@
 //!   to the next instance.
 //! - [`handover`]: restarts without dropping a connection; the state
 //!   record's format.
-//! - [`service`]: the protocol seam; [`framing`]: finding lines in what
-//!   arrived, in time linear in the bytes; [`upper`]: the default protocol;
+//! - [`service`]: the protocol seam (stateless [`service::Service`], or
+//!   [`service::Stateful`] with a session per connection); [`hosted`]: a
+//!   service as the dispatcher holds it, sessions boxed; [`framing`]:
+//!   finding lines in what arrived, in time linear in the bytes;
+//!   [`upper`]: the default protocol;
 //!   `examples/reverse.rs`: a service of one's own, complete.
 //! - [`metrics`]: per-worker counters, summed when scraped, and
 //!   [`metrics::MetricsEndpoint`], the HTTP service that shows them.
@@ -72,6 +75,12 @@
 //! server.drain(config.drain_timeout);
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! A protocol of one's own implements [`service::Service`] (stateless) or
+//! [`service::Stateful`] (a session per connection, carried across
+//! restarts); [`framing::serve_lines`] frames a line protocol; and
+//! [`cli::main`] with a [`cli::Program`] of its own is a whole daemon
+//! (`examples/reverse.rs`).
 
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
@@ -86,6 +95,7 @@ mod connection;
 pub mod dispatcher;
 pub mod framing;
 pub mod handover;
+pub mod hosted;
 pub mod lifecycle;
 pub mod listeners;
 pub mod logging;

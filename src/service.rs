@@ -12,6 +12,12 @@
 //! (that is what `EPOLLONESHOT` buys) and come in stream order; calls for
 //! different connections run concurrently on different workers, hence
 //! `Send + Sync`.
+//!
+//! A protocol that remembers something per connection implements
+//! [`Stateful`] instead: its session is handed mutably to every call for
+//! its connection — no lock, since one worker owns a connection at a time
+//! — told of the close, and carried across a restart. Every [`Service`] is
+//! a [`Stateful`] whose session is `()`, at no cost.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -105,7 +111,7 @@ pub trait Service: Send + Sync + 'static {
     /// Appends the reply for a request that did not complete within
     /// `request_timeout_ms` of its first byte. The connection is closed
     /// once the replies before it and this one have been delivered.
-    fn request_timeout(&self, connection: ConnectionId, output: &mut Vec<u8>);
+    fn request_timeout(&self, output: &mut Vec<u8>);
 
     /// Appends the reply for a request that grew past
     /// [`Input::max_request_bytes`] without the service refusing it (the
@@ -113,7 +119,7 @@ pub trait Service: Send + Sync + 'static {
     /// with [`Service::closed_by_service`]'s reason, once the replies
     /// before it and this one are delivered. The default appends nothing:
     /// the connection just closes after the earlier replies.
-    fn request_too_long(&self, _connection: ConnectionId, _output: &mut Vec<u8>) {}
+    fn request_too_long(&self, _output: &mut Vec<u8>) {}
 
     /// A short lowercase name: the `service` label of its counters.
     fn name(&self) -> &'static str {
@@ -131,7 +137,7 @@ pub trait Service: Send + Sync + 'static {
     /// that is delivered (a service that only announces something, such as
     /// the load-balancer agent). The default sends nothing and keeps it
     /// open.
-    fn greeting(&self, _connection: ConnectionId, _output: &mut Vec<u8>) -> bool {
+    fn greeting(&self, _output: &mut Vec<u8>) -> bool {
         false
     }
 
@@ -160,5 +166,150 @@ pub trait Service: Send + Sync + 'static {
     /// `max_connections` clients still answers them.
     fn connection_limit(&self) -> Option<usize> {
         None
+    }
+}
+
+/// A service that keeps a session per connection: what a stateful protocol
+/// remembers between requests (a selected database, a client's name, an
+/// authenticated user, a transaction under way).
+///
+/// A session is opened when the connection first needs it — as it opens,
+/// or once a balancer's PROXY header has named its client — with the
+/// connection's id and client; it is handed mutably to every call for that
+/// connection, and the dispatcher guarantees that one worker at a time
+/// owns a connection (`EPOLLONESHOT`), so a session needs no lock. When the
+/// connection closes, [`Stateful::closed`] gets it back with the reason.
+///
+/// At a restart the connection moves to the next process, and its session
+/// with it if the service can write it down ([`Stateful::save`]) and read
+/// it back ([`Stateful::restore`]); the state record holds the bytes
+/// tagged with the service's name and [`Stateful::session_format`]. A
+/// connection whose session cannot be carried is closed at the restart,
+/// with a warning, rather than served on without it.
+///
+/// Every [`Service`] is a `Stateful` whose session is `()`.
+pub trait Stateful: Send + Sync + 'static {
+    /// What the service keeps per connection.
+    type Session: Send + 'static;
+
+    /// A session for a connection that has just opened (or whose PROXY
+    /// header has just named its client).
+    fn open(&self, connection: ConnectionId, peer: &Peer) -> Self::Session;
+
+    /// [`Service::serve`], with the connection's session.
+    fn serve(&self, session: &mut Self::Session, input: Input<'_>, output: &mut Vec<u8>) -> Served;
+
+    /// [`Service::request_timeout`], with the connection's session.
+    fn request_timeout(&self, session: &mut Self::Session, output: &mut Vec<u8>);
+
+    /// [`Service::request_too_long`], with the connection's session.
+    fn request_too_long(&self, _session: &mut Self::Session, _output: &mut Vec<u8>) {}
+
+    /// [`Service::greeting`], with the connection's session.
+    fn greeting(&self, _session: &mut Self::Session, _output: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    /// The connection has closed, for `why`: the session's last call. Not
+    /// called when the connection is handed to the next process at a
+    /// restart (it is not closed; its session goes with it).
+    fn closed(&self, _session: Self::Session, _why: crate::metrics::Closed) {}
+
+    /// Writes the session down for the next process at a restart, appending
+    /// to `out`; `false`: this service cannot carry its sessions (the
+    /// default), and the connection is closed at a restart.
+    fn save(&self, _session: &Self::Session, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    /// Reads back a session written by [`Stateful::save`] in format
+    /// `format` (a previous build's [`Stateful::session_format`]); `None`
+    /// if it cannot (a format it does not know, or corrupt bytes): the
+    /// connection is then closed, with a warning.
+    fn restore(&self, _saved: &[u8], _format: u32) -> Option<Self::Session> {
+        None
+    }
+
+    /// The version of what [`Stateful::save`] writes, for the next build's
+    /// [`Stateful::restore`].
+    fn session_format(&self) -> u32 {
+        1
+    }
+
+    /// [`Service::name`].
+    fn name(&self) -> &'static str {
+        "service"
+    }
+
+    /// [`Service::closed_by_service`].
+    fn closed_by_service(&self) -> &'static str {
+        "service"
+    }
+
+    /// [`Service::proxy_protocol`].
+    fn proxy_protocol(&self) -> bool {
+        true
+    }
+
+    /// [`Service::deadline_from_accept`].
+    fn deadline_from_accept(&self) -> bool {
+        false
+    }
+
+    /// [`Service::connection_limit`].
+    fn connection_limit(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// A stateless service keeps `()` per connection, which carries across a
+/// restart as nothing at all.
+impl<S: Service + ?Sized> Stateful for S {
+    type Session = ();
+
+    fn open(&self, _connection: ConnectionId, _peer: &Peer) {}
+
+    fn serve(&self, _session: &mut (), input: Input<'_>, output: &mut Vec<u8>) -> Served {
+        Service::serve(self, input, output)
+    }
+
+    fn request_timeout(&self, _session: &mut (), output: &mut Vec<u8>) {
+        Service::request_timeout(self, output)
+    }
+
+    fn request_too_long(&self, _session: &mut (), output: &mut Vec<u8>) {
+        Service::request_too_long(self, output)
+    }
+
+    fn greeting(&self, _session: &mut (), output: &mut Vec<u8>) -> bool {
+        Service::greeting(self, output)
+    }
+
+    fn save(&self, _session: &(), _out: &mut Vec<u8>) -> bool {
+        true
+    }
+
+    fn restore(&self, saved: &[u8], _format: u32) -> Option<()> {
+        saved.is_empty().then_some(())
+    }
+
+    fn name(&self) -> &'static str {
+        Service::name(self)
+    }
+
+    fn closed_by_service(&self) -> &'static str {
+        Service::closed_by_service(self)
+    }
+
+    fn proxy_protocol(&self) -> bool {
+        Service::proxy_protocol(self)
+    }
+
+    fn deadline_from_accept(&self) -> bool {
+        Service::deadline_from_accept(self)
+    }
+
+    fn connection_limit(&self) -> Option<usize> {
+        Service::connection_limit(self)
     }
 }

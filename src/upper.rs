@@ -2,7 +2,7 @@
 //! turned into `A`-`Z` and every other byte unchanged.
 
 use crate::framing;
-use crate::service::{ConnectionId, Input, Served, Service};
+use crate::service::{Input, Served, Service};
 
 /// The reply to a line longer than `max_line_bytes` (then the server closes).
 pub const LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
@@ -14,6 +14,9 @@ pub const REQUEST_TIMEOUT: &[u8] = b"ERR request timeout\n";
 pub struct Upper;
 
 impl Service for Upper {
+    // Inlined into the dispatcher's call (`hosted.rs`), as the one service
+    // every request of the daemon goes through.
+    #[inline]
     fn serve(&self, input: Input<'_>, output: &mut Vec<u8>) -> Served {
         framing::serve_lines(&input, output, LINE_TOO_LONG, |line, output| {
             let start = output.len();
@@ -23,11 +26,11 @@ impl Service for Upper {
         })
     }
 
-    fn request_too_long(&self, _connection: ConnectionId, output: &mut Vec<u8>) {
+    fn request_too_long(&self, output: &mut Vec<u8>) {
         output.extend_from_slice(LINE_TOO_LONG);
     }
 
-    fn request_timeout(&self, _connection: ConnectionId, output: &mut Vec<u8>) {
+    fn request_timeout(&self, output: &mut Vec<u8>) {
         output.extend_from_slice(REQUEST_TIMEOUT);
     }
 
@@ -43,7 +46,7 @@ impl Service for Upper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::Peer;
+    use crate::service::{ConnectionId, Peer};
 
     /// Serves `bytes` once; returns (consumed, close, output).
     fn serve(bytes: &[u8], eof: bool, max: usize) -> (usize, bool, Vec<u8>) {
@@ -133,7 +136,7 @@ mod tests {
     #[test]
     fn timeout_reply() {
         let mut out = b"A\n".to_vec();
-        Upper.request_timeout(ConnectionId(1), &mut out);
+        Upper.request_timeout(&mut out);
         assert_eq!(out, b"A\nERR request timeout\n");
     }
 }

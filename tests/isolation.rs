@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use oneshotd::config::{Config, ListenAddr};
 use oneshotd::dispatcher::Server;
 use oneshotd::listeners;
-use oneshotd::service::{ConnectionId, Input, Served, Service};
+use oneshotd::service::{Input, Served, Service};
 use oneshotd::upper::Upper;
 
 use crate::util::*;
@@ -25,8 +25,8 @@ impl Service for Fragile {
         Upper.serve(input, output)
     }
 
-    fn request_timeout(&self, connection: ConnectionId, output: &mut Vec<u8>) {
-        Upper.request_timeout(connection, output)
+    fn request_timeout(&self, output: &mut Vec<u8>) {
+        Upper.request_timeout(output)
     }
 }
 
@@ -39,8 +39,8 @@ impl Service for PanicsOnTimeout {
         Upper.serve(input, output)
     }
 
-    fn request_timeout(&self, connection: ConnectionId, _: &mut Vec<u8>) {
-        panic!("timeout reply on connection {connection}");
+    fn request_timeout(&self, _: &mut Vec<u8>) {
+        panic!("a timeout reply");
     }
 }
 
@@ -148,8 +148,8 @@ impl Service for Blocking {
         Upper.serve(input, output)
     }
 
-    fn request_timeout(&self, connection: ConnectionId, output: &mut Vec<u8>) {
-        Upper.request_timeout(connection, output)
+    fn request_timeout(&self, output: &mut Vec<u8>) {
+        Upper.request_timeout(output)
     }
 }
 

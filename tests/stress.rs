@@ -56,8 +56,8 @@ impl Service for Exclusive {
         served
     }
 
-    fn request_timeout(&self, connection: ConnectionId, output: &mut Vec<u8>) {
-        Upper.request_timeout(connection, output)
+    fn request_timeout(&self, output: &mut Vec<u8>) {
+        Upper.request_timeout(output)
     }
 }
 

@@ -17,4 +17,5 @@ mod metrics;
 mod metrics_hostile;
 mod protocol;
 mod proxy;
+mod sessions;
 mod stress;

@@ -16,6 +16,7 @@ use super::io::write_some;
 use super::{Closing, Connection, Context};
 use crate::budget::Budget;
 use crate::budget::Ledger;
+use crate::hosted::Slot;
 use crate::metrics::Lease;
 use crate::service::Input;
 use crate::step::Tally;
@@ -176,15 +177,18 @@ impl Connection {
             eof: self.peer_closed,
             max_request_bytes,
         };
+        let id = self.id;
         let served = if self.input.is_empty() {
-            let served = cx.service.serve(request, out);
+            let slot = Slot::new(&mut self.session, id, &self.peer);
+            let served = cx.service.serve(slot, request, out);
             self.input.extend_from_slice(&fresh[served.consumed..]);
             served
         } else {
             request.seen = self.input.len();
             self.input.extend_from_slice(fresh);
             request.bytes = &self.input;
-            let served = cx.service.serve(request, out);
+            let slot = Slot::new(&mut self.session, id, &self.peer);
+            let served = cx.service.serve(slot, request, out);
             self.input.drain(..served.consumed);
             served
         };
@@ -192,7 +196,8 @@ impl Connection {
         // did or not, the connection does not buffer more of it.
         let overlong = !served.close && self.input.len() > max_request_bytes;
         if overlong {
-            cx.service.request_too_long(self.id, out);
+            let slot = Slot::new(&mut self.session, id, &self.peer);
+            cx.service.request_too_long(slot, out);
         }
         if self.input.is_empty() {
             self.input = Vec::new();

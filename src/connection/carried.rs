@@ -7,6 +7,7 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use super::{Closing, Connection, Phase};
+use crate::hosted::{Erased, Session};
 use crate::service::{ConnectionId, Peer};
 
 /// A connection's state, as carried to the next instance (beside its
@@ -32,6 +33,19 @@ pub(crate) struct Carried {
     pub peer: Option<Peer>,
     /// Still waiting for its PROXY header.
     pub header: Option<CarriedHeader>,
+    /// Its service's session, written down; `None` if it had none yet (or
+    /// from a record older than sessions).
+    pub session: Option<CarriedSession>,
+}
+
+/// A session as carried: its service's words for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CarriedSession {
+    /// The service that wrote it (`Stateful::name`): only that one reads it.
+    pub service: String,
+    /// The service's `session_format` when it wrote it.
+    pub format: u32,
+    pub bytes: Vec<u8>,
 }
 
 /// A connection still waiting for its PROXY header, as carried.
@@ -62,8 +76,29 @@ pub(crate) enum CarriedPhase {
 }
 
 impl Connection {
-    /// Takes the connection apart for the next instance, as of `now`.
-    pub(crate) fn hand_over(self, now: Instant) -> (OwnedFd, Carried) {
+    /// Takes the connection apart for the next instance, as of `now`, its
+    /// session written down by `service`; back whole if `service` cannot
+    /// carry it.
+    pub(crate) fn hand_over(
+        mut self,
+        now: Instant,
+        service: &dyn Erased,
+    ) -> Result<(OwnedFd, Carried), Box<Connection>> {
+        let session = match self.session.take() {
+            None => None,
+            Some(session) => {
+                let mut bytes = Vec::new();
+                if !service.save(&session, &mut bytes) {
+                    self.session = Some(session);
+                    return Err(Box::new(self));
+                }
+                Some(CarriedSession {
+                    service: service.name().to_owned(),
+                    format: service.session_format(),
+                    bytes,
+                })
+            }
+        };
         let timed_out = |why| why == Closing::RequestTimeout;
         let phase = match self.phase {
             Phase::Open | Phase::DrainGrace { .. } => CarriedPhase::Open,
@@ -91,13 +126,20 @@ impl Connection {
                 left: waiting.deadline.saturating_duration_since(now),
                 partial: waiting.partial,
             }),
+            session,
         };
-        (self.fd, carried)
+        Ok((self.fd, carried))
     }
 
     /// Puts a carried connection back together, as of `now` (`carried`'s
     /// durations already include the time the handover took).
-    pub(crate) fn restore(fd: OwnedFd, carried: Carried, peer: Peer, now: Instant) -> Connection {
+    pub(crate) fn restore(
+        fd: OwnedFd,
+        carried: Carried,
+        peer: Peer,
+        session: Option<Session>,
+        now: Instant,
+    ) -> Connection {
         let ago = |d: Duration| now.checked_sub(d).unwrap_or(now);
         let why = |timed_out| {
             if timed_out {
@@ -120,6 +162,7 @@ impl Connection {
         };
         let mut connection = Connection::new(fd, carried.id, peer, ago(carried.idle_for));
         connection.input = carried.input;
+        connection.session = session;
         connection.may_hold = !carried.output.is_empty();
         connection.output = carried.output;
         connection.peer_closed = carried.peer_closed;

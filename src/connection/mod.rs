@@ -35,10 +35,11 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 pub(crate) use buffers::Scratch;
-pub(crate) use carried::{Carried, CarriedHeader, CarriedPhase};
+pub(crate) use carried::{Carried, CarriedHeader, CarriedPhase, CarriedSession};
 
 use crate::budget::Budget;
-use crate::service::{ConnectionId, Peer, Service};
+use crate::hosted::{Erased, Session, Slot};
+use crate::service::{ConnectionId, Peer};
 use crate::step::{
     ClientAdmission, CloseReason, Interest, Limits, Next, ProxyHeaderFailure, Readiness, Stimulus,
 };
@@ -77,7 +78,7 @@ pub(crate) const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
 /// Everything a connection needs from its worker for one step.
 pub(crate) struct Context<'a> {
-    pub service: &'a dyn Service,
+    pub service: &'a dyn Erased,
     /// Asked once a PROXY header has named the client.
     pub clients: &'a dyn ClientAdmission,
     /// The memory budget, looked at only by connections that owe replies
@@ -169,6 +170,9 @@ pub(crate) struct Connection {
     /// Which of the dispatcher's services serves it (an index, not a
     /// pointer: a byte per connection, where an `Arc` would be eight).
     service: u8,
+    /// What its service keeps for it; opened when first needed (see
+    /// [`Connection::session`]).
+    session: Option<Session>,
     phase: Phase,
     /// What its last step reported holding against the memory budget.
     charged: usize,
@@ -204,6 +208,7 @@ impl Connection {
             peer_closed: false,
             spoke: false,
             service: 0,
+            session: None,
             phase: Phase::Open,
             charged: 0,
             counted_throttled: false,
@@ -220,16 +225,28 @@ impl Connection {
         Connection { service, ..self }
     }
 
-    /// Gives a new connection what its service says as it opens (see
-    /// `Service::greeting`), to be written as soon as the socket is
-    /// writable; with `close`, nothing it sends is served, and it closes
-    /// once that is delivered.
-    pub(crate) fn greet(&mut self, greeting: Vec<u8>, close: bool) {
+    /// Opens its session and gives the new connection what its service
+    /// says as it opens (`Stateful::greeting`), to be written as soon as
+    /// the socket is writable; if the service says so, nothing it sends is
+    /// served, and it closes once that is delivered.
+    pub(crate) fn open(&mut self, service: &dyn Erased) {
+        let mut greeting = Vec::new();
+        let close = service.greeting(self.slot(), &mut greeting);
         self.may_hold = !greeting.is_empty();
         self.output = greeting;
         if close {
             self.stop_input(Closing::Service);
         }
+    }
+
+    /// Where its service finds (or opens) its session.
+    pub(super) fn slot(&mut self) -> Slot<'_> {
+        Slot::new(&mut self.session, self.id, &self.peer)
+    }
+
+    /// Its session, if it was ever opened: for the service's `closed`.
+    pub(crate) fn take_session(&mut self) -> Option<Session> {
+        self.session.take()
     }
 
     /// What a new connection is first armed for: input, and output if it

@@ -81,6 +81,8 @@ impl Connection {
                     Admission::Uncounted => {}
                     Admission::Refused => return Err(CloseReason::PerClient),
                 }
+                // Its session opens now, with its client.
+                cx.service.open(self.slot());
                 Ok(Some(length - before))
             }
         }

@@ -277,9 +277,9 @@ impl Service for Hoarder {
         Served::default()
     }
 
-    fn request_timeout(&self, _connection: ConnectionId, _output: &mut Vec<u8>) {}
+    fn request_timeout(&self, _output: &mut Vec<u8>) {}
 
-    fn request_too_long(&self, _connection: ConnectionId, output: &mut Vec<u8>) {
+    fn request_too_long(&self, output: &mut Vec<u8>) {
         output.extend_from_slice(b"too long\n");
     }
 }

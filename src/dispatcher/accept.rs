@@ -153,11 +153,11 @@ impl Shared {
     /// or closes it at once when its service's limit is reached:
     /// `max_connections`, or the service's own (the metrics endpoint's).
     fn admit(&self, fd: OwnedFd, peer: Peer, service: u8) {
-        let own_limit = self.services[usize::from(service)].connection_limit();
+        let own_limit = self.services[usize::from(service)].get().connection_limit();
         let max = own_limit.unwrap_or_else(|| self.limits.max_connections());
         // A balancer's connection is counted under its client's address,
         // once its header has named it.
-        let serving = &self.services[usize::from(service)];
+        let serving = self.services[usize::from(service)].get();
         let header_timeout = serving
             .proxy_protocol()
             .then(|| self.limits.proxy_header_timeout(&peer))
@@ -175,7 +175,7 @@ impl Shared {
             self.metrics
                 .refused(usize::from(service), Refused::MaxConnections);
             if let Some(suppressed) = self.accept.refusals.allow() {
-                let service = self.services[usize::from(service)].name();
+                let service = self.services[usize::from(service)].get().name();
                 match own_limit {
                     None => {
                         warn!(%peer, max_connections = max, suppressed, "connection limit reached; closing new connections")
@@ -203,10 +203,10 @@ impl Shared {
         if serving.deadline_from_accept() {
             connection.start_request_clock(now);
         }
-        let mut greeting = Vec::new();
-        let close = serving.greeting(id, &mut greeting);
-        if close || !greeting.is_empty() {
-            connection.greet(greeting, close);
+        // A balancer's connection opens its session once its header has
+        // named its client.
+        if header_timeout.is_none() {
+            connection.open(serving);
         }
         // Counted before it can be served (and closed, and counted closed).
         self.metrics.accepted(usize::from(service));

@@ -12,6 +12,7 @@ use super::token::Token;
 use super::Shared;
 use crate::budget::Ledger;
 use crate::connection::{Connection, Context, Scratch};
+use crate::metrics::Closed;
 use crate::service::{ConnectionId, Peer};
 use crate::step::{CloseReason, Next, Stimulus, Tally};
 
@@ -25,7 +26,7 @@ impl Shared {
         let id = connection.id();
         let service = usize::from(connection.service());
         let mut cx = Context {
-            service: &*self.services[service],
+            service: self.services[service].get(),
             clients: self,
             limits: self.limits.connection(),
             budget: &self.budget,
@@ -78,7 +79,9 @@ impl Shared {
     /// Deregisters and closes the connection in a held slot.
     pub(super) fn close(&self, held: Held<'_>, reason: CloseReason) {
         let connection = self.take_out(held, &reason);
-        let service = self.services[usize::from(connection.service())].name();
+        let service = self.services[usize::from(connection.service())]
+            .get()
+            .name();
         debug!(conn = %connection.id(), peer = %connection.peer(), service, %reason, "connection closed");
     }
 
@@ -107,9 +110,20 @@ impl Shared {
         }
         // Counted before the socket is closed, so that a client that saw
         // the close and then scrapes sees it counted.
-        self.metrics
-            .closed(usize::from(held.connection().service()), reason);
-        self.table.remove(held)
+        let service = usize::from(held.connection().service());
+        self.metrics.closed(service, reason);
+        let mut connection = self.table.remove(held);
+        // The session's last call; a handed-over one lives on instead.
+        if !matches!(reason, CloseReason::Handover) {
+            if let Some(session) = connection.take_session() {
+                let service = self.services[service].get();
+                let why = Closed::of(reason);
+                if panic::catch_unwind(AssertUnwindSafe(|| service.closed(session, why))).is_err() {
+                    error!(conn = %connection.id(), "panic in the service's closed(); ignored");
+                }
+            }
+        }
+        connection
     }
 }
 

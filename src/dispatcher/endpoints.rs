@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use super::{Server, Shared};
 use crate::config::Config;
+use crate::hosted::Hosted;
 use crate::listeners::Listener;
 use crate::metrics::{Buffers, Gauges, Metrics, ServiceLabels, MAX_SERVICES};
-use crate::service::Service;
 
 impl Server {
     /// Registers each listener with the service its connections get (e.g.
@@ -20,13 +20,13 @@ impl Server {
     /// services (told apart by `Arc::ptr_eq`).
     pub fn start_endpoints(
         config: &Config,
-        endpoints: Vec<(Listener, Arc<dyn Service>)>,
+        endpoints: Vec<(Listener, Hosted)>,
         metrics: Arc<Metrics>,
     ) -> io::Result<Server> {
-        let mut services: Vec<Arc<dyn Service>> = Vec::new();
+        let mut services: Vec<Hosted> = Vec::new();
         let mut listeners = Vec::with_capacity(endpoints.len());
         for (listener, service) in endpoints {
-            let index = match services.iter().position(|s| Arc::ptr_eq(s, &service)) {
+            let index = match services.iter().position(|s| Arc::ptr_eq(&s.0, &service.0)) {
                 Some(index) => index,
                 None => {
                     services.push(service);
@@ -61,20 +61,20 @@ impl Gauges for Shared {
 
 /// Each service's labels; a name used twice gets its index appended, so
 /// that no two services' series are the same.
-pub(super) fn service_labels(services: &[Arc<dyn Service>]) -> Vec<ServiceLabels> {
+pub(super) fn service_labels(services: &[Hosted]) -> Vec<ServiceLabels> {
     services
         .iter()
         .enumerate()
         .map(|(index, service)| {
-            let name = service.name();
-            let shared = services.iter().filter(|s| s.name() == name).count() > 1;
+            let name = service.get().name();
+            let shared = services.iter().filter(|s| s.get().name() == name).count() > 1;
             ServiceLabels {
                 name: if shared {
                     format!("{name}{index}")
                 } else {
                     name.to_owned()
                 },
-                closed_by_service: service.closed_by_service(),
+                closed_by_service: service.get().closed_by_service(),
             }
         })
         .collect()
@@ -84,12 +84,12 @@ pub(super) fn service_labels(services: &[Arc<dyn Service>]) -> Vec<ServiceLabels
 /// connections the budgets of their own allow in all. Budget 0 is
 /// `max_connections`, shared by every service without a limit of its own
 /// ([`Service::connection_limit`]); each service with one gets the next.
-pub(super) fn admission_budgets(services: &[Arc<dyn Service>]) -> (Vec<usize>, usize) {
+pub(super) fn admission_budgets(services: &[Hosted]) -> (Vec<usize>, usize) {
     let mut own = 0;
     let mut extra = 0;
     let budget_of = services
         .iter()
-        .map(|service| match service.connection_limit() {
+        .map(|service| match service.get().connection_limit() {
             Some(limit) => {
                 own += 1;
                 extra = limit.saturating_add(extra);

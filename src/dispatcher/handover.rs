@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 use super::{Server, Shared};
 use crate::connection::{Carried, Connection};
 use crate::handover::{self, record, SocketKey};
+use crate::metrics::Closed;
 use crate::step::CloseReason;
 
 /// The connections a handover took out of the dispatcher, ready for the
@@ -54,10 +55,19 @@ impl Server {
                 self.shared.close(held, CloseReason::Handover);
                 return;
             }
-            let (fd, state) = self
-                .shared
-                .take_out(held, &CloseReason::Handover)
-                .hand_over(now);
+            let service = self.shared.services[0].get();
+            let connection = self.shared.take_out(held, &CloseReason::Handover);
+            let (fd, state) = match connection.hand_over(now, service) {
+                Ok(handed) => handed,
+                Err(mut connection) => {
+                    warn!(conn = %connection.id(), peer = %connection.peer(), service = service.name(),
+                        "its service cannot carry its session to the next instance; closing it");
+                    if let Some(session) = connection.take_session() {
+                        service.closed(session, Closed::Handover);
+                    }
+                    return;
+                }
+            };
             match SocketKey::of(&fd) {
                 Ok(key) => {
                     sockets.push(fd);
@@ -134,8 +144,27 @@ impl Server {
 
 impl Shared {
     /// Takes one restored connection into the table and the epoll set.
-    fn adopt(&self, fd: OwnedFd, carried: Carried) -> bool {
+    fn adopt(&self, fd: OwnedFd, mut carried: Carried) -> bool {
         let id = carried.id;
+        // Its session, read back by the service that wrote it, or it is not
+        // served at all: never on with part of its state missing.
+        let service = self.services[0].get();
+        let session = match carried.session.take() {
+            None => None,
+            Some(saved) if saved.service != service.name() => {
+                warn!(conn = %id, written_by = %saved.service, service = service.name(),
+                    "a restored connection's session belongs to another service; closing it");
+                return false;
+            }
+            Some(saved) => match service.restore(&saved.bytes, saved.format) {
+                Some(session) => Some(session),
+                None => {
+                    warn!(conn = %id, format = saved.format, service = service.name(),
+                        "a restored connection's session cannot be read back; closing it");
+                    return false;
+                }
+            },
+        };
         // The previous instance made it nonblocking, and the flag lives with
         // the socket, not the descriptor; but whatever held it meanwhile
         // could have changed it, and one blocking socket would stall a
@@ -155,7 +184,7 @@ impl Shared {
         let peer = carried
             .peer
             .unwrap_or_else(|| crate::listeners::peer_of(fd.as_fd()));
-        let mut connection = Connection::restore(fd, carried, peer, Instant::now());
+        let mut connection = Connection::restore(fd, carried, peer, session, Instant::now());
         // Counted under its client, whatever the limit says: it was held
         // already (one still awaiting its header is counted once it is read).
         if !connection.awaits_proxy_header() {
@@ -227,6 +256,7 @@ mod tests {
             request_for: Some(Duration::ZERO),
             peer: None,
             header: None,
+            session: None,
         };
         let key = SocketKey::of(&fd).unwrap();
         let state = record::encode(handover::monotonic_now(), &[(key, &carried)]);

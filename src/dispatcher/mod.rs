@@ -59,9 +59,9 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::budget::Budget;
 use crate::config::{Config, MAX_CONNECTIONS_LIMIT};
+use crate::hosted::Hosted;
 use crate::listeners::Listener;
 use crate::metrics::{Gauges, Metrics};
-use crate::service::Service;
 use crate::step::Interest;
 use accept::Acceptor;
 use epoll::EventSet;
@@ -102,7 +102,7 @@ struct Shared {
     table: ConnectionTable,
     accept: Acceptor,
     /// What the connections are served by; a connection holds an index.
-    services: Vec<Arc<dyn Service>>,
+    services: Vec<Hosted>,
     metrics: Arc<Metrics>,
     limits: LimitSettings,
     /// The memory budget and what connections hold against it.
@@ -132,19 +132,21 @@ impl std::fmt::Debug for Shared {
 
 impl Server {
     /// Registers the listeners and starts `config.workers` workers serving
-    /// `service` on all of them.
+    /// `service` (any [`Stateful`](crate::service::Stateful) or
+    /// [`Service`](crate::service::Service), or an `Arc` of one) on all of
+    /// them.
     pub fn start(
         config: &Config,
         listeners: Vec<Listener>,
-        service: Arc<dyn Service>,
+        service: impl Into<Hosted>,
     ) -> io::Result<Server> {
         let listeners = listeners.into_iter().map(|l| (l, 0)).collect();
-        Server::start_serving(config, vec![service], listeners, Metrics::new())
+        Server::start_serving(config, vec![service.into()], listeners, Metrics::new())
     }
 
     fn start_serving(
         config: &Config,
-        services: Vec<Arc<dyn Service>>,
+        services: Vec<Hosted>,
         listeners: Vec<(Listener, u8)>,
         metrics: Arc<Metrics>,
     ) -> io::Result<Server> {

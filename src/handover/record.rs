@@ -1,7 +1,7 @@
 //! The state record's format: versioned, length-prefixed, checksummed, and
 //! read without trusting a byte of it.
 //!
-//! All integers little-endian. Version 2 (this build writes it):
+//! All integers little-endian. Version 3 (this build writes it):
 //!
 //! ```text
 //! file    = magic "ONESHOTD" | version u32 | handed_over_at u64 | count u32
@@ -11,14 +11,24 @@
 //!           | lingering_us u64 | idle_us u64 | request_us u64
 //!           | input_length u32 | input | output_length u32 | output
 //!           | client | header_left_us u64 | header_length u32 | header
+//!           | session
 //! client  = 1 (a Unix-socket client)
 //!           | 4 | IPv4 address (4 bytes) | port u16
 //!           | 6 | IPv6 address (16 bytes) | port u16
+//! session = 0 (none opened yet)
+//!           | 1 | service_length u8 | service | format u32
+//!           | session_length u32 | session
 //! ```
 //!
-//! Version 1 (still read, so that an upgrade from a build that wrote it
-//! keeps its connections) ends each record at `output`: its connections'
-//! clients are their sockets' peers, and none awaits a PROXY header.
+//! Versions 1 and 2 are still read, so that an upgrade from a build that
+//! wrote them keeps its connections: a version 1 record ends at `output`
+//! (its connections' clients are their sockets' peers, and none awaits a
+//! PROXY header), a version 2 record at `header` (no session: those builds
+//! had none).
+//!
+//! `session` is the service's own record of the connection's session,
+//! tagged with the service's name (only that service reads it back) and the
+//! format it was written in.
 //!
 //! `client` is the connection's client: from its PROXY header, else its
 //! transport's peer (the header is gone from the socket once read).
@@ -39,12 +49,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::SocketKey;
-use crate::connection::{Carried, CarriedHeader, CarriedPhase};
+use crate::connection::{Carried, CarriedHeader, CarriedPhase, CarriedSession};
 use crate::service::{ConnectionId, Peer};
 
 const MAGIC: &[u8; 8] = b"ONESHOTD";
-/// The format version this build writes (it also reads version 1).
-pub(crate) const VERSION: u32 = 2;
+/// The format version this build writes (it also reads versions 1 and 2).
+pub(crate) const VERSION: u32 = 3;
 /// No request is incomplete.
 const NO_REQUEST: u64 = u64::MAX;
 /// Not waiting for a PROXY header.
@@ -60,7 +70,7 @@ pub enum FormatError {
     #[error("not a oneshotd state file")]
     BadMagic,
     /// Written by a build with a format this one does not know.
-    #[error("unknown format version {0} (this build reads 1 and {VERSION})")]
+    #[error("unknown format version {0} (this build reads 1 to {VERSION})")]
     UnknownVersion(u32),
     /// The checksum does not match: torn or corrupted.
     #[error("checksum mismatch")]
@@ -122,6 +132,20 @@ fn encode_version(
                 None => {
                     put_u64(&mut out, NO_HEADER);
                     put_bytes(&mut out, &[]);
+                }
+            }
+        }
+        if version >= 3 {
+            match &carried.session {
+                None => out.push(0),
+                Some(session) => {
+                    out.push(1);
+                    let name = session.service.as_bytes();
+                    let name = &name[..name.len().min(u8::MAX as usize)];
+                    out.push(name.len() as u8);
+                    out.extend_from_slice(name);
+                    out.extend_from_slice(&session.format.to_le_bytes());
+                    put_bytes(&mut out, &session.bytes);
                 }
             }
         }
@@ -200,6 +224,27 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StateFile, FormatError> {
         } else {
             (None, None)
         };
+        let session = if version >= 3 {
+            match record.u8()? {
+                0 => None,
+                1 => {
+                    let length = record.u8()? as usize;
+                    let service = std::str::from_utf8(record.take(length)?)
+                        .map_err(|_| FormatError::Corrupt("session's service"))?
+                        .to_owned();
+                    let format = record.u32()?;
+                    let bytes = record.bytes()?.to_vec();
+                    Some(CarriedSession {
+                        service,
+                        format,
+                        bytes,
+                    })
+                }
+                _ => return Err(FormatError::Corrupt("session")),
+            }
+        } else {
+            None
+        };
         if !record.0.is_empty() {
             return Err(FormatError::Corrupt("record length"));
         }
@@ -216,6 +261,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StateFile, FormatError> {
                 request_for,
                 peer,
                 header,
+                session,
             },
         ));
     }
@@ -348,6 +394,11 @@ mod tests {
                     request_for: Some(Duration::from_millis(20)),
                     peer: Some(Peer::Ip("192.0.2.10:40000".parse().unwrap())),
                     header: None,
+                    session: Some(CarriedSession {
+                        service: "resp".to_owned(),
+                        format: 2,
+                        bytes: b"db=3 name=worker-7".to_vec(),
+                    }),
                 },
             ),
             (
@@ -372,6 +423,7 @@ mod tests {
                         left: Duration::from_millis(2500),
                         partial: b"PROXY TCP4 1".to_vec(),
                     }),
+                    session: None,
                 },
             ),
             (
@@ -387,6 +439,11 @@ mod tests {
                     request_for: None,
                     peer: Some(Peer::Unix),
                     header: None,
+                    session: Some(CarriedSession {
+                        service: "upper".to_owned(),
+                        format: 1,
+                        bytes: Vec::new(),
+                    }),
                 },
             ),
         ]
@@ -419,6 +476,7 @@ mod tests {
                     Carried {
                         peer: None,
                         header: None,
+                        session: None,
                         ..carried
                     },
                 )
@@ -453,8 +511,8 @@ mod tests {
     #[test]
     fn an_unknown_version_or_magic_is_named() {
         let mut bytes = encoded();
-        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
-        assert_eq!(decode(&bytes), Err(FormatError::UnknownVersion(3)));
+        bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
+        assert_eq!(decode(&bytes), Err(FormatError::UnknownVersion(4)));
         bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
         assert_eq!(decode(&bytes), Err(FormatError::UnknownVersion(0)));
         assert_eq!(decode(b"NOTOURS!...."), Err(FormatError::BadMagic));

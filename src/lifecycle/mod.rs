@@ -22,11 +22,11 @@ use crate::cli::Program;
 use crate::config::{Config, ConfigSource, ListenAddr};
 use crate::dispatcher::{Server, Status};
 use crate::handover;
+use crate::hosted::Hosted;
 use crate::listeners::{self, Inherited, Listener, CONNECTION_NAME, STATE_NAME};
 use crate::logging::{self, LogControl};
 use crate::metrics::{Metrics, MetricsEndpoint};
 use crate::notify::Notifier;
-use crate::service::Service;
 use signals::Signals;
 use watchdog::Watchdog;
 
@@ -72,7 +72,7 @@ pub fn run(
     config: Config,
     activated: Option<Inherited>,
     env: SystemdEnv,
-    service: Arc<dyn Service>,
+    service: Hosted,
 ) -> ExitCode {
     let log = logging::init(
         program.name,
@@ -113,7 +113,7 @@ impl Daemon {
     fn serve(
         mut self,
         activated: Option<Inherited>,
-        service: Arc<dyn Service>,
+        service: Hosted,
         watchdog: Option<Duration>,
     ) -> Result<(), Box<dyn std::error::Error>> {
         info!(
@@ -152,16 +152,16 @@ impl Daemon {
             "load-balancer agent",
         )?;
         let metrics = Metrics::new();
-        let endpoint: Arc<dyn Service> = Arc::new(
+        let endpoint = Hosted::from(
             MetricsEndpoint::new(Arc::clone(&metrics))
                 .with_availability(Arc::clone(&self.availability)),
         );
-        let agent: Arc<dyn Service> = Arc::new(Agent::new(Arc::clone(&self.availability)));
-        let serving = |listeners: Vec<Listener>, service: &Arc<dyn Service>| {
-            let service = Arc::clone(service);
+        let agent = Hosted::from(Agent::new(Arc::clone(&self.availability)));
+        let serving = |listeners: Vec<Listener>, service: &Hosted| {
+            let service = service.clone();
             listeners
                 .into_iter()
-                .map(move |listener| (listener, Arc::clone(&service)))
+                .map(move |listener| (listener, service.clone()))
         };
         let endpoints = serving(listeners, &service)
             .chain(serving(metrics_listeners, &endpoint))

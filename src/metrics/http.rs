@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::render::CONTENT_TYPE;
 use super::Metrics;
 use crate::availability::Availability;
-use crate::service::{ConnectionId, Input, Served, Service};
+use crate::service::{Input, Served, Service};
 
 /// The largest request head accepted (8 KiB); past it the answer is 431.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -153,11 +153,11 @@ impl Service for MetricsEndpoint {
         }
     }
 
-    fn request_timeout(&self, _connection: ConnectionId, output: &mut Vec<u8>) {
+    fn request_timeout(&self, output: &mut Vec<u8>) {
         refuse(output, 408, "Request Timeout");
     }
 
-    fn request_too_long(&self, _connection: ConnectionId, output: &mut Vec<u8>) {
+    fn request_too_long(&self, output: &mut Vec<u8>) {
         refuse(output, 431, "Request Header Fields Too Large");
     }
 
