@@ -17,5 +17,6 @@ mod metrics;
 mod metrics_hostile;
 mod protocol;
 mod proxy;
+mod resp;
 mod sessions;
 mod stress;

@@ -20,6 +20,8 @@ pub struct DaemonBuilder {
     /// An fd store to start with (what a previous instance handed over).
     store: Vec<(String, OwnedFd)>,
     journal_stream: bool,
+    /// The program to run: the daemon, or an example built on the library.
+    binary: String,
 }
 
 impl DaemonBuilder {
@@ -65,6 +67,14 @@ impl DaemonBuilder {
     /// as systemd does when stderr is connected to the journal.
     pub fn journal_stream(mut self) -> Self {
         self.journal_stream = true;
+        self
+    }
+
+    /// Run an example daemon built on the library (`examples/NAME.rs`,
+    /// which `cargo test` builds beside the binaries) instead of oneshotd.
+    pub fn example(mut self, name: &str) -> Self {
+        let dir = std::path::Path::new(BIN).parent().unwrap();
+        self.binary = dir.join("examples").join(name).display().to_string();
         self
     }
 
@@ -122,7 +132,7 @@ impl DaemonBuilder {
             let mut c = Command::new("sh");
             c.arg("-c")
                 .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
-                .arg(BIN)
+                .arg(&self.binary)
                 .env("LISTEN_FDS", self.inherit.len().to_string())
                 .env("NOTIFY_SOCKET", &notify.path);
             if self.inherit.iter().any(|(_, name)| !name.is_empty()) {
@@ -161,11 +171,11 @@ impl DaemonBuilder {
             c
         } else if !self.wrapper.is_empty() {
             let mut c = Command::new(&self.wrapper[0]);
-            c.args(&self.wrapper[1..]).arg(BIN);
+            c.args(&self.wrapper[1..]).arg(&self.binary);
             c.env("NOTIFY_SOCKET", &notify.path);
             c
         } else if self.activate.is_empty() {
-            let mut c = Command::new(BIN);
+            let mut c = Command::new(&self.binary);
             c.env("NOTIFY_SOCKET", &notify.path);
             for (k, v) in &self.env {
                 c.env(k, v);
@@ -181,7 +191,7 @@ impl DaemonBuilder {
             for (k, v) in &self.env {
                 c.arg("-E").arg(format!("{k}={v}"));
             }
-            c.arg("--").arg(BIN);
+            c.arg("--").arg(&self.binary);
             c
         };
         if !self.inherit.is_empty() || !self.wrapper.is_empty() {
@@ -230,6 +240,7 @@ impl Daemon {
             inherit: Vec::new(),
             store: Vec::new(),
             journal_stream: false,
+            binary: BIN.to_owned(),
         }
     }
 }
