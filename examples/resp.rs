@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oneshotd::cli::Program;
+use oneshotd::framing::{serve_frames, Decoded, Decoder, Flow};
 use oneshotd::service::{ConnectionId, Input, Peer, Served, Stateful};
 
 const PROGRAM: Program = Program {
@@ -154,20 +155,84 @@ struct Resp {
     store: Store,
 }
 
-/// What parsing the start of the input found.
-enum Parsed<'a> {
-    /// A whole command: its arguments, and how many bytes it took.
-    Command(Vec<&'a [u8]>, usize),
-    /// Not all there yet.
-    Incomplete,
-    /// Not RESP: Redis's words for why.
-    Invalid(String),
+/// RESP2's framing: an array of bulk strings (what every client sends),
+/// or an inline command (words on one line, as typed into a terminal).
+/// Each bulk is skipped by its length, never scanned: a long value that
+/// arrives in pieces costs one look at its headers per piece.
+struct Frames;
+
+impl Decoder for Frames {
+    /// A command's arguments, borrowed from the input.
+    type Frame<'a> = Vec<&'a [u8]>;
+
+    fn decode<'a>(&mut self, bytes: &'a [u8], max_bulk: usize) -> Decoded<Vec<&'a [u8]>> {
+        let invalid = |why: &str| Decoded::Invalid {
+            reply: format!("-ERR Protocol error: {why}\r\n").into_bytes(),
+        };
+        if bytes.first() != Some(&b'*') {
+            let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
+                return if bytes.len() > max_bulk {
+                    invalid("too big inline request")
+                } else {
+                    Decoded::Incomplete
+                };
+            };
+            let line = bytes[..end].strip_suffix(b"\r").unwrap_or(&bytes[..end]);
+            let words = line
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|w| !w.is_empty())
+                .collect();
+            return Decoded::Frame {
+                frame: words,
+                length: end + 1,
+            };
+        }
+        let (count, mut at) = match number(bytes, 1) {
+            Ok(Some(found)) => found,
+            Ok(None) => return Decoded::Incomplete,
+            Err(()) => return invalid("invalid multibulk length"),
+        };
+        if count > MAX_ARGUMENTS as i64 {
+            return invalid("invalid multibulk length");
+        }
+        let mut arguments = Vec::with_capacity(count.max(0) as usize);
+        for _ in 0..count.max(0) {
+            match bytes.get(at) {
+                None => return Decoded::Incomplete,
+                Some(b'$') => {}
+                Some(&other) => {
+                    return invalid(&format!("expected '$', got '{}'", other as char));
+                }
+            }
+            let (length, start) = match number(bytes, at + 1) {
+                Ok(Some(found)) => found,
+                Ok(None) => return Decoded::Incomplete,
+                Err(()) => return invalid("invalid bulk length"),
+            };
+            if length < 0 || length as usize > max_bulk {
+                return invalid("invalid bulk length");
+            }
+            let end = start + length as usize;
+            if bytes.len() < end + 2 {
+                return Decoded::Incomplete;
+            }
+            if &bytes[end..end + 2] != b"\r\n" {
+                return invalid("invalid bulk length");
+            }
+            arguments.push(&bytes[start..end]);
+            at = end + 2;
+        }
+        Decoded::Frame {
+            frame: arguments,
+            length: at,
+        }
+    }
 }
 
 /// Reads a `\r\n`-terminated number after a type byte at `at`; returns the
 /// number and where the line ends, `Ok(None)` if the line is not all there.
 fn number(bytes: &[u8], at: usize) -> Result<Option<(i64, usize)>, ()> {
-    let Some(end) = memchr_crlf(&bytes[at..]) else {
+    let Some(end) = bytes[at..].windows(2).position(|pair| pair == b"\r\n") else {
         // A number line longer than any number: not RESP.
         return if bytes.len() - at > 32 {
             Err(())
@@ -178,67 +243,6 @@ fn number(bytes: &[u8], at: usize) -> Result<Option<(i64, usize)>, ()> {
     let text = std::str::from_utf8(&bytes[at..at + end]).map_err(|_| ())?;
     let value = text.parse().map_err(|_| ())?;
     Ok(Some((value, at + end + 2)))
-}
-
-fn memchr_crlf(bytes: &[u8]) -> Option<usize> {
-    bytes.windows(2).position(|pair| pair == b"\r\n")
-}
-
-/// Parses one command: a RESP array of bulk strings, or an inline command
-/// (words on one line, as typed into a terminal).
-fn parse(bytes: &[u8], max_bulk: usize) -> Parsed<'_> {
-    if bytes.first() != Some(&b'*') {
-        let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
-            return if bytes.len() > max_bulk {
-                Parsed::Invalid("too big inline request".to_owned())
-            } else {
-                Parsed::Incomplete
-            };
-        };
-        let line = bytes[..end].strip_suffix(b"\r").unwrap_or(&bytes[..end]);
-        let words = line
-            .split(|b| b.is_ascii_whitespace())
-            .filter(|w| !w.is_empty())
-            .collect();
-        return Parsed::Command(words, end + 1);
-    }
-    let (count, mut at) = match number(bytes, 1) {
-        Ok(Some(found)) => found,
-        Ok(None) => return Parsed::Incomplete,
-        Err(()) => return Parsed::Invalid("invalid multibulk length".to_owned()),
-    };
-    if count > MAX_ARGUMENTS as i64 {
-        return Parsed::Invalid("invalid multibulk length".to_owned());
-    }
-    let mut arguments = Vec::with_capacity(count.max(0) as usize);
-    for _ in 0..count.max(0) {
-        match bytes.get(at) {
-            None => return Parsed::Incomplete,
-            Some(b'$') => {}
-            Some(&other) => {
-                return Parsed::Invalid(format!("expected '$', got '{}'", other as char));
-            }
-        }
-        let (length, start) = match number(bytes, at + 1) {
-            Ok(Some(found)) => found,
-            Ok(None) => return Parsed::Incomplete,
-            Err(()) => return Parsed::Invalid("invalid bulk length".to_owned()),
-        };
-        if length < 0 || length as usize > max_bulk {
-            return Parsed::Invalid("invalid bulk length".to_owned());
-        }
-        // The bulk itself is skipped by its length, never scanned.
-        let end = start + length as usize;
-        if bytes.len() < end + 2 {
-            return Parsed::Incomplete;
-        }
-        if &bytes[end..end + 2] != b"\r\n" {
-            return Parsed::Invalid("invalid bulk length".to_owned());
-        }
-        arguments.push(&bytes[start..end]);
-        at = end + 2;
-    }
-    Parsed::Command(arguments, at)
 }
 
 fn simple(output: &mut Vec<u8>, text: &str) {
@@ -419,29 +423,12 @@ impl Stateful for Resp {
     }
 
     fn serve(&self, client: &mut Client, input: Input<'_>, output: &mut Vec<u8>) -> Served {
-        let mut served = Served::default();
-        let bytes = input.bytes;
-        while served.consumed < bytes.len() {
-            match parse(&bytes[served.consumed..], input.max_request_bytes) {
-                Parsed::Incomplete => break,
-                Parsed::Invalid(why) => {
-                    error(output, &format!("ERR Protocol error: {why}"));
-                    served.consumed = bytes.len();
-                    served.close = true;
-                    return served;
-                }
-                Parsed::Command(arguments, length) => {
-                    served.consumed += length;
-                    served.requests += 1;
-                    if !self.run(client, &arguments, output) {
-                        served.consumed = bytes.len();
-                        served.close = true;
-                        return served;
-                    }
-                }
-            }
-        }
-        served
+        serve_frames(&input, output, &mut Frames, |arguments, output| match self
+            .run(client, &arguments, output)
+        {
+            true => Flow::Continue,
+            false => Flow::Close,
+        })
     }
 
     fn request_timeout(&self, _client: &mut Client, _output: &mut Vec<u8>) {}

@@ -185,3 +185,30 @@ fn a_client_s_database_and_name_survive_a_restart() {
     );
     drop(new);
 }
+
+/// A command whose value arrives in many pieces is served once whole (the
+/// frame waits, its bulk skipped by its length each time).
+#[test]
+fn a_value_in_many_pieces_is_served_once_whole() {
+    let (mut daemon, addr) = resp("resp-pieces", "");
+    let value = "v".repeat(3000);
+    let command = format!(
+        "*3\r\n$3\r\nSET\r\n$4\r\nlong\r\n${}\r\n{value}\r\n",
+        value.len()
+    );
+    let mut client = connect(addr);
+    for piece in command.as_bytes().chunks(7) {
+        client.write_all(piece).unwrap();
+    }
+    let mut replies = BufReader::new(client.try_clone().unwrap());
+    assert_eq!(reply_line(&mut replies), "+OK\r\n");
+    assert_eq!(
+        redis_cli(addr, &["STRLEN", "long"], None).lines().count(),
+        2
+    );
+    assert_eq!(
+        redis_cli(addr, &["GET", "long"], None),
+        format!("{value}\n")
+    );
+    daemon.stop();
+}
