@@ -3,6 +3,9 @@
 //!
 //! - The data lives in a map shared by the workers, split into shards so
 //!   that workers rarely wait for each other.
+//! - The framing is the library's [`Decoder`] seam: this file says how to
+//!   find one RESP frame (skipping each bulk by its length, never scanning
+//!   it), [`serve_frames`] does the rest.
 //! - What Redis keeps per client — the selected database, the client's
 //!   name — lives in the connection's session ([`Stateful`]): handed to
 //!   every request with no lock, and carried across a restart (`systemctl
