@@ -76,6 +76,9 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! Without a configuration file, [`dispatcher::Server::builder`] sets the
+//! limits one by one.
+//!
 //! A protocol of one's own implements [`service::Service`] (stateless) or
 //! [`service::Stateful`] (a session per connection, carried across
 //! restarts); [`framing::serve_lines`] frames a line protocol; and

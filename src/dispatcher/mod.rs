@@ -33,6 +33,7 @@
 //! The listening sockets are in the same set, also oneshot (`accept.rs`).
 
 mod accept;
+mod builder;
 mod clients;
 mod drain;
 mod drive;
@@ -69,6 +70,7 @@ use limits::LimitSettings;
 use table::ConnectionTable;
 use token::Token;
 
+pub use builder::Builder;
 pub use handover::{HandedOver, RestoreReport};
 
 /// A snapshot of what the daemon is doing, for STATUS and tests.
