@@ -208,3 +208,42 @@ fn a_value_in_many_pieces_is_served_once_whole() {
     );
     daemon.stop();
 }
+
+/// Redis's own benchmark runs against it: every request answered, none an
+/// error (the figures are bench/resp.sh's business, not a test's).
+#[test]
+fn redis_benchmark_runs_against_it() {
+    let (mut daemon, addr) = resp("resp-benchmark", "workers = 2");
+    let out = Command::new("redis-benchmark")
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args([
+            "-t",
+            "set,get,incr,mset",
+            "-n",
+            "2000",
+            "-c",
+            "10",
+            "-P",
+            "4",
+            "--csv",
+        ])
+        .output()
+        .expect("redis-benchmark (redis-tools; tests/install-deps.sh installs it)");
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{csv}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for test in ["SET", "GET", "INCR", "MSET"] {
+        assert!(
+            csv.lines().any(|l| l.starts_with(&format!("\"{test}"))),
+            "no {test} result in:\n{csv}"
+        );
+    }
+    assert_eq!(
+        redis_cli(addr, &["GET", "counter:__rand_int__"], None),
+        "2000\n"
+    );
+    daemon.stop();
+}
