@@ -198,7 +198,8 @@ impl Decoder for Frames {
         if count > MAX_ARGUMENTS as i64 {
             return invalid("invalid multibulk length");
         }
-        let mut arguments = Vec::with_capacity(count.max(0) as usize);
+        // Room for what has arrived, not for what the count claims.
+        let mut arguments = Vec::with_capacity(count.clamp(0, 64) as usize);
         for _ in 0..count.max(0) {
             match bytes.get(at) {
                 None => return Decoded::Incomplete,
@@ -311,8 +312,12 @@ impl Resp {
                                 return true;
                             }
                         };
-                        match integer_argument(amount).filter(|&n| n > 0) {
-                            Some(n) => Some(now + Duration::from_millis(n as u64 * scale)),
+                        let at = integer_argument(amount)
+                            .filter(|&n| n > 0)
+                            .and_then(|n| (n as u64).checked_mul(scale))
+                            .and_then(|ms| now.checked_add(Duration::from_millis(ms)));
+                        match at {
+                            Some(at) => Some(at),
                             None => {
                                 error(output, "ERR invalid expire time in 'set' command");
                                 return true;

@@ -77,8 +77,6 @@ impl<'a> Slot<'a> {
 /// session, `()`, is never boxed nor looked up: its calls cost what a
 /// [`Service`](crate::service::Service)'s did.
 pub(crate) trait Erased: Send + Sync {
-    /// Opens the session now if there is none yet.
-    fn open(&self, slot: Slot<'_>);
     fn serve(&self, slot: Slot<'_>, input: Input<'_>, output: &mut Vec<u8>) -> Served;
     fn request_timeout(&self, slot: Slot<'_>, output: &mut Vec<u8>);
     fn request_too_long(&self, slot: Slot<'_>, output: &mut Vec<u8>);
@@ -95,15 +93,17 @@ pub(crate) trait Erased: Send + Sync {
 }
 
 /// Calls `f` with the connection's session as its service's own type,
-/// opening it first if need be. A `()` session is made on the spot (the
-/// comparison of types is decided at compile time), so a stateless service
-/// neither allocates nor looks anything up.
+/// opening it first if need be. A [`Service`](crate::service::Service)'s
+/// `()` session is made on the spot (both tests are decided at compile
+/// time), so a stateless service neither allocates nor looks anything up.
+/// A `Stateful` of its own with `()` sessions is opened and told of the
+/// close like any other.
 fn with_session<S: Stateful + ?Sized, R>(
     service: &S,
     slot: Slot<'_>,
     f: impl FnOnce(&mut S::Session) -> R,
 ) -> R {
-    if TypeId::of::<S::Session>() == TypeId::of::<()>() {
+    if S::STATELESS && TypeId::of::<S::Session>() == TypeId::of::<()>() {
         let mut unit = ();
         let unit = (&mut unit as &mut dyn Any)
             .downcast_mut::<S::Session>()
@@ -122,10 +122,6 @@ fn with_session<S: Stateful + ?Sized, R>(
 }
 
 impl<S: Stateful + ?Sized> Erased for S {
-    fn open(&self, slot: Slot<'_>) {
-        with_session(self, slot, |_| ())
-    }
-
     fn serve(&self, slot: Slot<'_>, input: Input<'_>, output: &mut Vec<u8>) -> Served {
         with_session(self, slot, |session| {
             Stateful::serve(self, session, input, output)
@@ -192,9 +188,6 @@ impl<S: Stateful + ?Sized> Erased for S {
 }
 
 impl Erased for Unsized {
-    fn open(&self, slot: Slot<'_>) {
-        Erased::open(&*self.0, slot)
-    }
     fn serve(&self, slot: Slot<'_>, input: Input<'_>, output: &mut Vec<u8>) -> Served {
         Erased::serve(&*self.0, slot, input, output)
     }

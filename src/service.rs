@@ -192,6 +192,11 @@ pub trait Stateful: Send + Sync + 'static {
     /// What the service keeps per connection.
     type Session: Send + 'static;
 
+    /// Whether its sessions hold nothing and its `open` and `closed` do
+    /// nothing, so that the dispatcher may skip them: true of every
+    /// [`Service`]; leave it `false` in a `Stateful` of one's own.
+    const STATELESS: bool = false;
+
     /// A session for a connection that has just opened (or whose PROXY
     /// header has just named its client).
     fn open(&self, connection: ConnectionId, peer: &Peer) -> Self::Session;
@@ -266,6 +271,7 @@ pub trait Stateful: Send + Sync + 'static {
 /// restart as nothing at all.
 impl<S: Service + ?Sized> Stateful for S {
     type Session = ();
+    const STATELESS: bool = true;
 
     fn open(&self, _connection: ConnectionId, _peer: &Peer) {}
 

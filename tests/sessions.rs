@@ -229,3 +229,110 @@ fn another_service_does_not_read_a_session_it_did_not_write() {
     );
     server.drain(Duration::from_secs(1));
 }
+
+/// Opens and closes, counted; the first open panics if asked to. Its
+/// sessions are `()`: a `Stateful` of one's own is still told of them.
+struct Watcher {
+    panic_once: std::sync::atomic::AtomicBool,
+    opened: std::sync::atomic::AtomicUsize,
+    closed: std::sync::atomic::AtomicUsize,
+    greeting: &'static [u8],
+}
+
+impl Watcher {
+    fn new(panic_once: bool, greeting: &'static [u8]) -> Arc<Watcher> {
+        Arc::new(Watcher {
+            panic_once: panic_once.into(),
+            opened: 0.into(),
+            closed: 0.into(),
+            greeting,
+        })
+    }
+}
+
+impl Stateful for Watcher {
+    type Session = ();
+
+    fn open(&self, _connection: ConnectionId, _peer: &Peer) {
+        if self
+            .panic_once
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("open panics, once");
+        }
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn serve(&self, _: &mut (), input: Input<'_>, output: &mut Vec<u8>) -> Served {
+        serve_lines(&input, output, b"long\n", |line, output| {
+            output.extend_from_slice(line);
+            output.push(b'\n');
+        })
+    }
+
+    fn greeting(&self, _: &mut (), output: &mut Vec<u8>) -> bool {
+        output.extend_from_slice(self.greeting);
+        false
+    }
+
+    fn request_timeout(&self, _: &mut (), _output: &mut Vec<u8>) {}
+
+    fn closed(&self, _: (), _why: Closed) {
+        self.closed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn start_watcher(watcher: &Arc<Watcher>, config: Config) -> (Server, SocketAddr) {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let server = Server::start(&config, vec![Listener::Tcp(socket)], Arc::clone(watcher)).unwrap();
+    (server, addr)
+}
+
+/// A panic in the service's open() costs its connection only: the server
+/// goes on accepting.
+#[test]
+fn a_panic_while_opening_a_session_closes_only_that_connection() {
+    let watcher = Watcher::new(true, b"");
+    let (server, addr) = start_watcher(&watcher, Config::default());
+    let (_first, mut first_replies) = client(addr);
+    assert_eq!(line(&mut first_replies), "", "closed");
+    let (mut second, mut second_replies) = client(addr);
+    second.write_all(b"still\n").unwrap();
+    assert_eq!(line(&mut second_replies), "still\n");
+    drop(second);
+    server.drain(Duration::from_secs(1));
+    assert_eq!(watcher.opened.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// A `Stateful` whose sessions are `()` is still opened and told of the
+/// close; behind a balancer its greeting goes out once the PROXY header
+/// is read, before its first reply.
+#[test]
+fn a_greeting_behind_a_balancer_goes_out_after_the_header() {
+    let watcher = Watcher::new(false, b"HELLO\n");
+    let config = Config {
+        proxy_protocol_from: oneshotd::proxy::sources::Sources::new(vec!["127.0.0.1/32"
+            .parse()
+            .unwrap()]),
+        ..Config::default()
+    };
+    let (server, addr) = start_watcher(&watcher, config);
+    let (mut stream, mut replies) = client(addr);
+    stream
+        .write_all(b"PROXY TCP4 192.0.2.1 192.0.2.2 1000 2000\r\nfirst\n")
+        .unwrap();
+    assert_eq!(line(&mut replies), "HELLO\n");
+    assert_eq!(line(&mut replies), "first\n");
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(line(&mut replies), "");
+    server.drain(Duration::from_secs(1));
+    let counts = (
+        watcher.opened.load(std::sync::atomic::Ordering::SeqCst),
+        watcher.closed.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    assert_eq!(counts, (1, 1));
+}

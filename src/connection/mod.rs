@@ -392,7 +392,8 @@ impl Connection {
             if self.awaiting_header.is_none() {
                 self.serve(0..n, cx).map_err(CloseReason::Error)?;
             } else if let Some(start) = self.read_header(n, cx)? {
-                if start < n {
+                // (A greeting that closes leaves nothing to serve.)
+                if start < n && self.reads_input() {
                     self.serve(start..n, cx).map_err(CloseReason::Error)?;
                 }
             }

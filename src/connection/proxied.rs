@@ -81,8 +81,9 @@ impl Connection {
                     Admission::Uncounted => {}
                     Admission::Refused => return Err(CloseReason::PerClient),
                 }
-                // Its session opens now, with its client.
-                cx.service.open(self.slot());
+                // Its session opens now, with its client, and what the
+                // service says as a connection opens goes out first.
+                self.open(cx.service);
                 Ok(Some(length - before))
             }
         }

@@ -12,6 +12,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -203,13 +204,25 @@ impl Shared {
         if serving.deadline_from_accept() {
             connection.start_request_clock(now);
         }
-        // A balancer's connection opens its session once its header has
-        // named its client.
-        if header_timeout.is_none() {
-            connection.open(serving);
-        }
         // Counted before it can be served (and closed, and counted closed).
         self.metrics.accepted(usize::from(service));
+        // A balancer's connection opens its session once its header has
+        // named its client. The service's code runs here on the accepting
+        // worker, so a panic in it costs this connection only: the
+        // listener is still re-armed, its slot and its count given back.
+        if header_timeout.is_none() {
+            let opened = panic::catch_unwind(AssertUnwindSafe(|| connection.open(serving)));
+            if opened.is_err() {
+                error!(conn = %id, %peer, service = serving.name(), "panic while opening a connection's session; closing it");
+                self.table.unreserve(service);
+                if let Some(address) = client {
+                    self.clients.leave(address);
+                }
+                self.metrics
+                    .closed(usize::from(service), &CloseReason::Panic);
+                return;
+            }
+        }
         let registered = self.table.insert(connection, |connection, token| {
             self.events
                 .add(connection.fd(), token, connection.opening_interest())
@@ -233,6 +246,9 @@ impl Shared {
             }
             Err(e) => {
                 warn!(conn = %id, %peer, error = %e, "cannot register connection");
+                if let Some(address) = client {
+                    self.clients.leave(address);
+                }
                 // Never served, but counted as accepted: count it closed.
                 self.metrics
                     .closed(usize::from(service), &CloseReason::Error(e));

@@ -10,6 +10,10 @@ use crate::config::Config;
 use crate::hosted::Hosted;
 use crate::listeners::Listener;
 
+/// The shortest timeout (as in the configuration file): deadlines are
+/// kept in milliseconds, and looked at a few times per shortest timeout.
+const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+
 /// The limits of a [`Server`] to start; see [`Server::builder`]. Each
 /// setter's meaning is the configuration key of the same name
 /// (`oneshotd.toml(5)`).
@@ -96,7 +100,7 @@ impl Builder {
 
     /// Starts serving `service` on `listeners` (nonblocking listening
     /// sockets). Refuses limits no server can run with (no worker, no
-    /// connection, requests of no byte, timeouts of zero).
+    /// connection, requests of no byte, timeouts under 10 ms).
     pub fn start(self, listeners: Vec<Listener>, service: impl Into<Hosted>) -> io::Result<Server> {
         let config = &self.config;
         let refused = [
@@ -111,12 +115,12 @@ impl Builder {
                 "max_buffered_bytes: at least 1 MiB",
             ),
             (
-                config.idle_timeout.is_zero(),
-                "idle_timeout: more than zero",
+                config.idle_timeout < MIN_TIMEOUT,
+                "idle_timeout: at least 10 ms",
             ),
             (
-                config.request_timeout.is_zero(),
-                "request_timeout: more than zero",
+                config.request_timeout < MIN_TIMEOUT,
+                "request_timeout: at least 10 ms",
             ),
         ];
         if let Some((_, what)) = refused.iter().find(|(bad, _)| *bad) {

@@ -12,6 +12,7 @@ use super::token::Token;
 use super::Shared;
 use crate::budget::Ledger;
 use crate::connection::{Connection, Context, Scratch};
+use crate::hosted::Session;
 use crate::metrics::Closed;
 use crate::service::{ConnectionId, Peer};
 use crate::step::{CloseReason, Next, Stimulus, Tally};
@@ -86,9 +87,28 @@ impl Shared {
     }
 
     /// Takes the connection in a held slot out of the epoll set, the
-    /// counters and the table, for `reason`: closed when the caller drops
-    /// it, or handed over.
-    pub(super) fn take_out(&self, mut held: Held<'_>, reason: &CloseReason) -> Connection {
+    /// counters and the table, for `reason`, its service told of the close:
+    /// closed when the caller drops it.
+    pub(super) fn take_out(&self, held: Held<'_>, reason: &CloseReason) -> Connection {
+        let mut connection = self.take_out_whole(held, reason);
+        if let Some(session) = connection.take_session() {
+            self.tell_closed(&connection, session, Closed::of(reason));
+        }
+        connection
+    }
+
+    /// Gives a closed connection's session back to its service, whose code
+    /// may panic: that is logged, and nothing else happens.
+    pub(super) fn tell_closed(&self, connection: &Connection, session: Session, why: Closed) {
+        let service = self.services[usize::from(connection.service())].get();
+        if panic::catch_unwind(AssertUnwindSafe(|| service.closed(session, why))).is_err() {
+            error!(conn = %connection.id(), "panic in the service's closed(); ignored");
+        }
+    }
+
+    /// [`Shared::take_out`] without telling the service: for a connection
+    /// handed over, whose session lives on in the next instance.
+    pub(super) fn take_out_whole(&self, mut held: Held<'_>, reason: &CloseReason) -> Connection {
         // Closing would deregister it too, but only once no other
         // descriptor refers to the socket; say it explicitly, while the
         // slot is still ours.
@@ -110,20 +130,9 @@ impl Shared {
         }
         // Counted before the socket is closed, so that a client that saw
         // the close and then scrapes sees it counted.
-        let service = usize::from(held.connection().service());
-        self.metrics.closed(service, reason);
-        let mut connection = self.table.remove(held);
-        // The session's last call; a handed-over one lives on instead.
-        if !matches!(reason, CloseReason::Handover) {
-            if let Some(session) = connection.take_session() {
-                let service = self.services[service].get();
-                let why = Closed::of(reason);
-                if panic::catch_unwind(AssertUnwindSafe(|| service.closed(session, why))).is_err() {
-                    error!(conn = %connection.id(), "panic in the service's closed(); ignored");
-                }
-            }
-        }
-        connection
+        self.metrics
+            .closed(usize::from(held.connection().service()), reason);
+        self.table.remove(held)
     }
 }
 

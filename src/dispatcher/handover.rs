@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
+use std::panic::{self, AssertUnwindSafe};
 use std::time::Instant;
 
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::{Server, Shared};
 use crate::connection::{Carried, Connection};
@@ -56,15 +57,23 @@ impl Server {
                 return;
             }
             let service = self.shared.services[0].get();
-            let connection = self.shared.take_out(held, &CloseReason::Handover);
-            let (fd, state) = match connection.hand_over(now, service) {
-                Ok(handed) => handed,
-                Err(mut connection) => {
-                    warn!(conn = %connection.id(), peer = %connection.peer(), service = service.name(),
+            let connection = self.shared.take_out_whole(held, &CloseReason::Handover);
+            let id = connection.id();
+            // The service writes its session down: its code, which may
+            // panic; that costs this connection only.
+            let handed = panic::catch_unwind(AssertUnwindSafe(|| connection.hand_over(now, service)));
+            let (fd, state) = match handed {
+                Ok(Ok(handed)) => handed,
+                Ok(Err(mut connection)) => {
+                    warn!(conn = %id, peer = %connection.peer(), service = service.name(),
                         "its service cannot carry its session to the next instance; closing it");
                     if let Some(session) = connection.take_session() {
-                        service.closed(session, Closed::Handover);
+                        self.shared.tell_closed(&connection, session, Closed::Handover);
                     }
+                    return;
+                }
+                Err(_) => {
+                    error!(conn = %id, "panic while the service wrote its session down; closing the connection");
                     return;
                 }
             };
@@ -146,6 +155,14 @@ impl Shared {
     /// Takes one restored connection into the table and the epoll set.
     fn adopt(&self, fd: OwnedFd, mut carried: Carried) -> bool {
         let id = carried.id;
+        // The previous instance made it nonblocking, and the flag lives with
+        // the socket, not the descriptor; but whatever held it meanwhile
+        // could have changed it, and one blocking socket would stall a
+        // worker on its first read.
+        if let Err(e) = set_nonblocking(&fd) {
+            warn!(conn = %id, error = %e, "cannot make a restored connection nonblocking; closing it");
+            return false;
+        }
         // Its session, read back by the service that wrote it, or it is not
         // served at all: never on with part of its state missing.
         let service = self.services[0].get();
@@ -156,7 +173,12 @@ impl Shared {
                     "a restored connection's session belongs to another service; closing it");
                 return false;
             }
-            Some(saved) => match service.restore(&saved.bytes, saved.format) {
+            Some(saved) => match panic::catch_unwind(AssertUnwindSafe(|| {
+                service.restore(&saved.bytes, saved.format)
+            }))
+            .ok()
+            .flatten()
+            {
                 Some(session) => Some(session),
                 None => {
                     warn!(conn = %id, format = saved.format, service = service.name(),
@@ -165,14 +187,6 @@ impl Shared {
                 }
             },
         };
-        // The previous instance made it nonblocking, and the flag lives with
-        // the socket, not the descriptor; but whatever held it meanwhile
-        // could have changed it, and one blocking socket would stall a
-        // worker on its first read.
-        if let Err(e) = set_nonblocking(&fd) {
-            warn!(conn = %id, error = %e, "cannot make a restored connection nonblocking; closing it");
-            return false;
-        }
         self.accept.continue_ids_after(id);
         // Admitted whatever `max_connections` says: these clients were
         // already held, and refusing them now would drop them. (A full
@@ -187,11 +201,11 @@ impl Shared {
         let mut connection = Connection::restore(fd, carried, peer, session, Instant::now());
         // Counted under its client, whatever the limit says: it was held
         // already (one still awaiting its header is counted once it is read).
-        if !connection.awaits_proxy_header() {
-            if let Some(address) = super::clients::counted_address(connection.peer()) {
-                self.clients.admit(address, 0);
-                connection.count_client();
-            }
+        let client = super::clients::counted_address(connection.peer())
+            .filter(|_| !connection.awaits_proxy_header());
+        if let Some(address) = client {
+            self.clients.admit(address, 0);
+            connection.count_client();
         }
         let interest = connection.restored_interest();
         let registered = self.table.insert(connection, |connection, token| {
@@ -204,6 +218,9 @@ impl Shared {
             }
             Err(e) => {
                 warn!(conn = %id, error = %e, "cannot register a restored connection");
+                if let Some(address) = client {
+                    self.clients.leave(address);
+                }
                 false
             }
         }

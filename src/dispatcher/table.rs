@@ -179,7 +179,7 @@ impl ConnectionTable {
     }
 
     /// Gives back a reservation that was not used.
-    fn unreserve(&self, service: u8) {
+    pub(crate) fn unreserve(&self, service: u8) {
         self.budget(service).fetch_sub(1, Ordering::AcqRel);
         self.live.fetch_sub(1, Ordering::AcqRel);
     }

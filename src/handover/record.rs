@@ -140,8 +140,13 @@ fn encode_version(
                 None => out.push(0),
                 Some(session) => {
                     out.push(1);
-                    let name = session.service.as_bytes();
-                    let name = &name[..name.len().min(u8::MAX as usize)];
+                    // At most 255 bytes, cut at a character's start.
+                    let name = &session.service;
+                    let cut = (0..=name.len().min(u8::MAX as usize))
+                        .rev()
+                        .find(|&i| name.is_char_boundary(i))
+                        .unwrap_or(0);
+                    let name = &name.as_bytes()[..cut];
                     out.push(name.len() as u8);
                     out.extend_from_slice(name);
                     out.extend_from_slice(&session.format.to_le_bytes());
