@@ -109,21 +109,19 @@ impl Connection {
     }
 
     /// Charges the budget (through the ledger of whoever took the step) for
-    /// how what it holds changed since its last step, and for whether it is
-    /// throttled; a closing connection holds nothing any more.
-    /// Only called when it `may_hold` something: nearly every step owes
+    /// how what it holds changed since it last settled, and for whether it
+    /// is throttled (by the budget: `budget_throttled`, or waiting for
+    /// room). Only when it `may_hold` something: nearly every step owes
     /// nothing before and after, and costs the budget one test of a flag.
-    pub(super) fn settle_budget(&mut self, closing: bool, cx: &mut Context<'_>) {
+    /// A closing connection does not settle: it gives back what it was
+    /// charged as it leaves the table ([`Connection::budget_share`]).
+    pub(super) fn settle_budget(&mut self, budget_throttled: bool, cx: &mut Context<'_>) {
         if self.peer_closed {
             // Nothing more is read: no room to wait for.
             self.awaiting_room = false;
         }
-        let (held, throttled) = if closing {
-            (0, false)
-        } else {
-            let paused = self.awaiting_room || self.throttled(cx.budget);
-            (self.held(), self.reads_input() && paused)
-        };
+        let held = self.held();
+        let throttled = self.reads_input() && (self.awaiting_room || budget_throttled);
         let held_change = held as isize - self.charged as isize;
         self.charged = held;
         let throttled_change = match (self.counted_throttled, throttled) {

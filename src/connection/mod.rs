@@ -304,12 +304,11 @@ impl Connection {
                 Some(self.on_event(Readiness::default(), cx))
             }
         };
-        let closing = matches!(next, Some(Next::Close(_)));
-        if self.may_hold {
-            self.settle_budget(closing, cx);
-        }
+        // What it holds is settled with the budget where it may hold
+        // something (`next`); a closing one gives its share back as it
+        // leaves the table.
         debug_assert!(
-            closing || self.may_hold || self.pending() == 0,
+            matches!(next, Some(Next::Close(_))) || self.may_hold || self.pending() == 0,
             "replies owed but not counted against the budget"
         );
         next
@@ -346,7 +345,7 @@ impl Connection {
                 self.stop_input(Closing::Drain);
             }
         }
-        self.next(cx.now, cx.budget)
+        self.next(cx)
     }
 
     /// Reads what may be read now and serves it, within `budget`: the
@@ -496,16 +495,20 @@ impl Connection {
         }
     }
 
-    /// [`Connection::serving_interest`] for a connection that owes replies
-    /// or waits for room: the budget decides whether it reads. Kept out of
-    /// line, so that the common decision (owes nothing: read) stays cheap.
+    /// [`Connection::serving_interest`] for a connection that may hold
+    /// something against the budget: settles with it, and the budget
+    /// decides whether it reads. Out of line, so that the common decision
+    /// (owes nothing: read) stays cheap.
     #[inline(never)]
-    fn owing_interest(&self, budget: &Budget) -> Interest {
-        self.serving_interest(self.throttled(budget))
+    fn owing_interest(&mut self, cx: &mut Context<'_>) -> Interest {
+        let throttled = self.throttled(cx.budget);
+        self.settle_budget(throttled, cx);
+        self.serving_interest(throttled)
     }
 
     /// The decision after a step: what to wait for, or close.
-    fn next(&mut self, now: Instant, budget: &Budget) -> Next {
+    fn next(&mut self, cx: &mut Context<'_>) -> Next {
+        let now = cx.now;
         let pending = self.pending() > 0;
         match self.phase {
             Phase::Open | Phase::DrainGrace { .. } => {
@@ -515,12 +518,15 @@ impl Connection {
                 if !self.may_hold {
                     return Next::Rearm(Interest::READ);
                 }
-                Next::Rearm(self.owing_interest(budget))
+                Next::Rearm(self.owing_interest(cx))
             }
-            Phase::Closing { .. } if pending => Next::Rearm(Interest {
-                read: false,
-                write: true,
-            }),
+            Phase::Closing { .. } if pending => {
+                self.settle_budget(false, cx);
+                Next::Rearm(Interest {
+                    read: false,
+                    write: true,
+                })
+            }
             Phase::Closing { why, draining } => {
                 if self.peer_closed {
                     return Next::Close(why.reason());

@@ -59,7 +59,7 @@ impl Connection {
             } => return Some(self.linger(why, true)),
             Phase::DrainGrace { until } if now >= until => {
                 self.stop_input(Closing::Drain);
-                return Some(self.next(now, cx.budget));
+                return Some(self.next(cx));
             }
             Phase::Open => {
                 // A throttled connection is not reading, so its incomplete
@@ -76,7 +76,7 @@ impl Connection {
                     if let Err(e) = self.flush(&mut cx.scratch.tally) {
                         return Some(Next::Close(CloseReason::Error(e)));
                     }
-                    return Some(self.next(now, cx.budget));
+                    return Some(self.next(cx));
                 }
             }
             _ => {}
