@@ -61,3 +61,51 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as u64;
     Some(Duration::from_micros(ticks * 1_000_000 / hz))
 }
+
+/// One `--flag value` of a load generator's command line.
+pub struct Flag {
+    /// The flag, as given (`--conns`).
+    pub name: String,
+    value: String,
+}
+
+impl Flag {
+    /// The value, parsed; the error names the flag and the value.
+    pub fn value<T: std::str::FromStr>(&self) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.value
+            .parse()
+            .map_err(|e| format!("{} {}: {e}", self.name, self.value))
+    }
+
+    /// The value as given (a path).
+    pub fn text(&self) -> &str {
+        &self.value
+    }
+
+    /// The error for a flag the program does not know.
+    pub fn unknown(&self) -> String {
+        format!("unknown flag {}", self.name)
+    }
+}
+
+/// Walks `args` as `--flag value` pairs (the `switches` take no value),
+/// handing each to `set`, which stores it or says why not.
+pub fn parse_flags(
+    args: impl IntoIterator<Item = String>,
+    switches: &[&str],
+    mut set: impl FnMut(Flag) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut args = args.into_iter();
+    while let Some(name) = args.next() {
+        let value = if switches.contains(&name.as_str()) {
+            String::new()
+        } else {
+            args.next().ok_or(format!("{name} needs a value"))?
+        };
+        set(Flag { name, value })?;
+    }
+    Ok(())
+}

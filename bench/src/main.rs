@@ -43,21 +43,19 @@ fn parse_args() -> Result<Options, String> {
         warmup: 0.5,
         idle: 0,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
-        match flag.as_str() {
-            "--addr" => o.addr = value.parse().map_err(|e| bad(&e))?,
-            "--conns" => o.conns = value.parse().map_err(|e| bad(&e))?,
-            "--pipeline" => o.pipeline = value.parse().map_err(|e| bad(&e))?,
-            "--bytes" => o.bytes = value.parse().map_err(|e| bad(&e))?,
-            "--secs" => o.secs = value.parse().map_err(|e| bad(&e))?,
-            "--warmup" => o.warmup = value.parse().map_err(|e| bad(&e))?,
-            "--idle" => o.idle = value.parse().map_err(|e| bad(&e))?,
-            _ => return Err(format!("unknown flag {flag}")),
+    oneshotd_bench::parse_flags(std::env::args().skip(1), &[], |flag| {
+        match flag.name.as_str() {
+            "--addr" => o.addr = flag.value()?,
+            "--conns" => o.conns = flag.value()?,
+            "--pipeline" => o.pipeline = flag.value()?,
+            "--bytes" => o.bytes = flag.value()?,
+            "--secs" => o.secs = flag.value()?,
+            "--warmup" => o.warmup = flag.value()?,
+            "--idle" => o.idle = flag.value()?,
+            _ => return Err(flag.unknown()),
         }
-    }
+        Ok(())
+    })?;
     if o.conns == 0 || o.pipeline == 0 || o.bytes == 0 {
         return Err("conns, pipeline and bytes must be at least 1".into());
     }

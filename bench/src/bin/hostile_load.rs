@@ -66,24 +66,22 @@ fn parse_args() -> Result<Options, String> {
         max_secs: 60.0,
         rss_cap: 12 << 30,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
-        match flag.as_str() {
-            "--addr" => o.addr = value.parse().map_err(|e| bad(&e))?,
-            "--metrics" => o.metrics = value.parse().map_err(|e| bad(&e))?,
-            "--conns" => o.conns = value.parse().map_err(|e| bad(&e))?,
-            "--server-pid" => o.server_pid = value.parse().map_err(|e| bad(&e))?,
-            "--line-bytes" => o.line_bytes = value.parse().map_err(|e| bad(&e))?,
-            "--max-bytes" => o.max_bytes = value.parse().map_err(|e| bad(&e))?,
-            "--rcvbuf" => o.rcvbuf = value.parse().map_err(|e| bad(&e))?,
-            "--quiet-ms" => o.quiet = Duration::from_millis(value.parse().map_err(|e| bad(&e))?),
-            "--max-secs" => o.max_secs = value.parse().map_err(|e| bad(&e))?,
-            "--rss-cap-mib" => o.rss_cap = value.parse::<u64>().map_err(|e| bad(&e))? << 20,
-            _ => return Err(format!("unknown flag {flag}")),
+    oneshotd_bench::parse_flags(std::env::args().skip(1), &[], |flag| {
+        match flag.name.as_str() {
+            "--addr" => o.addr = flag.value()?,
+            "--metrics" => o.metrics = flag.value()?,
+            "--conns" => o.conns = flag.value()?,
+            "--server-pid" => o.server_pid = flag.value()?,
+            "--line-bytes" => o.line_bytes = flag.value()?,
+            "--max-bytes" => o.max_bytes = flag.value()?,
+            "--rcvbuf" => o.rcvbuf = flag.value()?,
+            "--quiet-ms" => o.quiet = Duration::from_millis(flag.value()?),
+            "--max-secs" => o.max_secs = flag.value()?,
+            "--rss-cap-mib" => o.rss_cap = flag.value::<u64>()? << 20,
+            _ => return Err(flag.unknown()),
         }
-    }
+        Ok(())
+    })?;
     if o.server_pid == 0 {
         return Err("--server-pid is needed".into());
     }

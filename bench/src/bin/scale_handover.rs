@@ -73,22 +73,20 @@ fn parse_args() -> Result<Options, String> {
         procs: None,
         dir: std::env::temp_dir(),
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
-        match flag.as_str() {
-            "--oneshotd" => o.oneshotd = value.into(),
-            "--load" => o.load = value.into(),
-            "--conns" => o.conns = value.parse().map_err(|e| bad(&e))?,
-            "--port" => o.port = value.parse().map_err(|e| bad(&e))?,
-            "--workers" => o.workers = value.parse().map_err(|e| bad(&e))?,
-            "--sources" => o.sources = value.parse().map_err(|e| bad(&e))?,
-            "--procs" => o.procs = Some(value.parse().map_err(|e| bad(&e))?),
-            "--dir" => o.dir = value.into(),
-            _ => return Err(format!("unknown flag {flag}")),
+    oneshotd_bench::parse_flags(std::env::args().skip(1), &[], |flag| {
+        match flag.name.as_str() {
+            "--oneshotd" => o.oneshotd = flag.text().into(),
+            "--load" => o.load = flag.text().into(),
+            "--conns" => o.conns = flag.value()?,
+            "--port" => o.port = flag.value()?,
+            "--workers" => o.workers = flag.value()?,
+            "--sources" => o.sources = flag.value()?,
+            "--procs" => o.procs = Some(flag.value()?),
+            "--dir" => o.dir = flag.text().into(),
+            _ => return Err(flag.unknown()),
         }
-    }
+        Ok(())
+    })?;
     Ok(o)
 }
 

@@ -116,26 +116,22 @@ fn parse_args() -> Result<Options, String> {
         shard: None,
         proxy_v2: false,
     };
-    while let Some(flag) = args.next() {
-        if flag == "--proxy-v2" {
-            o.proxy_v2 = true;
-            continue;
+    oneshotd_bench::parse_flags(args, &["--proxy-v2"], |flag| {
+        match flag.name.as_str() {
+            "--proxy-v2" => o.proxy_v2 = true,
+            "--addr" => o.addr = flag.value()?,
+            "--conns" => o.conns = flag.value()?,
+            "--bytes" => o.bytes = flag.value()?,
+            "--secs" => o.secs = flag.value()?,
+            "--warmup" => o.warmup = flag.value()?,
+            "--sources" => o.sources = flag.value()?,
+            "--server-pid" => o.server_pid = Some(flag.value()?),
+            "--procs" => o.procs = Some(flag.value()?),
+            "--shard" => o.shard = Some(flag.value()?),
+            _ => return Err(flag.unknown()),
         }
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
-        match flag.as_str() {
-            "--addr" => o.addr = value.parse().map_err(|e| bad(&e))?,
-            "--conns" => o.conns = value.parse().map_err(|e| bad(&e))?,
-            "--bytes" => o.bytes = value.parse().map_err(|e| bad(&e))?,
-            "--secs" => o.secs = value.parse().map_err(|e| bad(&e))?,
-            "--warmup" => o.warmup = value.parse().map_err(|e| bad(&e))?,
-            "--sources" => o.sources = value.parse().map_err(|e| bad(&e))?,
-            "--server-pid" => o.server_pid = Some(value.parse().map_err(|e| bad(&e))?),
-            "--procs" => o.procs = Some(value.parse().map_err(|e| bad(&e))?),
-            "--shard" => o.shard = Some(value.parse().map_err(|e| bad(&e))?),
-            _ => return Err(format!("unknown flag {flag}")),
-        }
-    }
+        Ok(())
+    })?;
     if o.conns == 0 || o.bytes == 0 || o.procs == Some(0) || !(1..=250).contains(&o.sources) {
         return Err("conns, bytes and procs must be at least 1, sources 1..=250".into());
     }
