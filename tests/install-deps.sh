@@ -27,6 +27,7 @@ deps=(
     curl curl                               # tests/e2e/run.sh (metrics)
     promtool prometheus                     # tests/metrics.rs (promtool check metrics)
     redis-cli redis-tools                   # tests/resp.rs (Redis's own client)
+    redis-benchmark redis-tools             # tests/resp.rs (Redis's own load generator)
 )
 
 need=()
