@@ -1,7 +1,8 @@
 //! What the benchmark's programs share: the request lines both sides of a
-//! connection agree on, the descriptor limit, a process's CPU time, and the
-//! service manager's end of sd_notify (which the integration tests use too).
+//! connection agree on, the check of an uppercased reply, the descriptor
+//! limit, a process's CPU time, and the service manager's end of sd_notify (which the integration tests use too).
 
+use std::io::{self, Read};
 use std::time::Duration;
 
 pub mod manager;
@@ -48,6 +49,22 @@ pub fn raise_fd_limit() -> u64 {
         }
     }
     limit.rlim_cur
+}
+
+/// Reads the reply to `line` from connection number `connection` and checks
+/// that it is `line` uppercased; an error names the connection.
+pub fn expect_uppercased(stream: &mut impl Read, line: &str, connection: usize) -> io::Result<()> {
+    let mut reply = vec![0u8; line.len()];
+    stream
+        .read_exact(&mut reply)
+        .map_err(|e| io::Error::other(format!("connection {connection}: {e}")))?;
+    if reply != line.to_ascii_uppercase().as_bytes() {
+        return Err(io::Error::other(format!(
+            "connection {connection}: wrong reply {:?}",
+            String::from_utf8_lossy(&reply)
+        )));
+    }
+    Ok(())
 }
 
 /// CPU time (user + system, all threads) of a running process, from

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType};
-use oneshotd_bench::raise_fd_limit;
+use oneshotd_bench::{expect_uppercased, raise_fd_limit};
 
 struct Options {
     addr: SocketAddrV4,
@@ -150,15 +150,7 @@ fn open(o: &Options, i: usize) -> io::Result<TcpStream> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let line = format!("open {i}\n");
     stream.write_all(line.as_bytes())?;
-    let mut reply = vec![0u8; line.len()];
-    stream
-        .read_exact(&mut reply)
-        .map_err(|e| io::Error::other(format!("connection {i}: {e}")))?;
-    if reply != line.to_ascii_uppercase().as_bytes() {
-        return Err(io::Error::other(format!(
-            "connection {i}: wrong reply {reply:?}"
-        )));
-    }
+    expect_uppercased(&mut stream, &line, i)?;
     stream.set_nonblocking(true)?;
     Ok(stream)
 }

@@ -57,7 +57,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::socket::{
     bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
 };
-use oneshotd_bench::{cpu_time, raise_fd_limit, Lines};
+use oneshotd_bench::{cpu_time, expect_uppercased, raise_fd_limit, Lines};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -230,15 +230,7 @@ fn open(o: &Options, i: usize) -> io::Result<TcpStream> {
     }
     first.extend_from_slice(line.as_bytes());
     stream.write_all(&first)?;
-    let mut reply = vec![0u8; line.len()];
-    stream
-        .read_exact(&mut reply)
-        .map_err(|e| io::Error::other(format!("connection {i}: {e}")))?;
-    if reply != line.to_ascii_uppercase().as_bytes() {
-        return Err(io::Error::other(format!(
-            "connection {i}: wrong reply {reply:?}"
-        )));
-    }
+    expect_uppercased(&mut stream, &line, i)?;
     Ok(stream)
 }
 
@@ -902,19 +894,8 @@ fn exchange(held: &mut [TcpStream], first: usize, word: &str) -> io::Result<()> 
     for (i, s) in (first..).zip(held.iter_mut()) {
         s.write_all(format!("{word} {i}\n").as_bytes())?;
     }
-    let mut reply = Vec::new();
     for (i, s) in (first..).zip(held.iter_mut()) {
-        let want = format!("{word} {i}\n").to_ascii_uppercase();
-        reply.clear();
-        reply.resize(want.len(), 0);
-        s.read_exact(&mut reply)
-            .map_err(|e| io::Error::other(format!("connection {i}: {e}")))?;
-        if reply != want.as_bytes() {
-            return Err(io::Error::other(format!(
-                "connection {i}: wrong reply {:?}",
-                String::from_utf8_lossy(&reply)
-            )));
-        }
+        expect_uppercased(s, &format!("{word} {i}\n"), i)?;
     }
     Ok(())
 }
