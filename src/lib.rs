@@ -38,15 +38,17 @@
 //!   step is given and what it decides.
 //! - [`dispatcher`]: the epoll set, tokens, the connection table,
 //!   accepting, the worker loop and pool, the one panic-guarded step
-//!   function, the housekeeper (deadlines), the drain and the handover;
+//!   function, the housekeeper (deadlines), the drain, and its side of the
+//!   handover (emptying the table, taking connections back in);
 //!   [`dispatcher::Server`] is the entry point for running it in-process,
 //!   one service on every listener or each listener with its own
 //!   (`Server::start_endpoints`).
 //! - `connection`: one connection's phase machine, its buffers (the call
-//!   into the service, throttling), its system calls, and what it carries
-//!   to the next instance.
-//! - [`handover`]: restarts without dropping a connection; the state
-//!   record's format.
+//!   into the service, throttling), its system calls, and taking itself
+//!   apart for the next instance.
+//! - [`handover`]: restarts without dropping a connection, in one place:
+//!   what crosses, the state record's format, the trip through systemd's
+//!   fd store, matching sockets to records.
 //! - [`service`]: the protocol seam (stateless [`service::Service`], or
 //!   [`service::Stateful`] with a session per connection); [`hosted`]: a
 //!   service as the dispatcher holds it, sessions boxed; [`framing`]:

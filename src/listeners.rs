@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
 use crate::config::ListenAddr;
+use crate::handover::store::{CONNECTION_NAME, STATE_NAME};
 pub use crate::service::Peer;
 
 /// A listening stream socket, nonblocking.
@@ -137,10 +138,6 @@ pub struct Inherited {
 pub const METRICS_NAME: &str = "metrics";
 /// The `FileDescriptorName=` of a load-balancer agent listener.
 pub const AGENT_NAME: &str = "agent";
-/// The fd store name of a handed-over connection.
-pub const CONNECTION_NAME: &str = "conn";
-/// The fd store name of a handover's state record.
-pub const STATE_NAME: &str = "state";
 
 /// Takes the descriptors passed by socket activation (and the fd store),
 /// if `LISTEN_FDS` is set.

@@ -22,7 +22,7 @@
 //! whatever phase it was in.
 
 mod buffers;
-mod carried;
+mod handover;
 mod io;
 mod proxied;
 #[cfg(test)]
@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 pub(crate) use buffers::Scratch;
-pub(crate) use carried::{Carried, CarriedHeader, CarriedPhase, CarriedSession};
 
 use crate::budget::Budget;
 use crate::hosted::{Erased, Session, Slot};

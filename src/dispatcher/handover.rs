@@ -1,7 +1,7 @@
-//! The dispatcher's side of a handover: taking every connection out whole,
-//! and taking handed-over connections back in (see `handover/mod.rs`).
+//! The dispatcher's side of a handover (see `handover/mod.rs`): taking
+//! every connection out of the table whole, and taking handed-over
+//! connections back in.
 
-use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Instant;
@@ -9,30 +9,10 @@ use std::time::Instant;
 use tracing::{debug, error, warn};
 
 use super::{Server, Shared};
-use crate::connection::{Carried, Connection};
-use crate::handover::{self, record, SocketKey};
+use crate::connection::Connection;
+use crate::handover::{self, Carried, HandedOver, RestoreReport};
 use crate::metrics::Closed;
 use crate::step::CloseReason;
-
-/// The connections a handover took out of the dispatcher, ready for the
-/// manager: their sockets, and one state file describing them all.
-#[derive(Debug)]
-pub struct HandedOver {
-    /// The sockets, in no particular order (the records are keyed by each
-    /// socket's identity, not by position).
-    pub sockets: Vec<OwnedFd>,
-    /// The state file (see `handover/record.rs`).
-    pub state: Vec<u8>,
-}
-
-/// What a restore did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RestoreReport {
-    /// Connections taken back and served on.
-    pub restored: usize,
-    /// Sockets closed because no readable record described them.
-    pub closed: usize,
-}
 
 impl Server {
     /// Stops accepting, retires the housekeeper and the workers (each
@@ -46,8 +26,7 @@ impl Server {
         }
         self.pool.stop(&self.shared);
         let now = Instant::now();
-        let mut sockets = Vec::new();
-        let mut carried = Vec::new();
+        let mut taken_out = Vec::new();
         self.shared.table.for_each(true, |mut held| {
             // Only the line protocol's connections (the first service)
             // are carried: another service's (a metrics scrape) is short,
@@ -62,7 +41,7 @@ impl Server {
             // The service writes its session down: its code, which may
             // panic; that costs this connection only.
             let handed = panic::catch_unwind(AssertUnwindSafe(|| connection.hand_over(now, service)));
-            let (fd, state) = match handed {
+            let handed = match handed {
                 Ok(Ok(handed)) => handed,
                 Ok(Err(mut connection)) => {
                     warn!(conn = %id, peer = %connection.peer(), service = service.name(),
@@ -77,73 +56,29 @@ impl Server {
                     return;
                 }
             };
-            match SocketKey::of(&fd) {
-                Ok(key) => {
-                    sockets.push(fd);
-                    carried.push((key, state));
-                }
-                Err(e) => {
-                    warn!(conn = %state.id, error = %e, "cannot identify the socket; closing it")
-                }
-            }
+            taken_out.push(handed);
         });
-        self.shared.metrics.handed_over(sockets.len() as u64);
-        let refs: Vec<_> = carried.iter().map(|(key, state)| (*key, state)).collect();
-        HandedOver {
-            sockets,
-            state: record::encode(handover::monotonic_now(), &refs),
-        }
+        let handed = HandedOver::new(taken_out);
+        self.shared.metrics.handed_over(handed.sockets.len() as u64);
+        handed
     }
 
     /// Takes back the connections a previous instance handed over: each
-    /// socket in `sockets` is matched to its record in the `state` files by
-    /// its identity and served on from where it stopped. A socket without a
-    /// readable record (missing, corrupt, an unknown format version) is
-    /// closed with a warning, never served with part of its state missing.
+    /// socket in `sockets` is matched to its record in the `state` files
+    /// by its identity and served on from where it
+    /// stopped. A socket without a readable record is closed with a
+    /// warning, never served with part of its state missing.
     pub fn restore(&self, sockets: Vec<OwnedFd>, state: Vec<OwnedFd>) -> RestoreReport {
-        let mut records: HashMap<SocketKey, Carried> = HashMap::new();
-        for fd in state {
-            let file = handover::read_state_file(fd)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| record::decode(&bytes).map_err(|e| e.to_string()));
-            match file {
-                Ok(file) => {
-                    // The time the restart took counts on every timer.
-                    let gap = handover::monotonic_now().saturating_sub(file.handed_over_at);
-                    records.extend(file.records.into_iter().map(|(key, mut carried)| {
-                        carried.idle_for += gap;
-                        carried.request_for = carried.request_for.map(|d| d + gap);
-                        if let Some(header) = &mut carried.header {
-                            header.left = header.left.saturating_sub(gap);
-                        }
-                        if let crate::connection::CarriedPhase::Lingering { for_, .. } =
-                            &mut carried.phase
-                        {
-                            *for_ += gap;
-                        }
-                        (key, carried)
-                    }));
-                }
-                Err(e) => {
-                    warn!(error = %e, "unreadable handover state; its connections will be closed")
-                }
-            }
-        }
-        let mut report = RestoreReport::default();
-        for fd in sockets {
-            let carried = SocketKey::of(&fd).ok().and_then(|key| records.remove(&key));
-            match carried {
-                Some(carried) => {
-                    if self.shared.adopt(fd, carried) {
-                        report.restored += 1;
-                    } else {
-                        report.closed += 1;
-                    }
-                }
-                None => {
-                    warn!("a handed-over connection has no readable state record; closing it");
-                    report.closed += 1;
-                }
+        let (matched, unmatched) = handover::match_records(sockets, state);
+        let mut report = RestoreReport {
+            restored: 0,
+            closed: unmatched,
+        };
+        for (fd, carried) in matched {
+            if self.shared.adopt(fd, carried) {
+                report.restored += 1;
+            } else {
+                report.closed += 1;
             }
         }
         self.shared.metrics.restored(report.restored as u64);
@@ -238,7 +173,7 @@ fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::connection::CarriedPhase;
+    use crate::handover::{record, store, CarriedPhase, SocketKey};
     use crate::service::ConnectionId;
     use crate::upper::Upper;
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -277,7 +212,7 @@ mod tests {
         };
         let key = SocketKey::of(&fd).unwrap();
         let state = record::encode(handover::monotonic_now(), &[(key, &carried)]);
-        let state = handover::state_file(&state).unwrap();
+        let state = store::state_file(&state).unwrap();
         let report = server.restore(vec![fd], vec![state]);
         assert_eq!(report.restored, 1);
         let flags = OFlag::from_bits_retain(fcntl(&watched, FcntlArg::F_GETFL).unwrap());

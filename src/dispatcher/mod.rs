@@ -71,7 +71,6 @@ use table::ConnectionTable;
 use token::Token;
 
 pub use builder::Builder;
-pub use handover::{HandedOver, RestoreReport};
 
 /// A snapshot of what the daemon is doing, for STATUS and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

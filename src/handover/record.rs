@@ -48,8 +48,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::SocketKey;
-use crate::connection::{Carried, CarriedHeader, CarriedPhase, CarriedSession};
+use super::{Carried, CarriedHeader, CarriedPhase, CarriedSession, SocketKey};
 use crate::service::{ConnectionId, Peer};
 
 const MAGIC: &[u8; 8] = b"ONESHOTD";

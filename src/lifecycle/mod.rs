@@ -23,7 +23,7 @@ use crate::config::{Config, ConfigSource, ListenAddr};
 use crate::dispatcher::{Server, Status};
 use crate::handover;
 use crate::hosted::Hosted;
-use crate::listeners::{self, Inherited, Listener, CONNECTION_NAME, STATE_NAME};
+use crate::listeners::{self, Inherited, Listener};
 use crate::logging::{self, LogControl};
 use crate::metrics::{Metrics, MetricsEndpoint};
 use crate::notify::Notifier;
@@ -35,9 +35,6 @@ pub const EXIT_CONFIG: u8 = 78;
 
 /// How often the main thread wakes to refresh STATUS; also its rate limit.
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Longest a handover waits for the manager to confirm it took the fds.
-const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The systemd variables the daemon reads, read once in `main` before any
 /// thread exists.
@@ -217,10 +214,7 @@ impl Daemon {
             return String::new();
         }
         let report = server.restore(sockets, state);
-        // Only now: until systemd drops its copies, closing ours would not
-        // close a connection (nor would the client see EOF).
-        self.notifier.remove_stored_fds(CONNECTION_NAME);
-        self.notifier.remove_stored_fds(STATE_NAME);
+        handover::store::release_from_manager(&self.notifier);
         info!(
             restored = report.restored,
             closed = report.closed,
@@ -235,17 +229,7 @@ impl Daemon {
         self.notifier
             .stopping(&status_line("handing over", server.status()));
         let handed = server.hand_over();
-        let count = handed.sockets.len();
-        if count > 0 {
-            let state = handover::state_file(&handed.state)?;
-            self.notifier.store_fds(CONNECTION_NAME, &handed.sockets)?;
-            self.notifier.store_fds(STATE_NAME, &[state])?;
-        }
-        self.notifier
-            .status(&format!("handed over: workers=0 connections={count}"));
-        // Our copies may close now: the manager holds its own.
-        drop(handed);
-        self.notifier.barrier(BARRIER_TIMEOUT)?;
+        let count = handover::store::give_to_manager(&self.notifier, handed)?;
         info!(
             connections = count,
             "handed over to the next instance; stopped"

@@ -1,79 +1,17 @@
-//! The handover: the second way out of a connection's phase machine. A
-//! connection leaves this instance not closed but carried — its socket and
-//! everything the next instance needs to carry on exactly where this one
-//! stopped — and comes back from that in the next.
+//! A connection's side of the handover (see `handover/mod.rs`): the second
+//! way out of its phase machine. A connection leaves this instance not
+//! closed but carried — its socket and everything the next instance needs
+//! to carry on exactly where this one stopped — and comes back from that in
+//! the next. Only this file knows both a connection's fields and
+//! [`Carried`]'s.
 
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use super::{Closing, Connection, Phase};
+use crate::handover::{Carried, CarriedHeader, CarriedPhase, CarriedSession};
 use crate::hosted::{Erased, Session};
-use crate::service::{ConnectionId, Peer};
-
-/// A connection's state, as carried to the next instance (beside its
-/// socket, which carries what the kernel holds in both directions).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Carried {
-    pub id: ConnectionId,
-    /// Received and not yet consumed: the start of an incomplete request.
-    pub input: Vec<u8>,
-    /// Replies produced and not yet taken by the kernel.
-    pub output: Vec<u8>,
-    /// The client half-closed.
-    pub peer_closed: bool,
-    /// The client has sent at least one byte.
-    pub spoke: bool,
-    pub phase: CarriedPhase,
-    /// Time since the last progress (the idle clock).
-    pub idle_for: Duration,
-    /// Time since the incomplete request's first byte arrived.
-    pub request_for: Option<Duration>,
-    /// Its client (from its PROXY header, else its socket's peer); `None`
-    /// from a record that did not say (version 1): then its socket's peer.
-    pub peer: Option<Peer>,
-    /// Still waiting for its PROXY header.
-    pub header: Option<CarriedHeader>,
-    /// Its service's session, written down; `None` if it had none yet (or
-    /// from a record older than sessions).
-    pub session: Option<CarriedSession>,
-}
-
-/// A session as carried: its service's words for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CarriedSession {
-    /// The service that wrote it (`Stateful::name`): only that one reads it.
-    pub service: String,
-    /// The service's `session_format` when it wrote it.
-    pub format: u32,
-    pub bytes: Vec<u8>,
-}
-
-/// A connection still waiting for its PROXY header, as carried.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CarriedHeader {
-    /// Time left until its deadline.
-    pub left: Duration,
-    /// The part of the header received so far.
-    pub partial: Vec<u8>,
-}
-
-/// The phases a connection can be handed over in. (A handover never
-/// happens during a drain, so there is no drain phase to carry.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CarriedPhase {
-    Open,
-    /// No more input is served: the service asked to close, or a request
-    /// timed out; the pending replies are still delivered.
-    Closing {
-        timed_out: bool,
-    },
-    /// Replies delivered, our side shut down, client input discarded, for
-    /// `for_` so far.
-    Lingering {
-        timed_out: bool,
-        for_: Duration,
-    },
-}
+use crate::service::Peer;
 
 impl Connection {
     /// Takes the connection apart for the next instance, as of `now`, its

@@ -1,0 +1,65 @@
+//! The handover's trip through the service manager: the connections'
+//! sockets and their state file go into systemd's fd store under two
+//! names, and come back to the next instance in `LISTEN_FDS` under the
+//! same names (told apart from listeners by `listeners::from_systemd`).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use nix::sys::memfd::{memfd_create, MFdFlags};
+
+use super::HandedOver;
+use crate::notify::Notifier;
+
+/// The fd store name of a handed-over connection.
+pub const CONNECTION_NAME: &str = "conn";
+/// The fd store name of a handover's state file.
+pub const STATE_NAME: &str = "state";
+
+/// Longest a handover waits for the manager to confirm it took the fds.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Hands `handed` to the manager's fd store and returns the number of
+/// connections once the manager holds its own copies (ours are closed by
+/// then). An error means they may be lost: the manager did not confirm.
+pub fn give_to_manager(notifier: &Notifier, handed: HandedOver) -> io::Result<usize> {
+    let count = handed.sockets.len();
+    if count > 0 {
+        let state = state_file(&handed.state)?;
+        notifier.store_fds(CONNECTION_NAME, &handed.sockets)?;
+        notifier.store_fds(STATE_NAME, &[state])?;
+    }
+    notifier.status(&format!("handed over: workers=0 connections={count}"));
+    // Our copies may close now: the manager holds its own.
+    drop(handed);
+    notifier.barrier(BARRIER_TIMEOUT)?;
+    Ok(count)
+}
+
+/// Has the manager drop its copies of what the previous instance handed
+/// over. Only once they are served again: until then, closing ours would
+/// not close a connection (nor would its client see EOF).
+pub fn release_from_manager(notifier: &Notifier) {
+    notifier.remove_stored_fds(CONNECTION_NAME);
+    notifier.remove_stored_fds(STATE_NAME);
+}
+
+/// A memfd holding `bytes`, to hand to the manager.
+pub(crate) fn state_file(bytes: &[u8]) -> io::Result<OwnedFd> {
+    let fd = memfd_create("oneshotd-state", MFdFlags::MFD_CLOEXEC)?;
+    let mut file = File::from(fd);
+    file.write_all(bytes)?;
+    Ok(file.into())
+}
+
+/// Everything in a state fd, from its start (its offset is shared with
+/// the previous instance, which left it at the end).
+pub(crate) fn read_state_file(fd: OwnedFd) -> io::Result<Vec<u8>> {
+    let mut file = File::from(fd);
+    file.rewind()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
