@@ -90,7 +90,6 @@ pub(crate) enum CloseReason {
     Panic,
     /// Handed over to the next instance at a restart (its socket lives on
     /// there).
-    #[allow(dead_code)] // until the restart handover produces it
     Handover,
     /// A trusted balancer's connection without a valid PROXY header.
     ProxyHeader(ProxyHeaderFailure),

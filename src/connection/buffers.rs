@@ -245,14 +245,15 @@ impl Connection {
     /// still owed to it (our pending output plus the kernel's send queue)
     /// went down. Asks the kernel (`SIOCOUTQ`) only when the answer can
     /// matter: not when bytes were received since the last look, which is
-    /// progress already and what every busy connection shows (asking each
-    /// of 15 000 busy connections on every tick costs ~4 % of the daemon's
-    /// CPU, and takes each socket's lock from the workers), nor when
-    /// nothing was written or owed. A look after one that did not ask only measures,
-    /// so replies taken before the second look after a connection's last
-    /// request are not counted: a client that took them so soon and then
-    /// went quiet is idle from its request, at most two ticks (a quarter
-    /// of the shortest timeout) earlier than by the exact account.
+    /// progress already and what every busy connection shows (asking every
+    /// busy connection on every tick costs measurable CPU at scale, see
+    /// `docs/performance.md`, and takes each socket's lock from the
+    /// workers), nor when nothing was written or owed. A look after one
+    /// that did not ask only measures, so replies taken before the second
+    /// look after a connection's last request are not counted: a client
+    /// that took them so soon and then went quiet is idle from its request,
+    /// at most two ticks (a quarter of the shortest timeout) earlier than
+    /// by the exact account.
     pub(super) fn took_replies(&mut self, now: Instant) -> bool {
         match self.owed_seen {
             RECEIVED_SINCE => {

@@ -12,8 +12,7 @@ use crate::sys;
 
 /// Reads what the socket holds, up to `buffer`'s length. `recv(2)` rather
 /// than `read(2)`: the same bytes, without the VFS layer `read` goes
-/// through first (perf put that at ~2 % of a worker's CPU at 50
-/// connections × pipeline 1).
+/// through first (its measured cost is in `docs/performance.md`).
 pub(super) fn receive(fd: BorrowedFd<'_>, buffer: &mut [u8]) -> nix::Result<usize> {
     socket::recv(fd.as_raw_fd(), buffer, MsgFlags::empty())
 }

@@ -23,7 +23,7 @@ use tracing::{debug, error, warn};
 use super::clients;
 use super::ratelimit::RateLimited;
 use super::token::Token;
-use super::Shared;
+use super::Dispatcher;
 use crate::connection::Connection;
 use crate::listeners::{Listener, Peer};
 use crate::metrics::Refused;
@@ -88,7 +88,7 @@ impl Acceptor {
     }
 }
 
-impl Shared {
+impl Dispatcher {
     /// Stops accepting for good: deregisters the listeners (they stay
     /// open; under socket activation they belong to systemd too).
     pub(super) fn stop_accepting(&self) {
@@ -321,7 +321,7 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
 /// A connection's PROXY header named its client: counted under that
 /// address unless the client already holds its limit. A Unix-socket client
 /// (a header without an address) is not counted.
-impl ClientAdmission for Shared {
+impl ClientAdmission for Dispatcher {
     fn admit(&self, peer: &Peer, service: u8) -> Admission {
         match clients::counted_address(peer) {
             Some(address) if self.admit_client(address, service) => Admission::Counted,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::Shared;
+use super::Dispatcher;
 use crate::connection::Scratch;
 use crate::step::{CloseReason, Stimulus};
 
@@ -26,12 +26,13 @@ pub(super) const TICK: Duration = Duration::from_millis(10);
 /// (deregistering, the FIN, freeing the socket) is most of a drain's CPU:
 /// walking the table in parts, as many as there are workers (and cores),
 /// spreads it over the cores. A part is large enough that a thread costs
-/// far less than the closes it makes (~15 µs each).
+/// far less than the closes it makes (see `docs/performance.md` for what a
+/// close costs).
 const SLOTS_PER_WALKER: u32 = 1024;
 
-impl Shared {
+impl Dispatcher {
     pub(super) fn draining(&self) -> bool {
-        // SeqCst: see `Shared::admit`.
+        // SeqCst: see `Dispatcher::admit`.
         self.draining.load(Ordering::SeqCst)
     }
 

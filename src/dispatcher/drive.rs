@@ -1,5 +1,5 @@
 //! The one way a connection is driven: the event path, the housekeeper's
-//! tick and the drain all come through [`Shared::drive`], which calls the
+//! tick and the drain all come through [`Dispatcher::drive`], which calls the
 //! connection's step under a panic guard and carries out its decision.
 
 use std::panic::{self, AssertUnwindSafe};
@@ -9,7 +9,7 @@ use tracing::{debug, error};
 
 use super::table::Held;
 use super::token::Token;
-use super::Shared;
+use super::Dispatcher;
 use crate::budget::Ledger;
 use crate::connection::{Connection, Context, Scratch};
 use crate::hosted::Session;
@@ -17,7 +17,7 @@ use crate::metrics::Closed;
 use crate::service::{ConnectionId, Peer};
 use crate::step::{CloseReason, Next, Stimulus, Tally};
 
-impl Shared {
+impl Dispatcher {
     /// Steps the connection in a held slot, then re-arms it, closes it, or
     /// (a tick that changed nothing) leaves it armed as it was. A panic in
     /// the step — a service bug, in any of its callbacks — closes only this
@@ -54,7 +54,7 @@ impl Shared {
         }
     }
 
-    /// [`Shared::drive`] for a connection known by its token, if it is still
+    /// [`Dispatcher::drive`] for a connection known by its token, if it is still
     /// open, with scratch buffers of its own (off the event path).
     pub(super) fn drive_token(&self, token: Token, stimulus: Stimulus) {
         if let Token::Connection { slot, generation } = token {
@@ -106,7 +106,7 @@ impl Shared {
         }
     }
 
-    /// [`Shared::take_out`] without telling the service: for a connection
+    /// [`Dispatcher::take_out`] without telling the service: for a connection
     /// handed over, whose session lives on in the next instance.
     pub(super) fn take_out_whole(&self, mut held: Held<'_>, reason: &CloseReason) -> Connection {
         // Closing would deregister it too, but only once no other

@@ -5,7 +5,7 @@
 use std::io;
 use std::sync::Arc;
 
-use super::{Server, Shared};
+use super::{Dispatcher, Server};
 use crate::config::Config;
 use crate::hosted::Hosted;
 use crate::listeners::Listener;
@@ -45,7 +45,7 @@ impl Server {
     }
 }
 
-impl Gauges for Shared {
+impl Gauges for Dispatcher {
     fn workers(&self) -> usize {
         self.pool.live()
     }
@@ -67,9 +67,9 @@ pub(super) fn service_labels(services: &[Hosted]) -> Vec<ServiceLabels> {
         .enumerate()
         .map(|(index, service)| {
             let name = service.get().name();
-            let shared = services.iter().filter(|s| s.get().name() == name).count() > 1;
+            let name_taken_twice = services.iter().filter(|s| s.get().name() == name).count() > 1;
             ServiceLabels {
-                name: if shared {
+                name: if name_taken_twice {
                     format!("{name}{index}")
                 } else {
                     name.to_owned()
@@ -83,7 +83,7 @@ pub(super) fn service_labels(services: &[Hosted]) -> Vec<ServiceLabels> {
 /// Each service's admission budget (by service index), and how many
 /// connections the budgets of their own allow in all. Budget 0 is
 /// `max_connections`, shared by every service without a limit of its own
-/// ([`Service::connection_limit`]); each service with one gets the next.
+/// ([`Service::connection_limit`](crate::service::Service::connection_limit)); each service with one gets the next.
 pub(super) fn admission_budgets(services: &[Hosted]) -> (Vec<usize>, usize) {
     let mut own = 0;
     let mut extra = 0;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tracing::{debug, error, warn};
 
-use super::{Server, Shared};
+use super::{Dispatcher, Server};
 use crate::connection::Connection;
 use crate::handover::{self, Carried, HandedOver, RestoreReport};
 use crate::metrics::Closed;
@@ -20,23 +20,23 @@ impl Server {
     /// between an event and its re-arm), then takes every connection out
     /// of the table and the epoll set, whole. Nothing waits on a client.
     pub fn hand_over(mut self) -> HandedOver {
-        self.shared.stop_accepting();
+        self.dispatcher.stop_accepting();
         if let Some(housekeeper) = self.housekeeper.take() {
             housekeeper.stop();
         }
-        self.pool.stop(&self.shared);
+        self.pool.stop(&self.dispatcher);
         let now = Instant::now();
         let mut taken_out = Vec::new();
-        self.shared.table.for_each(true, |mut held| {
+        self.dispatcher.table.for_each(true, |mut held| {
             // Only the line protocol's connections (the first service)
             // are carried: another service's (a metrics scrape) is short,
             // and its client simply asks again.
             if held.connection().service() != 0 {
-                self.shared.close(held, CloseReason::Handover);
+                self.dispatcher.close(held, CloseReason::Handover);
                 return;
             }
-            let service = self.shared.services[0].get();
-            let connection = self.shared.take_out_whole(held, &CloseReason::Handover);
+            let service = self.dispatcher.services[0].get();
+            let connection = self.dispatcher.take_out_whole(held, &CloseReason::Handover);
             let id = connection.id();
             // The service writes its session down: its code, which may
             // panic; that costs this connection only.
@@ -47,7 +47,7 @@ impl Server {
                     warn!(conn = %id, peer = %connection.peer(), service = service.name(),
                         "its service cannot carry its session to the next instance; closing it");
                     if let Some(session) = connection.take_session() {
-                        self.shared.tell_closed(&connection, session, Closed::Handover);
+                        self.dispatcher.tell_closed(&connection, session, Closed::Handover);
                     }
                     return;
                 }
@@ -59,7 +59,9 @@ impl Server {
             taken_out.push(handed);
         });
         let handed = HandedOver::new(taken_out);
-        self.shared.metrics.handed_over(handed.sockets.len() as u64);
+        self.dispatcher
+            .metrics
+            .handed_over(handed.sockets.len() as u64);
         handed
     }
 
@@ -75,18 +77,18 @@ impl Server {
             closed: unmatched,
         };
         for (fd, carried) in matched {
-            if self.shared.adopt(fd, carried) {
+            if self.dispatcher.adopt(fd, carried) {
                 report.restored += 1;
             } else {
                 report.closed += 1;
             }
         }
-        self.shared.metrics.restored(report.restored as u64);
+        self.dispatcher.metrics.restored(report.restored as u64);
         report
     }
 }
 
-impl Shared {
+impl Dispatcher {
     /// Takes one restored connection into the table and the epoll set.
     fn adopt(&self, fd: OwnedFd, mut carried: Carried) -> bool {
         let id = carried.id;

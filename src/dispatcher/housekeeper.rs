@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::{drain, Shared};
+use super::{drain, Dispatcher};
 use crate::connection::{Scratch, LINGER};
 use crate::step::Stimulus;
 
@@ -43,21 +43,21 @@ impl Handle {
     }
 }
 
-pub(super) fn spawn(shared: Arc<Shared>) -> io::Result<Handle> {
+pub(super) fn spawn(dispatcher: Arc<Dispatcher>) -> io::Result<Handle> {
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
     let stop_seen = Arc::clone(&stop);
     let thread = thread::Builder::new()
         .name("oneshotd-timer".to_owned())
-        .spawn(move || run(&shared, &stop_seen))?;
+        .spawn(move || run(&dispatcher, &stop_seen))?;
     Ok(Handle { stop, thread })
 }
 
-fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
+fn run(dispatcher: &Dispatcher, stop: &(Mutex<bool>, Condvar)) {
     let mut scratch = Scratch::new();
     let (stopped, wake) = stop;
     loop {
-        let limits = shared.limits.connection();
-        let draining = shared.draining();
+        let limits = dispatcher.limits.connection();
+        let draining = dispatcher.draining();
         let tick = if draining {
             drain::TICK
         } else {
@@ -67,7 +67,7 @@ fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
         let guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
         let (guard, _) = wake
             .wait_timeout_while(guard, tick, |stopped| {
-                !*stopped && shared.draining() == draining
+                !*stopped && dispatcher.draining() == draining
             })
             .unwrap_or_else(|p| p.into_inner());
         if *guard {
@@ -75,12 +75,12 @@ fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
         }
         drop(guard);
 
-        shared.budget.refresh();
-        shared.table.for_each(false, |held| {
-            shared.drive(held, Stimulus::Tick, &mut scratch)
+        dispatcher.budget.refresh();
+        dispatcher.table.for_each(false, |held| {
+            dispatcher.drive(held, Stimulus::Tick, &mut scratch)
         });
-        if !shared.draining() {
-            shared.resume_paused_listeners();
+        if !dispatcher.draining() {
+            dispatcher.resume_paused_listeners();
         }
     }
 }

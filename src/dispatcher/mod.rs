@@ -92,13 +92,15 @@ pub struct DrainReport {
 /// without waiting for connections.
 #[derive(Debug)]
 pub struct Server {
-    shared: Arc<Shared>,
+    dispatcher: Arc<Dispatcher>,
     pool: pool::Pool,
     housekeeper: Option<housekeeper::Handle>,
 }
 
-/// What the workers and the housekeeper share.
-struct Shared {
+/// The dispatcher itself: the epoll set, the connection table and all they
+/// are served with, shared by the workers, the housekeeper and the
+/// [`Server`] handle that owns them.
+struct Dispatcher {
     events: EventSet,
     table: ConnectionTable,
     accept: Acceptor,
@@ -122,9 +124,9 @@ struct Shared {
     heartbeat: AtomicU64,
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
+        f.debug_struct("Dispatcher")
             .field("listeners", &self.accept.listeners)
             .field("connections", &self.table.live())
             .finish_non_exhaustive()
@@ -158,7 +160,7 @@ impl Server {
             events.add(listener, Token::Listener(index as u32), Interest::READ)?;
         }
         let (budget_of, own_limits) = endpoints::admission_budgets(&services);
-        let shared = Arc::new(Shared {
+        let dispatcher = Arc::new(Dispatcher {
             events,
             table: ConnectionTable::new(
                 (MAX_CONNECTIONS_LIMIT as usize).saturating_add(own_limits),
@@ -176,15 +178,15 @@ impl Server {
             draining: AtomicBool::new(false),
             heartbeat: AtomicU64::new(0),
         });
-        shared.metrics.attach(
-            endpoints::service_labels(&shared.services),
-            Arc::downgrade(&shared) as std::sync::Weak<dyn Gauges>,
+        dispatcher.metrics.attach(
+            endpoints::service_labels(&dispatcher.services),
+            Arc::downgrade(&dispatcher) as std::sync::Weak<dyn Gauges>,
         );
         let pool = pool::Pool::default();
-        pool.resize(&shared, config.workers)?;
-        let housekeeper = housekeeper::spawn(Arc::clone(&shared))?;
+        pool.resize(&dispatcher, config.workers)?;
+        let housekeeper = housekeeper::spawn(Arc::clone(&dispatcher))?;
         Ok(Server {
-            shared,
+            dispatcher,
             pool,
             housekeeper: Some(housekeeper),
         })
@@ -193,14 +195,14 @@ impl Server {
     /// The counters this server counts into (e.g. for reporting reloads
     /// and handovers).
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.shared.metrics
+        &self.dispatcher.metrics
     }
 
     /// Workers running and connections held.
     pub fn status(&self) -> Status {
         Status {
-            workers: self.shared.pool.live(),
-            connections: self.shared.table.live(),
+            workers: self.dispatcher.pool.live(),
+            connections: self.dispatcher.table.live(),
         }
     }
 
@@ -208,28 +210,28 @@ impl Server {
     /// that retires finishes the events it holds first, so no connection is
     /// dropped or stalled.
     pub fn reconfigure(&self, config: &Config) -> io::Result<()> {
-        self.shared.limits.set(config);
-        self.shared.budget.set_limit(config.max_buffered_bytes);
-        self.pool.resize(&self.shared, config.workers)
+        self.dispatcher.limits.set(config);
+        self.dispatcher.budget.set_limit(config.max_buffered_bytes);
+        self.pool.resize(&self.dispatcher, config.workers)
     }
 
     /// Asks the pool to prove it is alive: one worker will take a wake-up
     /// event through the same epoll set as client events, advancing
     /// [`Server::heartbeat`]. Returns the heartbeat before the probe.
     pub fn probe(&self) -> u64 {
-        let before = self.shared.heartbeat.load(Ordering::Acquire);
-        let _ = self.shared.wake.write(1);
+        let before = self.dispatcher.heartbeat.load(Ordering::Acquire);
+        let _ = self.dispatcher.wake.write(1);
         before
     }
 
     /// How many wake-up events workers have taken so far.
     pub fn heartbeat(&self) -> u64 {
-        self.shared.heartbeat.load(Ordering::Acquire)
+        self.dispatcher.heartbeat.load(Ordering::Acquire)
     }
 
     /// The listening sockets, in registration order.
     pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
-        self.shared
+        self.dispatcher
             .accept
             .listeners
             .iter()
@@ -242,7 +244,7 @@ impl Server {
     /// listening sockets stay open (under socket activation they belong to
     /// systemd too) but are no longer served.
     pub fn begin_drain(&self) {
-        self.shared.begin_drain();
+        self.dispatcher.begin_drain();
         if let Some(housekeeper) = &self.housekeeper {
             housekeeper.nudge();
         }
@@ -251,14 +253,14 @@ impl Server {
     /// After [`Server::begin_drain`]: waits until no connection is left or
     /// `until` passes, and returns the status then.
     pub fn wait_until_empty(&self, until: Instant) -> Status {
-        self.shared.wait_until_empty(until);
+        self.dispatcher.wait_until_empty(until);
         self.status()
     }
 
     /// Ends a drain: closes the connections still left (busy past the
     /// deadline) and stops the pool.
     pub fn finish_drain(mut self) -> DrainReport {
-        let abandoned = self.shared.close_remaining();
+        let abandoned = self.dispatcher.close_remaining();
         self.stop();
         DrainReport { abandoned }
     }
@@ -276,9 +278,9 @@ impl Server {
         if let Some(housekeeper) = self.housekeeper.take() {
             housekeeper.stop();
         }
-        self.shared.draining.store(true, Ordering::SeqCst);
-        self.pool.stop(&self.shared);
-        self.shared.close_remaining();
+        self.dispatcher.draining.store(true, Ordering::SeqCst);
+        self.pool.stop(&self.dispatcher);
+        self.dispatcher.close_remaining();
     }
 }
 
@@ -288,11 +290,11 @@ impl Drop for Server {
     }
 }
 
-// The shared state crosses threads; prove it at compile time.
+// The dispatcher crosses threads; prove it at compile time.
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     const fn assert_send<T: Send>() {}
-    assert_send_sync::<Shared>();
+    assert_send_sync::<Dispatcher>();
     assert_send::<crate::connection::Connection>();
 };
 
@@ -316,30 +318,30 @@ mod tests {
             ..Config::default()
         };
         let server = Server::start(&config, Vec::new(), Arc::new(Upper)).unwrap();
-        let shared = &server.shared;
+        let dispatcher = &server.dispatcher;
         let (ours, mut peer) = UnixStream::pair().unwrap();
-        assert!(shared.table.reserve(0, 10));
+        assert!(dispatcher.table.reserve(0, 10));
         let connection = Connection::new(ours.into(), ConnectionId(7), Peer::Unix, Instant::now());
         // Stored but never registered with epoll.
-        let token = shared.table.insert(connection, |_, _| Ok(())).unwrap();
+        let token = dispatcher.table.insert(connection, |_, _| Ok(())).unwrap();
         let Token::Connection { slot, generation } = token else {
             unreachable!()
         };
-        assert_eq!(shared.table.live(), 1);
+        assert_eq!(dispatcher.table.live(), 1);
 
         // A request, so that the step's decision is to re-arm.
         peer.write_all(b"a\n").unwrap();
-        let held = shared.table.hold(slot, generation).unwrap();
-        shared.drive(
+        let held = dispatcher.table.hold(slot, generation).unwrap();
+        dispatcher.drive(
             held,
             Stimulus::Event(Readiness::default()),
             &mut Scratch::new(),
         );
         assert!(
-            shared.table.hold(slot, generation).is_none(),
+            dispatcher.table.hold(slot, generation).is_none(),
             "closed: a stale event can no longer match"
         );
-        assert_eq!(shared.table.live(), 0);
+        assert_eq!(dispatcher.table.live(), 0);
         let mut replies = Vec::new();
         peer.read_to_end(&mut replies).unwrap();
         assert_eq!(replies, b"A\n", "the reply, then EOF");

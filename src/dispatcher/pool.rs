@@ -14,7 +14,7 @@ use std::thread::{self, JoinHandle};
 
 use tracing::debug;
 
-use super::Shared;
+use super::Dispatcher;
 
 /// The pool's size: what it should be and what it is.
 #[derive(Debug, Default)]
@@ -56,15 +56,15 @@ pub(super) struct Pool {
 impl Pool {
     /// Makes the pool `size` workers: spawns at once, or asks the excess
     /// to retire.
-    pub(super) fn resize(&self, shared: &Arc<Shared>, size: usize) -> io::Result<()> {
+    pub(super) fn resize(&self, dispatcher: &Arc<Dispatcher>, size: usize) -> io::Result<()> {
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         join_finished(&mut threads);
-        let counts = &shared.pool;
+        let counts = &dispatcher.pool;
         counts.target.store(size, Ordering::Release);
         while counts.live() < size {
             counts.live.fetch_add(1, Ordering::AcqRel);
             let number = self.spawned.fetch_add(1, Ordering::Relaxed);
-            let worker = Arc::clone(shared);
+            let worker = Arc::clone(dispatcher);
             let spawned = thread::Builder::new()
                 .name(format!("oneshotd-w{number}"))
                 .spawn(move || {
@@ -81,14 +81,14 @@ impl Pool {
             }
         }
         if counts.excess() > 0 {
-            shared.wake.write(1)?;
+            dispatcher.wake.write(1)?;
         }
         Ok(())
     }
 
     /// Retires every worker and waits for them.
-    pub(super) fn stop(&self, shared: &Arc<Shared>) {
-        let _ = self.resize(shared, 0);
+    pub(super) fn stop(&self, dispatcher: &Arc<Dispatcher>) {
+        let _ = self.resize(dispatcher, 0);
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for handle in threads {
             let _ = handle.join();

@@ -2,9 +2,9 @@
 //! polls for a little while before it sleeps in `epoll_wait`.
 //!
 //! A sleeping leader is expensive to wake: whoever makes a socket ready (on
-//! loopback, the client's own `send`) pays a cross-CPU wake-up, measured at
-//! ~4 µs of the waker's CPU in this project's VM, and the leader pays a
-//! context switch. When the next event is only microseconds away, polling
+//! loopback, the client's own `send`) pays a cross-CPU wake-up, and the
+//! leader pays a context switch (what they cost here, and what spinning
+//! gained, is in `docs/performance.md`). When the next event is only microseconds away, polling
 //! for it is cheaper than that round trip; when it is not, polling is
 //! wasted CPU. The classic answer (two-phase waiting) is to poll for about
 //! as long as a sleep and wake-up cost, then sleep: never more than twice

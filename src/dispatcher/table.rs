@@ -220,7 +220,7 @@ impl ConnectionTable {
                 Some(index) => index,
                 None if (free.next_unused as usize) < self.chunks.len() * CHUNK => {
                     free.next_unused += 1;
-                    // SeqCst: see `Shared::admit`, which relies on a drain that missed
+                    // SeqCst: see `Dispatcher::admit`, which relies on a drain that missed
                     // this slot seeing its own flag first.
                     self.high_water.store(free.next_unused, Ordering::SeqCst);
                     free.next_unused - 1

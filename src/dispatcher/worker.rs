@@ -12,7 +12,7 @@ use tracing::{debug, error};
 use super::epoll::EventBuffer;
 use super::spin::SpinBeforeSleep;
 use super::token::Token;
-use super::Shared;
+use super::Dispatcher;
 use crate::connection::Scratch;
 use crate::step::{Interest, Readiness, Stimulus};
 
@@ -22,7 +22,7 @@ use crate::step::{Interest, Readiness, Stimulus};
 /// full batch is the sign to share the load (`leader.rs`).
 const EVENTS_PER_WAIT: usize = 64;
 
-impl Shared {
+impl Dispatcher {
     /// Runs one worker until it retires.
     pub(super) fn work(&self) {
         let mut scratch = Scratch::counting(self.metrics.lease());

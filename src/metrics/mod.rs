@@ -173,7 +173,7 @@ struct Blocks {
 
 /// The per-connection and life-cycle counters, shared by every thread.
 #[derive(Debug, Default)]
-struct Shared {
+struct SharedCounters {
     accepted: [AtomicU64; MAX_SERVICES],
     refused: [[AtomicU64; REFUSED_REASONS]; MAX_SERVICES],
     closed: [[AtomicU64; Closed::ALL.len()]; MAX_SERVICES],
@@ -212,7 +212,7 @@ pub struct Metrics {
     /// Counts from threads that are not workers (the housekeeper, the
     /// drain's walkers), whose steps are rare and mostly count nothing.
     off_path: Block,
-    shared: Shared,
+    shared: SharedCounters,
     /// The `service` label of each service index, set when a server starts.
     services: OnceLock<Vec<ServiceLabels>>,
     gauges: OnceLock<Weak<dyn Gauges>>,
