@@ -85,7 +85,94 @@
 //! [`service::Stateful`] (a session per connection, carried across
 //! restarts); [`framing::serve_lines`] frames a line protocol; and
 //! [`cli::main`] with a [`cli::Program`] of its own is a whole daemon
-//! (`examples/reverse.rs`).
+//! (`examples/reverse.rs`, `examples/resp.rs`).
+//!
+//! ## A stateful service, end to end
+//!
+//! A line protocol that numbers each connection's lines: the count is the
+//! connection's session, opened with the connection, handed mutably to
+//! every call (one worker owns a connection at a time, so no lock), and
+//! written down so that a restart with the fd store carries it on.
+//!
+//! ```
+//! use std::io::{BufRead, BufReader, Write};
+//! use std::net::{TcpListener, TcpStream};
+//! use std::time::Duration;
+//! use oneshotd::dispatcher::Server;
+//! use oneshotd::framing::serve_lines;
+//! use oneshotd::listeners::Listener;
+//! use oneshotd::service::{ConnectionId, Input, Peer, Served, Stateful};
+//!
+//! struct Numbered;
+//!
+//! impl Stateful for Numbered {
+//!     /// Lines this connection has sent so far.
+//!     type Session = u64;
+//!
+//!     fn open(&self, _connection: ConnectionId, _peer: &Peer) -> u64 {
+//!         0
+//!     }
+//!
+//!     fn serve(&self, lines: &mut u64, input: Input<'_>, output: &mut Vec<u8>) -> Served {
+//!         serve_lines(&input, output, b"ERR line too long\n", |line, output| {
+//!             *lines += 1;
+//!             output.extend_from_slice(format!("{lines} ").as_bytes());
+//!             output.extend_from_slice(line);
+//!             output.push(b'\n');
+//!         })
+//!     }
+//!
+//!     fn request_timeout(&self, _lines: &mut u64, output: &mut Vec<u8>) {
+//!         output.extend_from_slice(b"ERR timeout\n");
+//!     }
+//!
+//!     // Carried across a restart: eight bytes, format 1 (the default).
+//!     fn save(&self, lines: &u64, out: &mut Vec<u8>) -> bool {
+//!         out.extend_from_slice(&lines.to_le_bytes());
+//!         true
+//!     }
+//!
+//!     fn restore(&self, saved: &[u8], format: u32) -> Option<u64> {
+//!         match format {
+//!             1 => Some(u64::from_le_bytes(saved.try_into().ok()?)),
+//!             _ => None,
+//!         }
+//!     }
+//!
+//!     fn name(&self) -> &'static str {
+//!         "numbered"
+//!     }
+//! }
+//!
+//! let socket = TcpListener::bind("127.0.0.1:0")?;
+//! socket.set_nonblocking(true)?;
+//! let address = socket.local_addr()?;
+//! let server = Server::builder()
+//!     .workers(2)
+//!     .start(vec![Listener::Tcp(socket)], Numbered)?;
+//!
+//! let ask = |client: &mut BufReader<TcpStream>, line: &str| -> std::io::Result<String> {
+//!     client.get_mut().write_all(format!("{line}\n").as_bytes())?;
+//!     let mut reply = String::new();
+//!     client.read_line(&mut reply)?;
+//!     Ok(reply)
+//! };
+//! let mut first = BufReader::new(TcpStream::connect(address)?);
+//! let mut second = BufReader::new(TcpStream::connect(address)?);
+//! first.get_ref().set_read_timeout(Some(Duration::from_secs(10)))?;
+//! second.get_ref().set_read_timeout(Some(Duration::from_secs(10)))?;
+//! assert_eq!(ask(&mut first, "hello")?, "1 hello\n");
+//! assert_eq!(ask(&mut first, "again")?, "2 again\n");
+//! // Each connection has its own session.
+//! assert_eq!(ask(&mut second, "hi")?, "1 hi\n");
+//! assert_eq!(ask(&mut first, "third")?, "3 third\n");
+//! server.drain(Duration::from_secs(1));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! Run by the daemon (`cli::main`), `systemctl restart` hands each
+//! connection to the next instance with its count: the next line a client
+//! sends is numbered on from where it stopped.
 
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
@@ -112,3 +199,9 @@ mod step;
 #[allow(unsafe_code)]
 mod sys;
 pub mod upper;
+
+/// The README's Rust blocks, compiled and run as doctests so that the
+/// README's example cannot drift from the library.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
