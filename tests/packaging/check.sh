@@ -6,7 +6,10 @@
 #    of the template is at most 1.0, and both carry the same hardening;
 #  - the .deb builds with cargo-deb, lintian reports no error, its contents
 #    list every expected path, /etc/oneshotd.toml is a conffile, and its
-#    Depends come from the binary's real shared-library dependencies.
+#    Depends come from the binary's real shared-library dependencies;
+#  - the crate could be published: `cargo package` builds it from what it
+#    would upload, and that holds the library, the examples, the docs,
+#    units and man pages, and nothing of CI, the tests or recorded output.
 # Usage: tests/packaging/check.sh   (prints the .deb path on success)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -90,5 +93,23 @@ for lib in $(objdump -p target/release/oneshotd | awk '/NEEDED/ {print $2}'); do
     case "$depends" in *"$pkg"*) ;; *) fail "Depends lacks $pkg (for $lib)";; esac
 done
 case "$depends" in *procps*) ;; *) fail "Depends lacks procps (/bin/kill in ExecReload)";; esac
+
+echo "== the crate as it would be published"
+# --allow-dirty: a developer runs this with uncommitted work; CI's clone is
+# clean either way.
+cargo package --locked --allow-dirty -p oneshotd >"$work/package.log" 2>&1 \
+    || { cat "$work/package.log"; fail "cargo package"; }
+# The integration tests stay out on purpose (cargo says so); any other
+# warning is a defect of the manifest.
+grep '^warning' "$work/package.log" | grep -qv 'warning: ignoring test' \
+    && { cat "$work/package.log"; fail "cargo package warns"; }
+listed=$(cargo package --locked --allow-dirty -p oneshotd --list 2>/dev/null)
+for wanted in src/lib.rs src/main.rs examples/resp.rs README.md LICENSE docs/library.md \
+    config/oneshotd.toml packaging/man/oneshotd.8 packaging/systemd/oneshotd.service; do
+    grep -qx "$wanted" <<<"$listed" || fail "the crate package lacks $wanted"
+done
+if unwanted=$(grep -E '^(\.ci/|tests/|bench/|target/|proptest-regressions/|docs/scale/)' <<<"$listed"); then
+    fail "the crate package holds what is not the crate's: $unwanted"
+fi
 
 echo "packaging checks passed: $deb"
