@@ -26,8 +26,9 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::io::Write;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use oneshotd::cli::Program;
@@ -55,12 +56,15 @@ struct Entry {
 }
 
 impl Entry {
-    fn live(&self, now: Instant) -> bool {
-        self.expires.is_none_or(|at| now < at)
+    /// Not expired. The clock is read only for a key with an expiry.
+    fn live(&self) -> bool {
+        self.expires.is_none_or(|at| Instant::now() < at)
     }
 }
 
-type Shard = HashMap<(u8, Vec<u8>), Entry>;
+/// One shard: a map per database, so that a lookup borrows the key
+/// instead of building a `(database, key)` pair.
+type Shard = [HashMap<Vec<u8>, Entry>; DATABASES];
 
 /// The keys of every database, in shards by key.
 struct Store {
@@ -71,45 +75,62 @@ struct Store {
 impl Store {
     fn new() -> Self {
         Store {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(std::array::from_fn(|_| HashMap::new())))
+                .collect(),
             hasher: RandomState::new(),
         }
     }
 
-    fn shard(&self, db: u8, key: &[u8]) -> std::sync::MutexGuard<'_, Shard> {
-        let index = self.hasher.hash_one((db, key)) as usize % SHARDS;
-        self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
+    /// The map of database `db` that holds `key`, locked.
+    fn map(&self, db: u8, key: &[u8]) -> MappedGuard<'_> {
+        let index = self.hasher.hash_one(key) as usize % SHARDS;
+        MappedGuard {
+            shard: self.shards[index].lock().unwrap_or_else(|p| p.into_inner()),
+            db: db as usize,
+        }
     }
 
-    fn get(&self, db: u8, key: &[u8], now: Instant) -> Option<Vec<u8>> {
-        let mut shard = self.shard(db, key);
-        let entry = shard.get(&(db, key.to_vec()))?;
-        if entry.live(now) {
-            return Some(entry.value.clone());
+    /// Calls `read` with the value at `key`, `None` if there is none, under
+    /// the shard's lock: the value is copied once, into the reply.
+    fn read<R>(&self, db: u8, key: &[u8], read: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let mut map = self.map(db, key);
+        match map.get(key) {
+            Some(entry) if entry.live() => read(Some(&entry.value)),
+            Some(_) => {
+                map.remove(key);
+                read(None)
+            }
+            None => read(None),
         }
-        shard.remove(&(db, key.to_vec()));
-        None
     }
 
     fn set(&self, db: u8, key: &[u8], value: Vec<u8>, expires: Option<Instant>) {
-        self.shard(db, key)
-            .insert((db, key.to_vec()), Entry { value, expires });
+        let entry = Entry { value, expires };
+        let mut map = self.map(db, key);
+        // Overwriting keeps the key's allocation.
+        match map.get_mut(key) {
+            Some(old) => *old = entry,
+            None => {
+                map.insert(key.to_vec(), entry);
+            }
+        }
     }
 
-    fn remove(&self, db: u8, key: &[u8], now: Instant) -> bool {
-        self.shard(db, key)
-            .remove(&(db, key.to_vec()))
-            .is_some_and(|entry| entry.live(now))
+    fn remove(&self, db: u8, key: &[u8]) -> bool {
+        self.map(db, key)
+            .remove(key)
+            .is_some_and(|entry| entry.live())
     }
 
     /// Adds `by` to the integer at `key` (0 if absent), as INCR and DECR.
-    fn add(&self, db: u8, key: &[u8], by: i64, now: Instant) -> Result<i64, &'static str> {
-        let mut shard = self.shard(db, key);
-        let entry = shard.entry((db, key.to_vec())).or_insert(Entry {
+    fn add(&self, db: u8, key: &[u8], by: i64) -> Result<i64, &'static str> {
+        let mut map = self.map(db, key);
+        let entry = map.entry(key.to_vec()).or_insert(Entry {
             value: b"0".to_vec(),
             expires: None,
         });
-        if !entry.live(now) {
+        if !entry.live() {
             *entry = Entry {
                 value: b"0".to_vec(),
                 expires: None,
@@ -126,14 +147,14 @@ impl Store {
         Ok(next)
     }
 
-    fn size(&self, db: u8, now: Instant) -> usize {
+    fn size(&self, db: u8) -> usize {
         self.shards
             .iter()
             .map(|shard| {
                 let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-                shard
-                    .iter()
-                    .filter(|((d, _), entry)| *d == db && entry.live(now))
+                shard[db as usize]
+                    .values()
+                    .filter(|entry| entry.live())
                     .count()
             })
             .sum()
@@ -141,9 +162,27 @@ impl Store {
 
     fn flush(&self, db: u8) {
         for shard in &self.shards {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            shard.retain(|(d, _), _| *d != db);
+            shard.lock().unwrap_or_else(|p| p.into_inner())[db as usize].clear();
         }
+    }
+}
+
+/// A locked shard, seen as one database's map.
+struct MappedGuard<'a> {
+    shard: MutexGuard<'a, Shard>,
+    db: usize,
+}
+
+impl std::ops::Deref for MappedGuard<'_> {
+    type Target = HashMap<Vec<u8>, Entry>;
+    fn deref(&self) -> &Self::Target {
+        &self.shard[self.db]
+    }
+}
+
+impl std::ops::DerefMut for MappedGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.shard[self.db]
     }
 }
 
@@ -164,11 +203,51 @@ struct Resp {
 /// arrives in pieces costs one look at its headers per piece.
 struct Frames;
 
-impl Decoder for Frames {
-    /// A command's arguments, borrowed from the input.
-    type Frame<'a> = Vec<&'a [u8]>;
+/// A command's arguments, borrowed from the input: the first few in place
+/// (every command but a long MGET, MSET or DEL), the rest in a `Vec`, so
+/// that a command costs no allocation to find.
+struct Arguments<'a> {
+    first: [&'a [u8]; Arguments::IN_PLACE],
+    count: usize,
+    rest: Vec<&'a [u8]>,
+}
 
-    fn decode<'a>(&mut self, bytes: &'a [u8], max_bulk: usize) -> Decoded<Vec<&'a [u8]>> {
+impl<'a> Arguments<'a> {
+    const IN_PLACE: usize = 8;
+
+    fn new() -> Self {
+        Arguments {
+            first: [&[]; Arguments::IN_PLACE],
+            count: 0,
+            rest: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, argument: &'a [u8]) {
+        if self.count < Arguments::IN_PLACE {
+            self.first[self.count] = argument;
+        } else {
+            if self.rest.is_empty() {
+                self.rest.extend_from_slice(&self.first);
+            }
+            self.rest.push(argument);
+        }
+        self.count += 1;
+    }
+
+    fn as_slice(&self) -> &[&'a [u8]] {
+        if self.count <= Arguments::IN_PLACE {
+            &self.first[..self.count]
+        } else {
+            &self.rest
+        }
+    }
+}
+
+impl Decoder for Frames {
+    type Frame<'a> = Arguments<'a>;
+
+    fn decode<'a>(&mut self, bytes: &'a [u8], max_bulk: usize) -> Decoded<Arguments<'a>> {
         let invalid = |why: &str| Decoded::Invalid {
             reply: format!("-ERR Protocol error: {why}\r\n").into_bytes(),
         };
@@ -181,10 +260,12 @@ impl Decoder for Frames {
                 };
             };
             let line = bytes[..end].strip_suffix(b"\r").unwrap_or(&bytes[..end]);
-            let words = line
-                .split(|b| b.is_ascii_whitespace())
-                .filter(|w| !w.is_empty())
-                .collect();
+            let mut words = Arguments::new();
+            for word in line.split(|b| b.is_ascii_whitespace()) {
+                if !word.is_empty() {
+                    words.push(word);
+                }
+            }
             return Decoded::Frame {
                 frame: words,
                 length: end + 1,
@@ -198,8 +279,7 @@ impl Decoder for Frames {
         if count > MAX_ARGUMENTS as i64 {
             return invalid("invalid multibulk length");
         }
-        // Room for what has arrived, not for what the count claims.
-        let mut arguments = Vec::with_capacity(count.clamp(0, 64) as usize);
+        let mut arguments = Arguments::new();
         for _ in 0..count.max(0) {
             match bytes.get(at) {
                 None => return Decoded::Incomplete,
@@ -249,23 +329,30 @@ fn number(bytes: &[u8], at: usize) -> Result<Option<(i64, usize)>, ()> {
     Ok(Some((value, at + end + 2)))
 }
 
+// The replies are written straight into the output (a `Vec` never fails
+// a write), with no string built on the way.
+
 fn simple(output: &mut Vec<u8>, text: &str) {
-    output.extend_from_slice(format!("+{text}\r\n").as_bytes());
+    output.push(b'+');
+    output.extend_from_slice(text.as_bytes());
+    output.extend_from_slice(b"\r\n");
 }
 
 fn error(output: &mut Vec<u8>, text: &str) {
-    output.extend_from_slice(format!("-{text}\r\n").as_bytes());
+    output.push(b'-');
+    output.extend_from_slice(text.as_bytes());
+    output.extend_from_slice(b"\r\n");
 }
 
 fn integer(output: &mut Vec<u8>, value: i64) {
-    output.extend_from_slice(format!(":{value}\r\n").as_bytes());
+    let _ = write!(output, ":{value}\r\n");
 }
 
 fn bulk(output: &mut Vec<u8>, value: Option<&[u8]>) {
     match value {
         None => output.extend_from_slice(b"$-1\r\n"),
         Some(value) => {
-            output.extend_from_slice(format!("${}\r\n", value.len()).as_bytes());
+            let _ = write!(output, "${}\r\n", value.len());
             output.extend_from_slice(value);
             output.extend_from_slice(b"\r\n");
         }
@@ -291,15 +378,24 @@ impl Resp {
         let Some((name, arguments)) = arguments.split_first() else {
             return true;
         };
-        let command = String::from_utf8_lossy(name).to_ascii_lowercase();
-        let now = Instant::now();
+        // Lowercased on the stack: every command name is short, and one that
+        // is not (or is not text) is no command.
+        let mut lowered = [0u8; 16];
+        let command = match lowered.get_mut(..name.len()) {
+            Some(lowered) => {
+                lowered.copy_from_slice(name);
+                lowered.make_ascii_lowercase();
+                std::str::from_utf8(lowered).unwrap_or("")
+            }
+            None => "",
+        };
         let db = client.db;
         let store = &self.store;
-        match (command.as_str(), arguments) {
+        match (command, arguments) {
             ("ping", []) => simple(output, "PONG"),
             ("ping", [message]) => bulk(output, Some(message)),
             ("echo", [message]) => bulk(output, Some(message)),
-            ("get", [key]) => bulk(output, store.get(db, key, now).as_deref()),
+            ("get", [key]) => store.read(db, key, |value| bulk(output, value)),
             ("set", [key, value, options @ ..]) => {
                 let expires = match options {
                     [] => None,
@@ -315,7 +411,7 @@ impl Resp {
                         let at = integer_argument(amount)
                             .filter(|&n| n > 0)
                             .and_then(|n| (n as u64).checked_mul(scale))
-                            .and_then(|ms| now.checked_add(Duration::from_millis(ms)));
+                            .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
                         match at {
                             Some(at) => Some(at),
                             None => {
@@ -333,27 +429,27 @@ impl Resp {
                 simple(output, "OK");
             }
             ("del", keys) if !keys.is_empty() => {
-                let removed = keys.iter().filter(|key| store.remove(db, key, now)).count();
+                let removed = keys.iter().filter(|key| store.remove(db, key)).count();
                 integer(output, removed as i64);
             }
             ("exists", keys) if !keys.is_empty() => {
                 let found = keys
                     .iter()
-                    .filter(|key| store.get(db, key, now).is_some())
+                    .filter(|key| store.read(db, key, |value| value.is_some()))
                     .count();
                 integer(output, found as i64);
             }
             ("incr" | "decr", [key]) => {
                 let by = if command == "incr" { 1 } else { -1 };
-                match store.add(db, key, by, now) {
+                match store.add(db, key, by) {
                     Ok(value) => integer(output, value),
                     Err(why) => error(output, &format!("ERR {why}")),
                 }
             }
             ("mget", keys) if !keys.is_empty() => {
-                output.extend_from_slice(format!("*{}\r\n", keys.len()).as_bytes());
+                let _ = write!(output, "*{}\r\n", keys.len());
                 for key in keys {
-                    bulk(output, store.get(db, key, now).as_deref());
+                    store.read(db, key, |value| bulk(output, value));
                 }
             }
             ("mset", pairs) if !pairs.is_empty() && pairs.len() % 2 == 0 => {
@@ -391,7 +487,7 @@ impl Resp {
                     ),
                 ),
             },
-            ("dbsize", []) => integer(output, store.size(db, now) as i64),
+            ("dbsize", []) => integer(output, store.size(db) as i64),
             ("flushdb", []) => {
                 store.flush(db);
                 simple(output, "OK");
@@ -404,7 +500,7 @@ impl Resp {
                 "ping" | "echo" | "get" | "set" | "del" | "exists" | "incr" | "decr" | "mget"
                 | "mset" | "select" | "client" | "dbsize" | "flushdb",
                 _,
-            ) => wrong_arity(output, &command),
+            ) => wrong_arity(output, command),
             _ => {
                 let shown: String = arguments
                     .iter()
@@ -431,12 +527,15 @@ impl Stateful for Resp {
     }
 
     fn serve(&self, client: &mut Client, input: Input<'_>, output: &mut Vec<u8>) -> Served {
-        serve_frames(&input, output, &mut Frames, |arguments, output| match self
-            .run(client, &arguments, output)
-        {
-            true => Flow::Continue,
-            false => Flow::Close,
-        })
+        serve_frames(
+            &input,
+            output,
+            &mut Frames,
+            |arguments, output| match self.run(client, arguments.as_slice(), output) {
+                true => Flow::Continue,
+                false => Flow::Close,
+            },
+        )
     }
 
     fn request_timeout(&self, _client: &mut Client, _output: &mut Vec<u8>) {}

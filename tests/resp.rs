@@ -65,6 +65,20 @@ fn redis_cli_gets_what_redis_would_answer() {
     assert_eq!(cli(&["EXISTS", "a", "b", "c"]), "2\n");
     assert_eq!(cli(&["DEL", "a", "c"]), "1\n");
     assert_eq!(cli(&["DBSIZE"]), "3\n");
+    // More arguments than a command holds in place: none is lost.
+    let mset: Vec<String> = (0..10)
+        .flat_map(|i| [format!("k{i}"), format!("v{i}")])
+        .collect();
+    let mut args = vec!["MSET"];
+    args.extend(mset.iter().map(String::as_str));
+    assert_eq!(cli(&args), "OK\n");
+    let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    let mut args = vec!["MGET"];
+    args.extend(keys.iter().map(String::as_str));
+    let values: String = (0..10).map(|i| format!("v{i}\n")).collect();
+    assert_eq!(cli(&args), values);
+    args[0] = "DEL";
+    assert_eq!(cli(&args), "10\n");
     assert_eq!(
         cli(&["INCR", "greeting"]),
         "ERR value is not an integer or out of range\n\n"
