@@ -26,7 +26,7 @@ deps=(
     nc netcat-openbsd                       # the README's examples
     curl curl                               # tests/e2e/run.sh (metrics)
     promtool prometheus                     # tests/metrics.rs (promtool check metrics)
-    redis-cli redis-tools                   # tests/resp.rs (Redis's own client)
+    redis-cli redis-tools                   # tests/resp.rs and the e2e (Redis's own client)
     redis-benchmark redis-tools             # tests/resp.rs (Redis's own load generator)
 )
 

@@ -33,6 +33,11 @@ server must name them, not the balancer).
                                wait for the server to close the connection;
                                fails unless EOF comes within SECONDS of the
                                exchange
+  client.py resp-hold IN OUT   against a Redis-protocol server: connect, run
+                               SELECT 5 and CLIENT SETNAME e2e, write OUT,
+                               wait for IN to exist, then on the same
+                               connection SET k five and CLIENT GETNAME,
+                               which must answer e2e
 """
 import selectors
 import os
@@ -114,6 +119,38 @@ def hold(wait_for, ready_file):
         print(exchange(sock, "held after"))
 
 
+def resp_exchange(sock, commands, want):
+    """Sends RESP commands (each a list of words) and checks that the
+    replies are exactly `want`."""
+    out = b""
+    for words in commands:
+        out += b"*%d\r\n" % len(words)
+        for word in words:
+            out += b"$%d\r\n%s\r\n" % (len(word), word.encode())
+    sock.sendall(out)
+    got = b""
+    while len(got) < len(want):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed after {got!r}, expecting {want!r}")
+        got += chunk
+    if got != want:
+        raise AssertionError(f"expected {want!r}, got {got!r}")
+
+
+def resp_hold(wait_for, ready_file):
+    with connect() as sock:
+        resp_exchange(sock, [["SELECT", "5"], ["CLIENT", "SETNAME", "e2e"]], b"+OK\r\n+OK\r\n")
+        open(ready_file, "w").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(wait_for):
+            if time.monotonic() > deadline:
+                sys.exit("resp-hold: gave up waiting")
+            time.sleep(0.05)
+        resp_exchange(sock, [["SET", "k", "five"], ["CLIENT", "GETNAME"]], b"+OK\r\n$3\r\ne2e\r\n")
+        print("resp-hold: the same connection, its database and its name kept")
+
+
 def busy(count, stop_file, progress_file):
     count = int(count)
     progress = os.open(progress_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -178,4 +215,5 @@ def idle(seconds, ready_file):
 
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
-    {"once": once, "loop": loop, "hold": hold, "busy": busy, "idle": idle}[mode](*args)
+    modes = {"once": once, "loop": loop, "hold": hold, "busy": busy, "idle": idle, "resp-hold": resp_hold}
+    modes[mode](*args)

@@ -10,12 +10,15 @@
 # only the connections the killed process held, the journal, stop, three
 # instances of the templates behind a real HAProxy (PROXY v2, agent-check:
 # rolling restarts and an upgrade that drop nothing, an instance taken out
-# of service and back), remove, reinstall and purge.
+# of service and back), a daemon of one's own built on the library
+# (examples/resp.rs) whose client keeps its session through `systemctl
+# restart`, remove, reinstall and purge.
 #
 # The container shares the host's network namespace, so the clients
 # (tests/e2e/client.py) run on the host against 127.0.0.1:7878.
 #
-# Needs root, debootstrap, systemd-container, python3, iproute2 (ss) and a
+# Needs root, debootstrap, systemd-container, python3, iproute2 (ss),
+# redis-tools (redis-cli, for the resp example) and a
 # reachable Debian mirror (the one apt is configured with); see
 # tests/install-deps.sh. Usage: tests/e2e/run.sh
 set -euo pipefail
@@ -32,7 +35,7 @@ fail() { echo "E2E FAILED: $*" >&2; exit 1; }
 
 if [ "${1:-}" != --inside ]; then
     [ "$(id -u)" = 0 ] || fail "needs root"
-    for tool in debootstrap systemd-nspawn unshare nsenter python3 ss cargo-deb; do
+    for tool in debootstrap systemd-nspawn unshare nsenter python3 ss cargo-deb redis-cli; do
         command -v "$tool" >/dev/null || fail "missing $tool"
     done
     if python3 -c 'import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(("127.0.0.1",7878))!=0)'; then
@@ -44,7 +47,9 @@ if [ "${1:-}" != --inside ]; then
     (cd "$ROOT" && cargo deb --locked -p oneshotd -o target/e2e/oneshotd_1.deb >/dev/null &&
         cargo deb --locked -p oneshotd --no-build --deb-revision 2 -o target/e2e/oneshotd_2.deb >/dev/null &&
         cargo deb --locked -p oneshotd --no-build --deb-revision 3 -o target/e2e/oneshotd_3.deb >/dev/null &&
-        cargo deb --locked -p oneshotd --no-build --deb-revision 4 -o target/e2e/oneshotd_4.deb >/dev/null)
+        cargo deb --locked -p oneshotd --no-build --deb-revision 4 -o target/e2e/oneshotd_4.deb >/dev/null &&
+        cargo build --locked --release --example resp >/dev/null 2>&1 &&
+        cp "${CARGO_TARGET_DIR:-target}/release/examples/resp" target/e2e/resp)
 
     mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
     [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
@@ -72,7 +77,7 @@ debs=$3
 mount -t tmpfs tmpfs /run
 stage=/run/oneshotd-e2e
 mkdir "$stage"
-cp "$debs"/oneshotd_[1-4].deb "$HERE/client.py" "$stage/"
+cp "$debs"/oneshotd_[1-4].deb "$debs/resp" "$HERE/client.py" "$stage/"
 CLIENT="python3 $stage/client.py"
 mount -t tmpfs tmpfs /tmp
 cd /
@@ -80,6 +85,7 @@ w=$(mktemp -d /tmp/oneshotd-e2e.XXXXXX)
 mkdir "$w/upper" "$w/work" "$w/root"
 mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$w/upper,workdir=$w/work" "$w/root"
 cp "$stage"/oneshotd_[1-4].deb "$w/root/root/"
+cp "$stage/resp" "$w/root/usr/local/sbin/resp"
 
 # A cgroup of our own for the container (nspawn --keep-unit uses ours).
 cgroup=oneshotd-e2e-$$
@@ -576,6 +582,55 @@ echo "$peers"
 if echo "$peers" | grep -qw 127.0.0.1; then fail "a line connection is logged with HAProxy's address"; fi
 echo "$peers" | grep -qw 127.0.0.2 || fail "the clients' addresses are not in the journal"
 unset E2E_ADDR E2E_SOURCES
+
+step "a daemon of one's own on the library (examples/resp.rs): a client's session survives systemctl restart"
+# What a user of the library writes for their daemon: a socket unit and a
+# service that keeps connections in the fd store across restarts.
+cat >"$w/root/etc/systemd/system/resp.socket" <<'EOF'
+[Unit]
+Description=resp socket
+[Socket]
+ListenStream=127.0.0.1:6390
+EOF
+cat >"$w/root/etc/systemd/system/resp.service" <<'EOF'
+[Unit]
+Description=resp, a Redis-protocol server on the oneshotd library
+Requires=resp.socket
+After=resp.socket
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart=/usr/local/sbin/resp
+RestartKillSignal=SIGUSR2
+FileDescriptorStoreMax=1024
+DynamicUser=yes
+EOF
+printf 'workers = 2\n' >"$w/root/etc/resp.toml"
+inside systemctl daemon-reload
+inside systemctl start resp.socket
+resp_cli() { redis-cli -h 127.0.0.1 -p 6390 "$@"; }
+expect "resp's PING" "$(resp_cli PING)" PONG
+resp_pid() { inside systemctl show -p MainPID --value resp.service; }
+old_pid=$(resp_pid)
+E2E_ADDR=127.0.0.1:6390 $CLIENT resp-hold "$w/resp-go" "$w/resp-held" >"$w/resp-hold.out" 2>&1 &
+holder=$!
+for _ in $(seq 100); do [ -e "$w/resp-held" ] && break; sleep 0.05; done
+[ -e "$w/resp-held" ] || { cat "$w/resp-hold.out"; fail "the resp client did not start"; }
+inside systemctl restart resp.service
+[ "$(resp_pid)" != "$old_pid" ] || fail "resp was not restarted"
+touch "$w/resp-go"
+wait "$holder" || {
+    cat "$w/resp-hold.out"
+    inside journalctl -u resp --no-pager | tail -20
+    fail "the resp client lost its connection or its session across the restart"
+}
+# What it wrote after the restart went to database 5, not 0.
+expect "k in database 0" "$(resp_cli GET k)" ""
+expect "k in database 5" "$(resp_cli -n 5 GET k)" five
+inside journalctl -u resp --no-pager | grep -q "connections restored from the previous instance" ||
+    fail "resp's journal does not show the restore"
+echo "$(cat "$w/resp-hold.out"); resp pid $old_pid -> $(resp_pid), database 5 holds k"
+inside systemctl stop resp.socket resp.service
 
 step "remove, reinstall, purge"
 inside dpkg -r oneshotd >"$w/dpkg.log" 2>&1 || { cat "$w/dpkg.log"; fail "dpkg -r"; }
