@@ -232,13 +232,15 @@ fn redis_benchmark_runs_against_it() {
         .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
         .args([
             "-t",
-            "set,get,incr,mset",
+            "ping,set,get,incr,mset",
             "-n",
-            "2000",
+            "100000",
             "-c",
-            "10",
+            "50",
             "-P",
-            "4",
+            "16",
+            // Error replies, if any, printed on stdout.
+            "-e",
             "--csv",
         ])
         .output()
@@ -249,7 +251,8 @@ fn redis_benchmark_runs_against_it() {
         "{csv}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for test in ["SET", "GET", "INCR", "MSET"] {
+    assert!(!csv.contains("Error from server"), "{csv}");
+    for test in ["PING_INLINE", "PING_MBULK", "SET", "GET", "INCR", "MSET"] {
         assert!(
             csv.lines().any(|l| l.starts_with(&format!("\"{test}"))),
             "no {test} result in:\n{csv}"
@@ -257,7 +260,7 @@ fn redis_benchmark_runs_against_it() {
     }
     assert_eq!(
         redis_cli(addr, &["GET", "counter:__rand_int__"], None),
-        "2000\n"
+        "100000\n"
     );
     daemon.stop();
 }
