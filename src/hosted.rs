@@ -10,7 +10,7 @@ use crate::metrics::Closed;
 use crate::service::{ConnectionId, Input, Peer, Served, Stateful};
 
 /// A connection's session, whatever its service's type.
-pub(crate) type Session = Box<dyn Any + Send>;
+pub(crate) type ErasedSession = Box<dyn Any + Send>;
 
 /// A service to serve on a listener: any [`Stateful`] (every
 /// [`Service`](crate::service::Service) is one), made from an `Arc` of it
@@ -53,19 +53,19 @@ impl Hosted {
 }
 
 /// Where a connection keeps its session, and who it is (for opening one).
-pub(crate) struct Slot<'a> {
-    session: &'a mut Option<Session>,
+pub(crate) struct SessionSlot<'a> {
+    session: &'a mut Option<ErasedSession>,
     connection: ConnectionId,
     peer: &'a Peer,
 }
 
-impl<'a> Slot<'a> {
+impl<'a> SessionSlot<'a> {
     pub(crate) fn new(
-        session: &'a mut Option<Session>,
+        session: &'a mut Option<ErasedSession>,
         connection: ConnectionId,
         peer: &'a Peer,
     ) -> Self {
-        Slot {
+        SessionSlot {
             session,
             connection,
             peer,
@@ -77,13 +77,13 @@ impl<'a> Slot<'a> {
 /// session, `()`, is never boxed nor looked up: its calls cost what a
 /// [`Service`](crate::service::Service)'s did.
 pub(crate) trait Erased: Send + Sync {
-    fn serve(&self, slot: Slot<'_>, input: Input<'_>, output: &mut Vec<u8>) -> Served;
-    fn request_timeout(&self, slot: Slot<'_>, output: &mut Vec<u8>);
-    fn request_too_long(&self, slot: Slot<'_>, output: &mut Vec<u8>);
-    fn greeting(&self, slot: Slot<'_>, output: &mut Vec<u8>) -> bool;
-    fn closed(&self, session: Session, why: Closed);
-    fn save(&self, session: &Session, out: &mut Vec<u8>) -> bool;
-    fn restore(&self, saved: &[u8], format: u32) -> Option<Session>;
+    fn serve(&self, slot: SessionSlot<'_>, input: Input<'_>, output: &mut Vec<u8>) -> Served;
+    fn request_timeout(&self, slot: SessionSlot<'_>, output: &mut Vec<u8>);
+    fn request_too_long(&self, slot: SessionSlot<'_>, output: &mut Vec<u8>);
+    fn greeting(&self, slot: SessionSlot<'_>, output: &mut Vec<u8>) -> bool;
+    fn closed(&self, session: ErasedSession, why: Closed);
+    fn save(&self, session: &ErasedSession, out: &mut Vec<u8>) -> bool;
+    fn restore(&self, saved: &[u8], format: u32) -> Option<ErasedSession>;
     fn session_format(&self) -> u32;
     fn name(&self) -> &'static str;
     fn closed_by_service(&self) -> &'static str;
@@ -100,7 +100,7 @@ pub(crate) trait Erased: Send + Sync {
 /// close like any other.
 fn with_session<S: Stateful + ?Sized, R>(
     service: &S,
-    slot: Slot<'_>,
+    slot: SessionSlot<'_>,
     f: impl FnOnce(&mut S::Session) -> R,
 ) -> R {
     if S::STATELESS && TypeId::of::<S::Session>() == TypeId::of::<()>() {
@@ -110,7 +110,7 @@ fn with_session<S: Stateful + ?Sized, R>(
             .expect("the session type is ()");
         return f(unit);
     }
-    let Slot {
+    let SessionSlot {
         session,
         connection,
         peer,
@@ -122,44 +122,44 @@ fn with_session<S: Stateful + ?Sized, R>(
 }
 
 impl<S: Stateful + ?Sized> Erased for S {
-    fn serve(&self, slot: Slot<'_>, input: Input<'_>, output: &mut Vec<u8>) -> Served {
+    fn serve(&self, slot: SessionSlot<'_>, input: Input<'_>, output: &mut Vec<u8>) -> Served {
         with_session(self, slot, |session| {
             Stateful::serve(self, session, input, output)
         })
     }
 
-    fn request_timeout(&self, slot: Slot<'_>, output: &mut Vec<u8>) {
+    fn request_timeout(&self, slot: SessionSlot<'_>, output: &mut Vec<u8>) {
         with_session(self, slot, |session| {
             Stateful::request_timeout(self, session, output)
         })
     }
 
-    fn request_too_long(&self, slot: Slot<'_>, output: &mut Vec<u8>) {
+    fn request_too_long(&self, slot: SessionSlot<'_>, output: &mut Vec<u8>) {
         with_session(self, slot, |session| {
             Stateful::request_too_long(self, session, output)
         })
     }
 
-    fn greeting(&self, slot: Slot<'_>, output: &mut Vec<u8>) -> bool {
+    fn greeting(&self, slot: SessionSlot<'_>, output: &mut Vec<u8>) -> bool {
         with_session(self, slot, |session| {
             Stateful::greeting(self, session, output)
         })
     }
 
-    fn closed(&self, session: Session, why: Closed) {
+    fn closed(&self, session: ErasedSession, why: Closed) {
         if let Ok(session) = session.downcast::<S::Session>() {
             Stateful::closed(self, *session, why);
         }
     }
 
-    fn save(&self, session: &Session, out: &mut Vec<u8>) -> bool {
+    fn save(&self, session: &ErasedSession, out: &mut Vec<u8>) -> bool {
         session
             .downcast_ref()
             .is_some_and(|session| Stateful::save(self, session, out))
     }
 
-    fn restore(&self, saved: &[u8], format: u32) -> Option<Session> {
-        Stateful::restore(self, saved, format).map(|session| Box::new(session) as Session)
+    fn restore(&self, saved: &[u8], format: u32) -> Option<ErasedSession> {
+        Stateful::restore(self, saved, format).map(|session| Box::new(session) as ErasedSession)
     }
 
     fn session_format(&self) -> u32 {
@@ -188,25 +188,25 @@ impl<S: Stateful + ?Sized> Erased for S {
 }
 
 impl Erased for Unsized {
-    fn serve(&self, slot: Slot<'_>, input: Input<'_>, output: &mut Vec<u8>) -> Served {
+    fn serve(&self, slot: SessionSlot<'_>, input: Input<'_>, output: &mut Vec<u8>) -> Served {
         Erased::serve(&*self.0, slot, input, output)
     }
-    fn request_timeout(&self, slot: Slot<'_>, output: &mut Vec<u8>) {
+    fn request_timeout(&self, slot: SessionSlot<'_>, output: &mut Vec<u8>) {
         Erased::request_timeout(&*self.0, slot, output)
     }
-    fn request_too_long(&self, slot: Slot<'_>, output: &mut Vec<u8>) {
+    fn request_too_long(&self, slot: SessionSlot<'_>, output: &mut Vec<u8>) {
         Erased::request_too_long(&*self.0, slot, output)
     }
-    fn greeting(&self, slot: Slot<'_>, output: &mut Vec<u8>) -> bool {
+    fn greeting(&self, slot: SessionSlot<'_>, output: &mut Vec<u8>) -> bool {
         Erased::greeting(&*self.0, slot, output)
     }
-    fn closed(&self, session: Session, why: Closed) {
+    fn closed(&self, session: ErasedSession, why: Closed) {
         Erased::closed(&*self.0, session, why)
     }
-    fn save(&self, session: &Session, out: &mut Vec<u8>) -> bool {
+    fn save(&self, session: &ErasedSession, out: &mut Vec<u8>) -> bool {
         Erased::save(&*self.0, session, out)
     }
-    fn restore(&self, saved: &[u8], format: u32) -> Option<Session> {
+    fn restore(&self, saved: &[u8], format: u32) -> Option<ErasedSession> {
         Erased::restore(&*self.0, saved, format)
     }
     fn session_format(&self) -> u32 {

@@ -16,7 +16,7 @@ use super::io::write_some;
 use super::{Closing, Connection, Context};
 use crate::budget::Budget;
 use crate::budget::Ledger;
-use crate::hosted::Slot;
+use crate::hosted::SessionSlot;
 use crate::metrics::Lease;
 use crate::service::Input;
 use crate::step::Tally;
@@ -177,7 +177,7 @@ impl Connection {
         };
         let id = self.id;
         let served = if self.input.is_empty() {
-            let slot = Slot::new(&mut self.session, id, &self.peer);
+            let slot = SessionSlot::new(&mut self.session, id, &self.peer);
             let served = cx.service.serve(slot, request, out);
             self.input.extend_from_slice(&fresh[served.consumed..]);
             served
@@ -185,7 +185,7 @@ impl Connection {
             request.seen = self.input.len();
             self.input.extend_from_slice(fresh);
             request.bytes = &self.input;
-            let slot = Slot::new(&mut self.session, id, &self.peer);
+            let slot = SessionSlot::new(&mut self.session, id, &self.peer);
             let served = cx.service.serve(slot, request, out);
             self.input.drain(..served.consumed);
             served
@@ -194,7 +194,7 @@ impl Connection {
         // did or not, the connection does not buffer more of it.
         let overlong = !served.close && self.input.len() > max_request_bytes;
         if overlong {
-            let slot = Slot::new(&mut self.session, id, &self.peer);
+            let slot = SessionSlot::new(&mut self.session, id, &self.peer);
             cx.service.request_too_long(slot, out);
         }
         if self.input.is_empty() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::{Closing, Connection, Phase};
 use crate::handover::{Carried, CarriedHeader, CarriedPhase, CarriedSession};
-use crate::hosted::{Erased, Session};
+use crate::hosted::{Erased, ErasedSession};
 use crate::service::Peer;
 
 impl Connection {
@@ -75,7 +75,7 @@ impl Connection {
         fd: OwnedFd,
         carried: Carried,
         peer: Peer,
-        session: Option<Session>,
+        session: Option<ErasedSession>,
         now: Instant,
     ) -> Connection {
         let ago = |d: Duration| now.checked_sub(d).unwrap_or(now);

@@ -37,7 +37,7 @@ use nix::errno::Errno;
 pub(crate) use buffers::Scratch;
 
 use crate::budget::Budget;
-use crate::hosted::{Erased, Session, Slot};
+use crate::hosted::{Erased, ErasedSession, SessionSlot};
 use crate::service::{ConnectionId, Peer};
 use crate::step::{
     ClientAdmission, CloseReason, Interest, Limits, Next, ProxyHeaderFailure, Readiness, Stimulus,
@@ -171,7 +171,7 @@ pub(crate) struct Connection {
     service: u8,
     /// What its service keeps for it; opened when first needed (see
     /// [`Connection::session`]).
-    session: Option<Session>,
+    session: Option<ErasedSession>,
     phase: Phase,
     /// What its last step reported holding against the memory budget.
     charged: usize,
@@ -239,12 +239,12 @@ impl Connection {
     }
 
     /// Where its service finds (or opens) its session.
-    pub(super) fn slot(&mut self) -> Slot<'_> {
-        Slot::new(&mut self.session, self.id, &self.peer)
+    pub(super) fn slot(&mut self) -> SessionSlot<'_> {
+        SessionSlot::new(&mut self.session, self.id, &self.peer)
     }
 
     /// Its session, if it was ever opened: for the service's `closed`.
-    pub(crate) fn take_session(&mut self) -> Option<Session> {
+    pub(crate) fn take_session(&mut self) -> Option<ErasedSession> {
         self.session.take()
     }
 

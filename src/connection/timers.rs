@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::{Closing, Connection, Context, Phase, DRAIN_GRACE, LINGER};
-use crate::hosted::Slot;
+use crate::hosted::SessionSlot;
 use crate::step::{CloseReason, Next, ProxyHeaderFailure};
 
 impl Connection {
@@ -69,7 +69,7 @@ impl Connection {
                 if started.is_some_and(|t| now >= t + cx.limits.request_timeout) {
                     self.stop_input(Closing::RequestTimeout);
                     let start = self.output.len();
-                    let slot = Slot::new(&mut self.session, self.id, &self.peer);
+                    let slot = SessionSlot::new(&mut self.session, self.id, &self.peer);
                     cx.service.request_timeout(slot, &mut self.output);
                     self.may_hold = true;
                     debug_assert!(self.output.len() > start, "a timeout reply is owed");

@@ -12,7 +12,7 @@ use super::token::Token;
 use super::Dispatcher;
 use crate::budget::Ledger;
 use crate::connection::{Connection, Context, Scratch};
-use crate::hosted::Session;
+use crate::hosted::ErasedSession;
 use crate::metrics::Closed;
 use crate::service::{ConnectionId, Peer};
 use crate::step::{CloseReason, Next, Stimulus, Tally};
@@ -99,7 +99,7 @@ impl Dispatcher {
 
     /// Gives a closed connection's session back to its service, whose code
     /// may panic: that is logged, and nothing else happens.
-    pub(super) fn tell_closed(&self, connection: &Connection, session: Session, why: Closed) {
+    pub(super) fn tell_closed(&self, connection: &Connection, session: ErasedSession, why: Closed) {
         let service = self.services[usize::from(connection.service())].get();
         if panic::catch_unwind(AssertUnwindSafe(|| service.closed(session, why))).is_err() {
             error!(conn = %connection.id(), "panic in the service's closed(); ignored");
