@@ -1,8 +1,7 @@
 //! The PROXY protocol header, versions 1 (a text line) and 2 (binary), as
-//! HAProxy's specification defines it (`doc/proxy-protocol.txt` in the
-//! haproxy repository, revision of 2020/03/05; section numbers below are
-//! its): whether a connection's first bytes are one, how long it is, and
-//! which client it speaks for.
+//! the protocol's specification defines it (its revision of 2020/03/05;
+//! section numbers below are its): whether a connection's first bytes are
+//! one, how long it is, and which client it speaks for.
 //!
 //! [`parse`] is pure: no I/O, no allocation, no panic whatever the bytes.
 //! A connection calls it with everything received so far, again after each
