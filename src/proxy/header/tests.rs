@@ -1,4 +1,9 @@
-//! The header parser against HAProxy's specification, rule by rule.
+//! The header parser against the specification, rule by rule.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::crc32c::Crc32c;
+use super::v2::{AddressBlock, PP2_TYPE_CRC32C, TLV_HEAD, V2_FIXED};
 use super::HeaderError::*;
 use super::*;
 use proptest::prelude::*;
