@@ -19,6 +19,10 @@
 #   BASELINE=path/to/an/older/resp: runs it too, for a before/after
 # Needs redis-tools and redis-server (Debian's). Usage: bash bench/resp.sh
 set -euo pipefail
+# `times` and awk read and write numbers with a decimal point.
+export LC_ALL=C
+# A relative BASELINE is where the caller stands, before the cd below.
+[ -z "${BASELINE:-}" ] || BASELINE=$(realpath "$BASELINE")
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-200000}

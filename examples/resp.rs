@@ -136,10 +136,8 @@ impl Store {
                 expires: None,
             };
         }
-        let current: i64 = std::str::from_utf8(&entry.value)
-            .ok()
-            .and_then(|text| text.parse().ok())
-            .ok_or("value is not an integer or out of range")?;
+        let current =
+            integer_argument(&entry.value).ok_or("value is not an integer or out of range")?;
         let next = current
             .checked_add(by)
             .ok_or("increment or decrement would overflow")?;
@@ -367,7 +365,19 @@ fn wrong_arity(output: &mut Vec<u8>, command: &str) {
 }
 
 /// An integer argument, as Redis reads one.
+/// An integer, as Redis reads one: decimal digits with an optional `-`,
+/// no sign `+`, no leading zero (so that a number has one spelling), and
+/// within 64 bits.
 fn integer_argument(argument: &[u8]) -> Option<i64> {
+    let digits = argument.strip_prefix(b"-").unwrap_or(argument);
+    let canonical = match digits {
+        [] => false,
+        [b'0'] => argument.len() == 1,
+        [first, ..] => *first != b'0' && digits.iter().all(u8::is_ascii_digit),
+    };
+    if !canonical {
+        return None;
+    }
     std::str::from_utf8(argument).ok()?.parse().ok()
 }
 
@@ -468,7 +478,7 @@ impl Resp {
             },
             ("client", [sub, rest @ ..]) => match (sub.to_ascii_lowercase().as_slice(), rest) {
                 (b"setname", [name]) => {
-                    if name.iter().any(|&b| b == b' ' || b == b'\n') {
+                    if name.iter().any(|b| !(b'!'..=b'~').contains(b)) {
                         error(
                             output,
                             "ERR Client names cannot contain spaces, newlines or special characters.",
@@ -479,6 +489,8 @@ impl Resp {
                     }
                 }
                 (b"getname", []) => bulk(output, client.name.as_deref()),
+                (b"setname", _) => wrong_arity(output, "client|setname"),
+                (b"getname", _) => wrong_arity(output, "client|getname"),
                 _ => error(
                     output,
                     &format!(

@@ -84,6 +84,29 @@ fn redis_cli_gets_what_redis_would_answer() {
         "ERR value is not an integer or out of range\n\n"
     );
     assert_eq!(cli(&["SELECT", "16"]), "ERR DB index is out of range\n\n");
+    // Integers as Redis reads them: one spelling each.
+    for odd in ["+5", "007", "-0", "5 ", ""] {
+        assert_eq!(cli(&["SET", "odd", odd]), "OK\n");
+        assert_eq!(
+            cli(&["INCR", "odd"]),
+            "ERR value is not an integer or out of range\n\n",
+            "INCR of {odd:?}"
+        );
+    }
+    assert_eq!(
+        cli(&["SELECT", "03"]),
+        "ERR value is not an integer or out of range\n\n"
+    );
+    assert_eq!(cli(&["SET", "n", "-7"]), "OK\n");
+    assert_eq!(cli(&["INCR", "n"]), "-6\n");
+    assert_eq!(
+        cli(&["CLIENT", "SETNAME", "tab\there"]),
+        "ERR Client names cannot contain spaces, newlines or special characters.\n\n"
+    );
+    assert_eq!(
+        cli(&["CLIENT", "SETNAME"]),
+        "ERR wrong number of arguments for 'client|setname' command\n\n"
+    );
     assert_eq!(
         cli(&["GET"]),
         "ERR wrong number of arguments for 'get' command\n\n"
