@@ -107,15 +107,21 @@ def loop(seconds, stop_file, progress_file=None):
     sys.exit(1 if failed or not ok else 0)
 
 
+def signal_then_wait(ready_file, wait_for, who):
+    """Tells the test a connection is ready (creates `ready_file`), then
+    waits up to 60 s for the test's go (`wait_for` exists)."""
+    open(ready_file, "w").close()
+    deadline = time.monotonic() + 60
+    while not os.path.exists(wait_for):
+        if time.monotonic() > deadline:
+            sys.exit(f"{who}: gave up waiting")
+        time.sleep(0.05)
+
+
 def hold(wait_for, ready_file):
     with connect() as sock:
         exchange(sock, "held before")
-        open(ready_file, "w").close()
-        deadline = time.monotonic() + 60
-        while not os.path.exists(wait_for):
-            if time.monotonic() > deadline:
-                sys.exit("hold: gave up waiting")
-            time.sleep(0.05)
+        signal_then_wait(ready_file, wait_for, "hold")
         print(exchange(sock, "held after"))
 
 
@@ -141,12 +147,7 @@ def resp_exchange(sock, commands, want):
 def resp_hold(wait_for, ready_file):
     with connect() as sock:
         resp_exchange(sock, [["SELECT", "5"], ["CLIENT", "SETNAME", "e2e"]], b"+OK\r\n+OK\r\n")
-        open(ready_file, "w").close()
-        deadline = time.monotonic() + 60
-        while not os.path.exists(wait_for):
-            if time.monotonic() > deadline:
-                sys.exit("resp-hold: gave up waiting")
-            time.sleep(0.05)
+        signal_then_wait(ready_file, wait_for, "resp-hold")
         resp_exchange(sock, [["SET", "k", "five"], ["CLIENT", "GETNAME"]], b"+OK\r\n$3\r\ne2e\r\n")
         print("resp-hold: the same connection, its database and its name kept")
 
