@@ -67,9 +67,9 @@ impl Server {
 
     /// Takes back the connections a previous instance handed over: each
     /// socket in `sockets` is matched to its record in the `state` files
-    /// by its identity and served on from where it
-    /// stopped. A socket without a readable record is closed with a
-    /// warning, never served with part of its state missing.
+    /// by its identity and served on from where it stopped. A socket
+    /// without a readable record is closed with a warning, never served
+    /// with part of its state missing.
     pub fn restore(&self, sockets: Vec<OwnedFd>, state: Vec<OwnedFd>) -> RestoreReport {
         let (matched, unmatched) = handover::match_records(sockets, state);
         let mut report = RestoreReport {
