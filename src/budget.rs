@@ -31,6 +31,17 @@ use crate::dispatcher::ratelimit::RateLimited;
 /// write per 64 KiB, small enough to be a small part of the margin.
 pub(crate) const WORKER_BATCH: usize = 64 * 1024;
 
+/// What one connection may leave queued in the kernel, not yet sent,
+/// outside the budget (`TCP_NOTSENT_LOWAT`, set on every TCP connection).
+/// Without a bound the kernel grows a non-reader's send buffer to a few
+/// MiB, so a few hundred of them put the host's TCP memory past
+/// `tcp_mem`'s pressure mark, where the kernel drops every client's
+/// segments, readers' included. With it, replies past this stay in the
+/// connection's own buffers, which the budget counts and throttles. Large
+/// enough that a reader is never waiting for us to refill the queue (see
+/// `docs/performance.md`).
+pub(crate) const KERNEL_UNSENT_ALLOWANCE: u32 = 64 * 1024;
+
 /// The budget and what all connections hold against it.
 #[derive(Debug)]
 pub(crate) struct Budget {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
+use crate::budget::KERNEL_UNSENT_ALLOWANCE;
 use crate::config::ListenAddr;
 use crate::handover::store::{CONNECTION_NAME, STATE_NAME};
 pub use crate::service::Peer;
@@ -58,15 +59,29 @@ pub(crate) fn peer_of(fd: BorrowedFd<'_>) -> Peer {
     }
 }
 
+/// Bounds what the kernel queues unsent for a TCP connection to
+/// [`KERNEL_UNSENT_ALLOWANCE`], so that what a client does not read stays
+/// where the memory budget counts it. A no-op for a Unix socket, whose send
+/// buffer does not grow by itself.
+pub(crate) fn bound_kernel_queue(fd: BorrowedFd<'_>) -> io::Result<()> {
+    match crate::sys::bound_unsent_bytes(fd, KERNEL_UNSENT_ALLOWANCE) {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EOPNOTSUPP) => Ok(()),
+        done => done,
+    }
+}
+
 impl Listener {
     /// Accepts one connection and makes it nonblocking (and `TCP_NODELAY`:
-    /// replies are written whole, so Nagle would only delay them).
+    /// replies are written whole, so Nagle would only delay them), with
+    /// what the kernel queues for it unsent bounded (see
+    /// [`bound_kernel_queue`]).
     pub fn accept(&self) -> io::Result<(OwnedFd, Peer)> {
         match self {
             Listener::Tcp(l) => {
                 let (stream, peer) = l.accept()?;
                 stream.set_nonblocking(true)?;
                 stream.set_nodelay(true)?;
+                bound_kernel_queue(stream.as_fd())?;
                 Ok((stream.into(), Peer::Ip(peer)))
             }
             Listener::Unix { listener, .. } => {

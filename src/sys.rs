@@ -26,3 +26,30 @@ pub(crate) fn own_inherited_fd(fd: RawFd) -> OwnedFd {
     // is open and nothing else in the process owns it.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
+
+/// Bounds what the kernel queues for `fd` and has not sent to `bytes`
+/// (`TCP_NOTSENT_LOWAT`, `tcp(7)`; a write may pass it by one segment):
+/// past it `send` says `EAGAIN` and the socket is not writable, so replies
+/// beyond it stay in our own buffers, where the memory budget sees them.
+/// Bytes in flight are not bounded by it, so a fast reader on a long path
+/// is not slowed down. (nix wraps no such option.)
+pub(crate) fn bound_unsent_bytes(fd: BorrowedFd<'_>, bytes: u32) -> io::Result<()> {
+    let value: libc::c_int = bytes.min(libc::c_int::MAX as u32) as libc::c_int;
+    // SAFETY: `fd` is borrowed, so it stays open for the call; the kernel
+    // reads exactly `size_of::<c_int>()` bytes from `value`, which lives
+    // across it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

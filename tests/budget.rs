@@ -277,3 +277,163 @@ fn lowering_the_budget_on_reload_throttles_and_drops_nothing() {
     }
     daemon.stop();
 }
+
+/// What a client of the starvation test sends: `lines` lines of 100
+/// bytes, each naming its client and number (cheap to make in a debug
+/// build: one line formatted, the others patched).
+fn hundred_byte_lines(client: usize, lines: usize) -> Vec<u8> {
+    let template = format!("client {client:04} line 0000000 {:>74}\n", "pace").into_bytes();
+    let mut stream = template.repeat(lines);
+    for (l, line) in stream.chunks_mut(100).enumerate() {
+        line[17..24].copy_from_slice(format!("{l:07}").as_bytes());
+    }
+    stream
+}
+
+/// Bytes the kernel holds unsent or unacknowledged on each connected TCP
+/// socket whose local port is `port` (`tx_queue` in `/proc/net/tcp`: what
+/// `ss` shows as Send-Q), also after the daemon closed it.
+fn kernel_send_queues(port: u16) -> Vec<usize> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|row| {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            let local_port = u16::from_str_radix(fields[1].split(':').nth(1)?, 16).ok()?;
+            let listening = fields[3] == "0A";
+            let tx_queue = usize::from_str_radix(fields[4].split(':').next()?, 16).ok()?;
+            (local_port == port && !listening).then_some(tx_queue)
+        })
+        .collect()
+}
+
+/// Many clients pipeline 2 MiB each behind 4 KiB receive windows and do
+/// not read, so the budget stays spent; then some of them, one after
+/// another, read. The daemon parks no more in the kernel for a non-reader
+/// than a small allowance (a kernel that grows each one's send buffer to
+/// MiBs puts the host into TCP memory pressure, where it drops every
+/// client's segments), and each reader gets every reply at its own pace
+/// while the others keep the budget spent.
+#[test]
+fn a_client_that_reads_is_served_at_its_pace_while_others_keep_the_budget_spent() {
+    const CLIENTS: usize = 150;
+    const READERS: usize = 12;
+    const LINES: usize = 20 * 1024;
+    const BUDGET_MIB: u64 = 8;
+    // What the contract calls a small per-connection allowance in the
+    // kernel's send queue.
+    const KERNEL_ALLOWANCE: usize = 128 * 1024;
+    let (mut daemon, addr, metrics) = spawn_with_metrics(
+        "budget-pace",
+        &format!("workers = 2\nmax_buffered_bytes = {}", BUDGET_MIB << 20),
+    );
+    let clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| connect_with_receive_buffer(addr, 4096))
+        .collect();
+    let writing = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(c, client)| {
+            let mut client = client.try_clone().unwrap();
+            client
+                .set_write_timeout(Some(Duration::from_secs(120)))
+                .unwrap();
+            let writing = Arc::clone(&writing);
+            std::thread::spawn(move || {
+                let stream = hundred_byte_lines(c, LINES);
+                writing.fetch_add(1, Ordering::Relaxed);
+                // The clients that never read are reset at the end: their
+                // writes then fail, which is no concern of this test.
+                for chunk in stream.chunks(64 * 1024) {
+                    if client.write_all(chunk).is_err() {
+                        return;
+                    }
+                }
+                let _ = client.shutdown(Shutdown::Write);
+            })
+        })
+        .collect();
+
+    let received = || scrape(metrics)["oneshotd_received_bytes_total{service=\"upper\"}"];
+    let mut last = u64::MAX;
+    daemon.wait_until(
+        "every client to write, then the daemon to stop reading",
+        Duration::from_secs(60),
+        |_| {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = received();
+            std::mem::replace(&mut last, now) == now
+                && writing.load(Ordering::Relaxed) == CLIENTS as u64
+        },
+    );
+    let gauges = scrape(metrics);
+    let queues = kernel_send_queues(addr.port());
+    assert_eq!(queues.len(), CLIENTS, "{queues:?}");
+    let parked: usize = queues.iter().sum();
+    let largest = queues.iter().copied().max().unwrap_or(0);
+    eprintln!(
+        "{CLIENTS} non-readers: {} MiB held by the daemon against {BUDGET_MIB} MiB, \
+         {} KiB parked in the kernel in all, {} KiB at most for one",
+        gauges["oneshotd_buffered_bytes"] >> 20,
+        parked >> 10,
+        largest >> 10
+    );
+    assert!(
+        largest <= KERNEL_ALLOWANCE,
+        "the kernel holds {largest} bytes unread by one client"
+    );
+    assert!(
+        gauges["oneshotd_connections_throttled"] > 0,
+        "the budget was never spent: {gauges:?}"
+    );
+
+    for (c, client) in clients.iter().enumerate().take(READERS) {
+        let expected = hundred_byte_lines(c, LINES).to_ascii_uppercase();
+        let (mut got, mut longest_wait) = (0, Duration::ZERO);
+        let mut chunk = vec![0; 4096];
+        let started = Instant::now();
+        let mut last_byte = started;
+        let mut reader = client;
+        reader
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut replies = Vec::with_capacity(expected.len());
+        loop {
+            let n = reader.read(&mut chunk).unwrap_or_else(|e| {
+                panic!(
+                    "reader {c}: {e} after {got} of {} reply bytes",
+                    expected.len()
+                )
+            });
+            if n == 0 {
+                break;
+            }
+            longest_wait = longest_wait.max(last_byte.elapsed());
+            last_byte = Instant::now();
+            got += n;
+            replies.extend_from_slice(&chunk[..n]);
+        }
+        let took = started.elapsed();
+        eprintln!("reader {c}: {got} bytes in {took:?}, longest wait {longest_wait:?}");
+        assert!(replies == expected, "reader {c}: {got} reply bytes");
+        assert!(
+            took < Duration::from_secs(10) && longest_wait < Duration::from_secs(2),
+            "reader {c}: {took:?} for {got} bytes, {longest_wait:?} without a byte"
+        );
+    }
+    assert!(
+        scrape(metrics)["oneshotd_connections_throttled"] > 0,
+        "the non-readers no longer keep the budget spent"
+    );
+    for client in clients.into_iter().skip(READERS) {
+        // Wakes its writer (blocked on a daemon that no longer reads it).
+        let _ = client.shutdown(Shutdown::Both);
+        reset(client);
+    }
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    daemon.stop();
+}

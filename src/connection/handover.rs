@@ -5,7 +5,7 @@
 //! the next. Only this file knows both a connection's fields and
 //! [`Carried`]'s.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::{Closing, Connection, Phase};
@@ -98,6 +98,9 @@ impl Connection {
                 draining: false,
             },
         };
+        // An older build may not have bounded the socket's queue; a socket
+        // that refuses is served all the same.
+        let _ = crate::listeners::bound_kernel_queue(fd.as_fd());
         let mut connection = Connection::new(fd, carried.id, peer, ago(carried.idle_for));
         connection.input = carried.input;
         connection.session = session;
