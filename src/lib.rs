@@ -30,6 +30,10 @@
 //!
 //! ## Layout
 //!
+//! `docs/architecture.md` follows a connection through these modules, says
+//! where TLS will sit, and lists the layers they are stacked in (a test
+//! holds the imports to it).
+//!
 //! - [`config`]: TOML → validated [`config::Config`], errors with file,
 //!   line, column and key.
 //! - [`listeners`]: `LISTEN_FDS` (told apart by `LISTEN_FDNAMES`) or bind;
