@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::dispatcher::ratelimit::RateLimited;
+use crate::ratelimit::RateLimited;
 
 /// How far a worker's ledger may move before it is folded into the shared
 /// total: large enough that a flood of small changes costs one shared

@@ -6,7 +6,7 @@ use std::any::{Any, TypeId};
 use std::fmt;
 use std::sync::Arc;
 
-use crate::metrics::Closed;
+use crate::close::Closed;
 use crate::service::{ConnectionId, Input, Peer, Served, Stateful};
 
 /// A connection's session, whatever its service's type.

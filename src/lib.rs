@@ -30,6 +30,10 @@
 //!
 //! ## Layout
 //!
+//! `docs/architecture.md` follows a connection through these modules, says
+//! where TLS will sit, and lists the layers they are stacked in (a test
+//! holds the imports to it).
+//!
 //! - [`config`]: TOML → validated [`config::Config`], errors with file,
 //!   line, column and key.
 //! - [`listeners`]: `LISTEN_FDS` (told apart by `LISTEN_FDNAMES`) or bind;
@@ -56,12 +60,16 @@
 //!   [`upper`]: the default protocol;
 //!   `examples/reverse.rs`: a service of one's own, complete.
 //! - [`metrics`]: per-worker counters, summed when scraped, and
-//!   [`metrics::MetricsEndpoint`], the HTTP service that shows them.
+//!   [`metrics::MetricsEndpoint`], the HTTP service that shows them;
+//!   `close`: why a connection closed ([`metrics::Closed`]), below both
+//!   the service seam and the metrics; `ratelimit`: a warning logged at
+//!   most once per period, for the dispatcher and the memory budget.
 //! - [`lifecycle`]: signals, reload, the drain's deadline, the handover,
 //!   the watchdog; [`notify`]: sd_notify (with descriptors);
 //!   [`logging`]: journal or stderr; [`cli`]: the command line and
 //!   [`cli::main`], the whole `main` of a daemon for a given service,
-//!   named by its [`cli::Program`]; [`agent`] and [`availability`]: what
+//!   named by its [`cli::Program`] (`program`, which the daemon's life
+//!   reads too); [`agent`] and [`availability`]: what
 //!   load balancers are told; [`proxy`]: the PROXY protocol.
 //!
 //! ## Using it as a library
@@ -182,6 +190,7 @@ pub mod agent;
 pub mod availability;
 mod budget;
 pub mod cli;
+mod close;
 pub mod config;
 mod connection;
 pub mod dispatcher;
@@ -193,7 +202,9 @@ pub mod listeners;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+mod program;
 pub mod proxy;
+mod ratelimit;
 pub mod service;
 mod step;
 #[allow(unsafe_code)]

@@ -22,6 +22,8 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::close::Closed;
+
 /// Identifies a connection for as long as it is open; never reused while
 /// the daemon runs. Also the `conn` field of per-connection log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,7 +70,7 @@ pub struct Input<'a> {
     /// (and left unconsumed). A service that looks at every byte it leaves
     /// unconsumed can start looking after them, so that its work stays
     /// linear however the client segments its requests
-    /// ([`crate::framing::serve_lines`] does).
+    /// (`framing::serve_lines` does).
     pub seen: usize,
     /// The client has half-closed: no more bytes will follow `bytes`, so an
     /// incomplete request at the end is all there will ever be of it.
@@ -218,7 +220,7 @@ pub trait Stateful: Send + Sync + 'static {
     /// The connection has closed, for `why`: the session's last call. Not
     /// called when the connection is handed to the next process at a
     /// restart (it is not closed; its session goes with it).
-    fn closed(&self, _session: Self::Session, _why: crate::metrics::Closed) {}
+    fn closed(&self, _session: Self::Session, _why: Closed) {}
 
     /// Writes the session down for the next process at a restart, appending
     /// to `out`; `false`: this service cannot carry its sessions (the

@@ -1,9 +1,12 @@
 //! Integration tests: the real binary (or the library's dispatcher, for
-//! tests that need a custom service) over real sockets.
+//! tests that need a custom service) over real sockets; and
+//! `architecture`, the layers of `docs/architecture.md` held against the
+//! imports of `src/`.
 
 mod util;
 
 mod activation;
+mod architecture;
 mod balancer;
 mod budget;
 mod config;

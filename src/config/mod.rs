@@ -4,15 +4,18 @@
 //! each with its default and range). Parsing happens in two steps so that
 //! every error can name what an operator needs to fix it:
 //!
-//! 1. TOML → `RawConfig`, whose numbers are `i64` so that a negative or huge
+//! 1. TOML → `RawConfig` (`parse.rs`), whose numbers are `i64` so that a negative or huge
 //!    value reaches validation instead of failing as a type error, and whose
 //!    `deny_unknown_fields` turns a typo into an error with line and column.
-//! 2. `RawConfig` → [`Config`], checking each value against its allowed
+//! 2. `RawConfig` → [`Config`] (`validate.rs`), checking each value against its allowed
 //!    range and naming the key, its line and the range on failure.
 //!
 //! Every position comes from a span the TOML parser recorded (each raw value
 //! is a [`toml::Spanned`]), never from searching the text for the key: a key
 //! can be quoted, or its name can appear inside another key's string.
+
+mod parse;
+mod validate;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -20,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use toml::Spanned;
 
-use crate::proxy::sources::{Source, SourceError, Sources};
+use crate::proxy::sources::{SourceError, Sources};
+use parse::RawConfig;
 
 /// Where `oneshotd` looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/oneshotd.toml";
@@ -122,28 +125,6 @@ impl LogLevel {
             LogLevel::Trace => "trace",
         }
     }
-}
-
-/// The file as written, before range checks, each value with its span.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    workers: Option<Spanned<i64>>,
-    listen: Option<Spanned<Vec<Spanned<String>>>>,
-    max_connections: Option<Spanned<i64>>,
-    max_connections_per_client: Option<Spanned<i64>>,
-    max_line_bytes: Option<Spanned<i64>>,
-    idle_timeout_ms: Option<Spanned<i64>>,
-    request_timeout_ms: Option<Spanned<i64>>,
-    drain_timeout_ms: Option<Spanned<i64>>,
-    spin_before_sleep_us: Option<Spanned<i64>>,
-    metrics_listen: Option<Spanned<Vec<Spanned<String>>>>,
-    agent_listen: Option<Spanned<Vec<Spanned<String>>>>,
-    drain_grace_ms: Option<Spanned<i64>>,
-    max_buffered_bytes: Option<Spanned<i64>>,
-    proxy_protocol_from: Option<Spanned<Vec<Spanned<String>>>>,
-    proxy_header_timeout_ms: Option<Spanned<i64>>,
-    log_level: Option<Spanned<LogLevel>>,
 }
 
 /// Why a configuration was refused. Displayed as one line naming the file.
@@ -263,16 +244,7 @@ impl Config {
             path: path.to_owned(),
             kind,
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let start = e.span().map_or(0, |span| span.start);
-            let (line, column) = line_column(text, start);
-            err(ConfigErrorKind::Toml {
-                line,
-                column,
-                key: key_of_value_at(text, start),
-                message: e.message().trim().to_owned(),
-            })
-        })?;
+        let raw = RawConfig::parse(text).map_err(err)?;
         Config::from_raw(raw, text, defaults).map_err(err)
     }
 
@@ -288,169 +260,6 @@ impl Config {
             kind: ConfigErrorKind::Read(e),
         })?;
         Config::parse_with(&text, path, defaults)
-    }
-
-    fn from_raw(
-        raw: RawConfig,
-        text: &str,
-        defaults: &Defaults,
-    ) -> Result<Config, ConfigErrorKind> {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
-        let line_of = |span: std::ops::Range<usize>| line_column(text, span.start).0;
-        // A default is within its range by construction; only a value from
-        // the file is checked, so that an error always has a span to show.
-        let ranged =
-            |key: &'static str, value: Option<Spanned<i64>>, default: i64, min: i64, max: i64| {
-                let Some(value) = value else {
-                    return Ok(default);
-                };
-                let (span, value) = (value.span(), value.into_inner());
-                if (min..=max).contains(&value) {
-                    Ok(value)
-                } else {
-                    Err(ConfigErrorKind::OutOfRange {
-                        key,
-                        line: line_of(span),
-                        value,
-                        min,
-                        max,
-                    })
-                }
-            };
-        let ms = |v: i64| Duration::from_millis(v as u64);
-        const DAY_MS: i64 = 86_400_000;
-
-        let workers = ranged("workers", raw.workers, cpus.min(1024), 1, 1024)?;
-        let max_connections = ranged(
-            "max_connections",
-            raw.max_connections,
-            10_000,
-            1,
-            MAX_CONNECTIONS_LIMIT,
-        )?;
-        let max_connections_per_client = ranged(
-            "max_connections_per_client",
-            raw.max_connections_per_client,
-            0,
-            0,
-            MAX_CONNECTIONS_LIMIT,
-        )?;
-        let max_line_bytes = ranged("max_line_bytes", raw.max_line_bytes, 65_536, 1, 16 << 20)?;
-        let idle = ranged("idle_timeout_ms", raw.idle_timeout_ms, 300_000, 10, DAY_MS)?;
-        let request = ranged(
-            "request_timeout_ms",
-            raw.request_timeout_ms,
-            30_000,
-            10,
-            DAY_MS,
-        )?;
-        let drain = ranged(
-            "drain_timeout_ms",
-            raw.drain_timeout_ms,
-            10_000,
-            0,
-            3_600_000,
-        )?;
-        let drain_grace = ranged("drain_grace_ms", raw.drain_grace_ms, 0, 0, 600_000)?;
-        let spin = ranged(
-            "spin_before_sleep_us",
-            raw.spin_before_sleep_us,
-            10,
-            0,
-            1_000,
-        )?;
-
-        let max_buffered_bytes = ranged(
-            "max_buffered_bytes",
-            raw.max_buffered_bytes,
-            256 << 20,
-            1 << 20,
-            1 << 40,
-        )?;
-
-        let proxy_header_timeout = ranged(
-            "proxy_header_timeout_ms",
-            raw.proxy_header_timeout_ms,
-            3_000,
-            10,
-            60_000,
-        )?;
-        let proxy_protocol_from = raw
-            .proxy_protocol_from
-            .map(Spanned::into_inner)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|entry| {
-                let span = entry.span();
-                let entry = entry.into_inner();
-                entry
-                    .parse::<Source>()
-                    .map_err(|reason| ConfigErrorKind::BadProxySource {
-                        line: line_of(span),
-                        entry,
-                        reason,
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let addrs = |key: &'static str, entries: Vec<Spanned<String>>| {
-            entries
-                .into_iter()
-                .map(|entry| {
-                    let span = entry.span();
-                    let entry = entry.into_inner();
-                    if entry.starts_with('/') {
-                        Ok(ListenAddr::Unix(PathBuf::from(entry)))
-                    } else {
-                        entry
-                            .parse()
-                            .map(ListenAddr::Tcp)
-                            .map_err(|_| ConfigErrorKind::BadListen {
-                                key,
-                                line: line_of(span),
-                                entry,
-                            })
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let listen = match raw.listen {
-            None => defaults.listen.clone(),
-            Some(entries) if entries.get_ref().is_empty() => {
-                return Err(ConfigErrorKind::EmptyListen {
-                    line: line_of(entries.span()),
-                });
-            }
-            Some(entries) => addrs("listen", entries.into_inner())?,
-        };
-        // Empty is allowed here: no metrics endpoint.
-        let metrics_listen = match raw.metrics_listen {
-            None => Vec::new(),
-            Some(entries) => addrs("metrics_listen", entries.into_inner())?,
-        };
-        let agent_listen = match raw.agent_listen {
-            None => Vec::new(),
-            Some(entries) => addrs("agent_listen", entries.into_inner())?,
-        };
-
-        Ok(Config {
-            workers: workers as usize,
-            listen,
-            max_connections: max_connections as usize,
-            max_connections_per_client: max_connections_per_client as usize,
-            max_line_bytes: max_line_bytes as usize,
-            idle_timeout: ms(idle),
-            request_timeout: ms(request),
-            drain_timeout: ms(drain),
-            spin_before_sleep: Duration::from_micros(spin as u64),
-            metrics_listen,
-            agent_listen,
-            drain_grace: ms(drain_grace),
-            max_buffered_bytes: max_buffered_bytes as usize,
-            proxy_protocol_from: Sources::new(proxy_protocol_from),
-            proxy_header_timeout: ms(proxy_header_timeout),
-            log_level: raw.log_level.map_or(LogLevel::Info, Spanned::into_inner),
-        })
     }
 }
 
@@ -494,32 +303,6 @@ impl fmt::Display for ConfigSource {
             None => f.write_str("built-in defaults"),
         }
     }
-}
-
-/// 1-based line and column of a byte offset; the column counts characters,
-/// as an editor does.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
-}
-
-/// The top-level key whose value contains byte `offset`, for a type error
-/// (which serde reports with the value's span but without the key). `None`
-/// if the text does not parse or the offset is not inside a value (an
-/// unknown key's error points at the key itself).
-fn key_of_value_at(text: &str, offset: usize) -> Option<String> {
-    let table = toml::de::DeTable::parse(text).ok()?;
-    table
-        .get_ref()
-        .iter()
-        .find(|(_, value)| value.span().contains(&offset))
-        .map(|(key, _)| key.get_ref().to_string())
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
+use super::parse::line_column;
 use super::*;
 
 fn parse(text: &str) -> Result<Config, String> {

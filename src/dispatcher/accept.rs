@@ -21,12 +21,12 @@ use nix::errno::Errno;
 use tracing::{debug, error, warn};
 
 use super::clients;
-use super::ratelimit::RateLimited;
 use super::token::Token;
 use super::Dispatcher;
 use crate::connection::Connection;
 use crate::listeners::{Listener, Peer};
 use crate::metrics::Refused;
+use crate::ratelimit::RateLimited;
 use crate::service::ConnectionId;
 use crate::step::{Admission, ClientAdmission, CloseReason, Interest, Stimulus};
 

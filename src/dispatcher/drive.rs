@@ -11,9 +11,9 @@ use super::table::Held;
 use super::token::Token;
 use super::Dispatcher;
 use crate::budget::Ledger;
+use crate::close::Closed;
 use crate::connection::{Connection, Context, Scratch};
 use crate::hosted::ErasedSession;
-use crate::metrics::Closed;
 use crate::service::{ConnectionId, Peer};
 use crate::step::{CloseReason, Next, Stimulus, Tally};
 

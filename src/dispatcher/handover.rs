@@ -9,9 +9,9 @@ use std::time::Instant;
 use tracing::{debug, error, warn};
 
 use super::{Dispatcher, Server};
+use crate::close::Closed;
 use crate::connection::Connection;
 use crate::handover::{self, Carried, HandedOver, RestoreReport};
-use crate::metrics::Closed;
 use crate::step::CloseReason;
 
 impl Server {

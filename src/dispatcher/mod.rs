@@ -44,7 +44,6 @@ mod housekeeper;
 mod leader;
 mod limits;
 mod pool;
-pub(crate) mod ratelimit;
 mod spin;
 mod table;
 pub(crate) mod token;

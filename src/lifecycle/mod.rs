@@ -18,7 +18,6 @@ use tracing::{error, info, warn};
 
 use crate::agent::Agent;
 use crate::availability::Availability;
-use crate::cli::Program;
 use crate::config::{Config, ConfigSource, ListenAddr};
 use crate::dispatcher::{Server, Status};
 use crate::handover;
@@ -27,6 +26,7 @@ use crate::listeners::{self, Inherited, Listener};
 use crate::logging::{self, LogControl};
 use crate::metrics::{Metrics, MetricsEndpoint};
 use crate::notify::Notifier;
+use crate::program::Program;
 use signals::Signals;
 use watchdog::Watchdog;
 

@@ -23,55 +23,17 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 pub use http::{MetricsEndpoint, MAX_REQUEST_BYTES, MAX_SCRAPES};
 pub use render::{Snapshot, CONTENT_TYPE};
 
+pub use crate::close::Closed;
 use crate::step::{CloseReason, Tally};
 
 /// How many services' counters are kept apart: one per distinct service of
 /// a server (the line protocol and the metrics endpoint make two).
 pub const MAX_SERVICES: usize = 4;
 
-/// Why a connection was closed, as counted: the `reason` label of
-/// `oneshotd_connections_closed_total`. Each of the dispatcher's close reasons maps to one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Closed {
-    /// The client half-closed and every reply was delivered.
-    ClientEof,
-    /// No progress for `idle_timeout_ms`.
-    Idle,
-    /// A request not complete within `request_timeout_ms`.
-    RequestTimeout,
-    /// The service ended it (a line too long; a metrics reply sent).
-    Service,
-    /// A socket error, or a bug that cost the connection (a panic).
-    Error,
-    /// The peer reset the connection or hung up both directions.
-    Reset,
-    /// Closed by a drain (after its replies, or at the drain's deadline).
-    Drain,
-    /// Handed over to the next instance at a restart.
-    Handover,
-    /// A trusted balancer's connection without a valid PROXY header.
-    ProxyHeader,
-    /// Its client, named by its PROXY header, already held
-    /// `max_connections_per_client` (counted as refused too).
-    PerClient,
-}
-
+// Here, not beside `Closed`: the close reasons belong to the step contract,
+// which sits above `close`, and the metrics are where the two meet.
 impl Closed {
-    /// Every reason, in label order.
-    pub const ALL: [Closed; 10] = [
-        Closed::ClientEof,
-        Closed::Idle,
-        Closed::RequestTimeout,
-        Closed::Service,
-        Closed::Error,
-        Closed::Reset,
-        Closed::Drain,
-        Closed::Handover,
-        Closed::ProxyHeader,
-        Closed::PerClient,
-    ];
-
+    /// How a connection's close reason is counted.
     pub(crate) fn of(reason: &CloseReason) -> Closed {
         match reason {
             CloseReason::PeerClosed => Closed::ClientEof,
@@ -203,7 +165,7 @@ pub(crate) struct Buffers {
     pub throttled: usize,
 }
 
-/// The daemon's counters. One per [`Server`](crate::dispatcher::Server);
+/// The daemon's counters. One per server;
 /// shared with the [`MetricsEndpoint`] that shows them and with whoever
 /// reports reloads and handovers.
 #[derive(Debug, Default)]
@@ -358,55 +320,4 @@ impl Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A retired worker's block goes to the next worker, so the blocks
-    /// never outnumber the largest pool and no count is lost.
-    #[test]
-    fn blocks_are_reused_and_summed() {
-        let metrics = Metrics::new();
-        metrics.attach(
-            vec![ServiceLabels {
-                name: "upper".to_owned(),
-                closed_by_service: "line_too_long",
-            }],
-            Weak::<NoGauges>::new(),
-        );
-        let tally = Tally {
-            requests: 2,
-            received: 10,
-            sent: 12,
-        };
-        let first = metrics.lease();
-        first.block().add(0, &tally);
-        drop(first);
-        let second = metrics.lease();
-        let third = metrics.lease();
-        second.block().add(0, &tally);
-        third.block().add(0, &tally);
-        metrics.off_path().add(0, &tally);
-        assert_eq!(lock(&metrics.blocks).all.len(), 2);
-        let snapshot = metrics.snapshot();
-        let upper = &snapshot.services[0];
-        assert_eq!((upper.requests, upper.received, upper.sent), (8, 40, 48));
-    }
-
-    #[test]
-    fn each_block_has_its_own_cache_lines() {
-        assert_eq!(std::mem::align_of::<Block>(), 128);
-        assert_eq!(std::mem::size_of::<Block>() % 128, 0);
-    }
-
-    struct NoGauges;
-
-    impl Gauges for NoGauges {
-        fn workers(&self) -> usize {
-            0
-        }
-
-        fn buffers(&self) -> Buffers {
-            Buffers::default()
-        }
-    }
-}
+mod tests;
