@@ -28,11 +28,13 @@ pub enum Closed {
     /// Its client, named by its PROXY header, already held
     /// `max_connections_per_client` (counted as refused too).
     PerClient,
+    /// Its TLS handshake failed or did not finish in time.
+    Tls,
 }
 
 impl Closed {
     /// Every reason, in label order.
-    pub const ALL: [Closed; 10] = [
+    pub const ALL: [Closed; 11] = [
         Closed::ClientEof,
         Closed::Idle,
         Closed::RequestTimeout,
@@ -43,5 +45,6 @@ impl Closed {
         Closed::Handover,
         Closed::ProxyHeader,
         Closed::PerClient,
+        Closed::Tls,
     ];
 }

@@ -175,6 +175,7 @@ mod tests {
         let input = Input {
             connection: ConnectionId(1),
             peer: &Peer::Unix,
+            tls: None,
             bytes,
             seen,
             eof,
@@ -250,6 +251,7 @@ mod frame_tests {
         let input = Input {
             connection: ConnectionId(1),
             peer: &Peer::Unix,
+            tls: None,
             bytes,
             seen: 0,
             eof: false,

@@ -209,6 +209,7 @@ pub mod service;
 mod step;
 #[allow(unsafe_code)]
 mod sys;
+pub mod tls;
 pub mod upper;
 
 /// The README's Rust blocks, compiled and run as doctests so that the

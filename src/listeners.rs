@@ -142,6 +142,8 @@ pub struct Inherited {
     pub metrics: Vec<Listener>,
     /// Listeners named `agent`.
     pub agent: Vec<Listener>,
+    /// Listeners named `tls`: the line protocol over TLS.
+    pub tls: Vec<Listener>,
     /// Established connections handed over by the previous instance
     /// through the fd store, named `conn`.
     pub connections: Vec<OwnedFd>,
@@ -153,6 +155,8 @@ pub struct Inherited {
 pub const METRICS_NAME: &str = "metrics";
 /// The `FileDescriptorName=` of a load-balancer agent listener.
 pub const AGENT_NAME: &str = "agent";
+/// The `FileDescriptorName=` of a listener of the line protocol over TLS.
+pub const TLS_NAME: &str = "tls";
 
 /// Takes the descriptors passed by socket activation (and the fd store),
 /// if `LISTEN_FDS` is set.
@@ -204,6 +208,7 @@ pub fn from_systemd() -> io::Result<Option<Inherited>> {
                 match name {
                     METRICS_NAME => inherited.metrics.push(listener),
                     AGENT_NAME => inherited.agent.push(listener),
+                    TLS_NAME => inherited.tls.push(listener),
                     _ => inherited.listeners.push(listener),
                 }
             }

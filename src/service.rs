@@ -63,6 +63,9 @@ pub struct Input<'a> {
     pub connection: ConnectionId,
     /// Its client.
     pub peer: &'a Peer,
+    /// Over TLS: what was negotiated, and the client's certificate subject
+    /// with mutual TLS. `None` on a plain connection.
+    pub tls: Option<&'a crate::tls::TlsInfo>,
     /// Bytes received and not yet consumed, in stream order: the tail the
     /// previous call left unconsumed, followed by what arrived since.
     pub bytes: &'a [u8],

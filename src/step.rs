@@ -96,6 +96,8 @@ pub(crate) enum CloseReason {
     /// Its client, named by its PROXY header, already held
     /// `max_connections_per_client`.
     PerClient,
+    /// Its TLS handshake failed or did not finish in time.
+    Tls(crate::tls::HandshakeFailure),
 }
 
 /// What was wrong with a connection's PROXY header.
@@ -135,6 +137,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Handover => f.write_str("handed over"),
             CloseReason::ProxyHeader(failure) => failure.fmt(f),
             CloseReason::PerClient => f.write_str("its client's connection limit reached"),
+            CloseReason::Tls(failure) => write!(f, "TLS: {failure}"),
         }
     }
 }
@@ -182,4 +185,6 @@ pub(crate) struct Tally {
     pub received: u64,
     /// Reply bytes the kernel took.
     pub sent: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
 }

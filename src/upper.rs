@@ -55,6 +55,7 @@ mod tests {
             Input {
                 connection: ConnectionId(1),
                 peer: &Peer::Unix,
+                tls: None,
                 bytes,
                 seen: 0,
                 eof,

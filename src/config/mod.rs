@@ -25,6 +25,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::proxy::sources::{SourceError, Sources};
+use crate::tls::{TlsContext, TlsError, TlsFiles};
 use parse::RawConfig;
 
 /// Where `oneshotd` looks for its configuration when `--config` is not given.
@@ -72,6 +73,13 @@ pub struct Config {
     pub proxy_protocol_from: Sources,
     /// How long such a connection has to send its whole header.
     pub proxy_header_timeout: Duration,
+    /// Addresses served over TLS when not socket-activated; empty: none.
+    pub tls_listen: Vec<ListenAddr>,
+    /// The certificate, key and client CAs of the TLS listeners, when
+    /// `tls_certificate` and `tls_private_key` are set.
+    pub tls: Option<TlsFiles>,
+    /// How long a TLS client has from accept to finish its handshake.
+    pub tls_handshake_timeout: Duration,
     /// Bytes held at most for all clients that owe replies together (the
     /// replies the kernel has not taken and the input behind them); past
     /// it those connections stop being read until their clients read.
@@ -200,6 +208,20 @@ pub enum ConfigErrorKind {
         /// The 1-based line of the empty array.
         line: usize,
     },
+    /// A TLS key without the others it needs.
+    #[error("{line}: {key} needs {missing}")]
+    TlsIncomplete {
+        /// The 1-based line of the key.
+        line: usize,
+        /// The key given.
+        key: &'static str,
+        /// What must be given with it.
+        missing: &'static str,
+    },
+    /// A TLS file that does not load: missing, unreadable, not PEM, or a
+    /// key that does not match its certificate.
+    #[error("TLS: {0}")]
+    Tls(#[source] TlsError),
 }
 
 /// What a program's configuration holds where its file says nothing and
@@ -245,7 +267,20 @@ impl Config {
             kind,
         };
         let raw = RawConfig::parse(text).map_err(err)?;
-        Config::from_raw(raw, text, defaults).map_err(err)
+        let config = Config::from_raw(raw, text, defaults).map_err(err)?;
+        // The files must load now, so that `--check-config` and a reload
+        // catch a missing file or a mismatched key, not the first client.
+        config.tls_context().map_err(err)?;
+        Ok(config)
+    }
+
+    /// The TLS settings its files give, if it names any.
+    pub fn tls_context(&self) -> Result<Option<TlsContext>, ConfigErrorKind> {
+        self.tls
+            .as_ref()
+            .map(TlsContext::load)
+            .transpose()
+            .map_err(ConfigErrorKind::Tls)
     }
 
     /// Reads, parses and validates a file.

@@ -26,6 +26,11 @@ pub(super) struct RawConfig {
     pub(super) max_buffered_bytes: Option<Spanned<i64>>,
     pub(super) proxy_protocol_from: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) proxy_header_timeout_ms: Option<Spanned<i64>>,
+    pub(super) tls_listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) tls_certificate: Option<Spanned<String>>,
+    pub(super) tls_private_key: Option<Spanned<String>>,
+    pub(super) tls_client_ca: Option<Spanned<String>>,
+    pub(super) tls_handshake_timeout_ms: Option<Spanned<i64>>,
     pub(super) log_level: Option<Spanned<LogLevel>>,
 }
 

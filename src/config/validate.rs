@@ -9,6 +9,7 @@ use toml::Spanned;
 use super::parse::{line_column, RawConfig};
 use super::{Config, ConfigErrorKind, Defaults, ListenAddr, LogLevel, MAX_CONNECTIONS_LIMIT};
 use crate::proxy::sources::{Source, Sources};
+use crate::tls::TlsFiles;
 
 impl Config {
     /// Checks each value of `raw` (parsed from `text`) against its range;
@@ -155,6 +156,56 @@ impl Config {
             None => Vec::new(),
             Some(entries) => addrs("agent_listen", entries.into_inner())?,
         };
+        let tls_listen_line = raw.tls_listen.as_ref().map(|l| line_of(l.span()));
+        let tls_listen = match raw.tls_listen {
+            None => Vec::new(),
+            Some(entries) => addrs("tls_listen", entries.into_inner())?,
+        };
+        let tls_handshake_timeout = ranged(
+            "tls_handshake_timeout_ms",
+            raw.tls_handshake_timeout_ms,
+            10_000,
+            10,
+            60_000,
+        )?;
+        let tls = match (raw.tls_certificate, raw.tls_private_key) {
+            (Some(certificate), Some(private_key)) => Some(TlsFiles {
+                certificate: PathBuf::from(certificate.into_inner()),
+                private_key: PathBuf::from(private_key.into_inner()),
+                client_ca: raw.tls_client_ca.map(|ca| PathBuf::from(ca.into_inner())),
+            }),
+            (Some(given), None) => {
+                return Err(ConfigErrorKind::TlsIncomplete {
+                    line: line_of(given.span()),
+                    key: "tls_certificate",
+                    missing: "tls_private_key",
+                })
+            }
+            (None, Some(given)) => {
+                return Err(ConfigErrorKind::TlsIncomplete {
+                    line: line_of(given.span()),
+                    key: "tls_private_key",
+                    missing: "tls_certificate",
+                })
+            }
+            (None, None) => {
+                if let Some(ca) = raw.tls_client_ca {
+                    return Err(ConfigErrorKind::TlsIncomplete {
+                        line: line_of(ca.span()),
+                        key: "tls_client_ca",
+                        missing: "tls_certificate and tls_private_key",
+                    });
+                }
+                if let (Some(line), false) = (tls_listen_line, tls_listen.is_empty()) {
+                    return Err(ConfigErrorKind::TlsIncomplete {
+                        line,
+                        key: "tls_listen",
+                        missing: "tls_certificate and tls_private_key",
+                    });
+                }
+                None
+            }
+        };
 
         Ok(Config {
             workers: workers as usize,
@@ -172,6 +223,9 @@ impl Config {
             max_buffered_bytes: max_buffered_bytes as usize,
             proxy_protocol_from: Sources::new(proxy_protocol_from),
             proxy_header_timeout: ms(proxy_header_timeout),
+            tls_listen,
+            tls,
+            tls_handshake_timeout: ms(tls_handshake_timeout),
             log_level: raw.log_level.map_or(LogLevel::Info, Spanned::into_inner),
         })
     }

@@ -37,6 +37,9 @@ pub(crate) const OUTPUT_HIGH_WATER: usize = 1 << 20;
 #[derive(Debug)]
 pub(crate) struct Scratch {
     pub(super) input: Box<[u8]>,
+    /// Where a TLS connection's plaintext is decrypted to (then swapped
+    /// with `input`); never touched, so never resident, without TLS.
+    pub(super) plaintext: Box<[u8]>,
     pub(super) output: Vec<u8>,
     /// Added to by the step, taken by the dispatcher after it.
     pub(crate) tally: Tally,
@@ -51,6 +54,7 @@ impl Scratch {
     pub(crate) fn new() -> Self {
         Scratch {
             input: vec![0; 64 * 1024].into_boxed_slice(),
+            plaintext: vec![0; 64 * 1024].into_boxed_slice(),
             output: Vec::with_capacity(64 * 1024),
             tally: Tally::default(),
             counters: None,
@@ -159,7 +163,8 @@ impl Connection {
         tally.received += fresh.len() as u64;
         // Replies go straight from the worker's buffer to the socket unless
         // older ones are still queued, which they must follow.
-        let direct = self.pending() == 0;
+        // Over TLS they are plaintext here, encrypted below.
+        let direct = self.pending() == 0 || self.tls.is_some();
         let out = if direct {
             output.clear();
             output
@@ -167,9 +172,11 @@ impl Connection {
             &mut self.output
         };
         let max_request_bytes = cx.limits.max_line_bytes;
+        let tls = self.tls.as_deref().and_then(|tls| tls.session.info());
         let mut request = Input {
             connection: self.id,
             peer: &self.peer,
+            tls,
             bytes: fresh,
             seen: 0,
             eof: self.peer_closed,
@@ -207,7 +214,12 @@ impl Connection {
         if served.close || overlong {
             self.stop_input(Closing::Service);
         }
-        if direct {
+        if self.tls.is_some() {
+            let plaintext = std::mem::take(&mut cx.scratch.output);
+            self.encrypt(&plaintext);
+            cx.scratch.output = plaintext;
+            self.flush(&mut cx.scratch.tally)
+        } else if direct {
             let written = write_some(self.fd.as_fd(), &cx.scratch.output)?;
             self.wrote |= written > 0;
             cx.scratch.tally.sent += written as u64;

@@ -28,6 +28,7 @@ mod proxied;
 #[cfg(test)]
 mod tests;
 mod timers;
+mod tls;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -188,6 +189,8 @@ pub(crate) struct Connection {
     /// It owes nothing but the budget is spent, and the kernel had no room
     /// for more replies: it waits to be writable before it reads again.
     awaiting_room: bool,
+    /// Over TLS: its session (then `output` holds ciphertext).
+    tls: Option<Box<tls::TlsLayer>>,
 }
 
 impl Connection {
@@ -215,6 +218,7 @@ impl Connection {
             client_counted: false,
             awaiting_header: None,
             awaiting_room: false,
+            tls: None,
         }
     }
 
@@ -361,12 +365,16 @@ impl Connection {
         let mut drain_left: Option<usize> = None;
         while self.reads_input() && !self.peer_closed && drain_left != Some(0) {
             let mut read_size = cx.scratch.input.len();
+            if self.tls.is_some() {
+                // Room for the plaintext of a record split by the last read.
+                read_size -= crate::tls::LARGEST_RECORD;
+            }
             // The budget has a say only for a connection that may hold
             // something, or once it is spent: one flag and one load on
             // every other read.
             if budget == ReadBudget::Event && (self.may_hold || cx.budget.exhausted()) {
                 match self.budget_allows(reads, cx) {
-                    Some(size) => read_size = size,
+                    Some(size) => read_size = read_size.min(size),
                     None => break,
                 }
             }
@@ -380,6 +388,9 @@ impl Connection {
                 if self.awaiting_header.is_some() {
                     return Err(CloseReason::ProxyHeader(ProxyHeaderFailure::Ended));
                 }
+                if self.in_handshake() {
+                    return Err(CloseReason::Tls(crate::tls::HandshakeFailure::Ended));
+                }
                 self.peer_closed = true;
                 self.serve(0..0, cx).map_err(CloseReason::Error)?;
                 break;
@@ -387,12 +398,27 @@ impl Connection {
             self.last_progress = cx.now;
             self.owed_seen = buffers::RECEIVED_SINCE;
             self.spoke = true;
-            if self.awaiting_header.is_none() {
-                self.serve(0..n, cx).map_err(CloseReason::Error)?;
-            } else if let Some(start) = self.read_header(n, cx)? {
-                // (A greeting that closes leaves nothing to serve.)
-                if start < n && self.reads_input() {
+            let start = if self.awaiting_header.is_none() {
+                Some(0)
+            } else {
+                self.read_header(n, cx)?
+            };
+            // (A greeting that closes leaves nothing to serve.)
+            if let Some(start) = start.filter(|&start| start < n && self.reads_input()) {
+                if self.tls.is_none() {
                     self.serve(start..n, cx).map_err(CloseReason::Error)?;
+                } else {
+                    let (plaintext, closed) = self.decrypt(start..n, cx)?;
+                    if plaintext > 0 && self.reads_input() {
+                        self.serve(0..plaintext, cx).map_err(CloseReason::Error)?;
+                    }
+                    if closed {
+                        self.peer_closed = true;
+                        if self.reads_input() {
+                            self.serve(0..0, cx).map_err(CloseReason::Error)?;
+                        }
+                        break;
+                    }
                 }
             }
             reads += 1;
@@ -540,6 +566,14 @@ impl Connection {
                     if let close @ Next::Close(_) = self.discard_and_settle(why, true, 0) {
                         return close;
                     }
+                }
+                // Over TLS the client is told it is the end, not a cut.
+                if self.notify_close(&mut cx.scratch.tally) && self.pending() > 0 {
+                    self.settle_budget(false, cx);
+                    return Next::Rearm(Interest {
+                        read: false,
+                        write: true,
+                    });
                 }
                 // Closing now with client bytes unread would send a reset,
                 // which can destroy our last reply before the client reads

@@ -83,7 +83,9 @@ impl Connection {
                 }
                 // Its session opens now, with its client, and what the
                 // service says as a connection opens goes out first.
-                self.open(cx.service);
+                if self.tls.is_none() {
+                    self.open(cx.service);
+                }
                 Ok(Some(length - before))
             }
         }

@@ -43,6 +43,11 @@ impl Connection {
                 ProxyHeaderFailure::TimedOut,
             )));
         }
+        if self.handshake_overdue(now) {
+            return Some(Next::Close(CloseReason::Tls(
+                crate::tls::HandshakeFailure::TimedOut,
+            )));
+        }
         match self.phase {
             Phase::Lingering { since, why, .. } if now >= since + LINGER => {
                 return Some(Next::Close(match why {

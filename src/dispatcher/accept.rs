@@ -55,19 +55,22 @@ pub(super) struct ListenerSlot {
     pub(super) listener: Listener,
     /// The index of the service its connections get.
     service: u8,
+    /// Its connections speak TLS.
+    tls: bool,
     /// Not re-armed after running out of descriptors; the housekeeper
     /// re-arms it on its next tick.
     paused: AtomicBool,
 }
 
 impl Acceptor {
-    pub(super) fn new(listeners: Vec<(Listener, u8)>) -> Self {
+    pub(super) fn new(listeners: Vec<(Listener, u8, bool)>) -> Self {
         Acceptor {
             listeners: listeners
                 .into_iter()
-                .map(|(listener, service)| ListenerSlot {
+                .map(|(listener, service, tls)| ListenerSlot {
                     listener,
                     service,
+                    tls,
                     paused: AtomicBool::new(false),
                 })
                 .collect(),
@@ -107,7 +110,7 @@ impl Dispatcher {
                 return;
             }
             match slot.listener.accept() {
-                Ok((fd, peer)) => self.admit(fd, peer, slot.service),
+                Ok((fd, peer)) => self.admit(fd, peer, slot.service, slot.tls),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if is_out_of_fds(&e) => {
                     if !self.refuse_with_reserve(slot) {
@@ -153,7 +156,7 @@ impl Dispatcher {
     /// Takes a freshly accepted connection into the table and the epoll set,
     /// or closes it at once when its service's limit is reached:
     /// `max_connections`, or the service's own (the metrics endpoint's).
-    fn admit(&self, fd: OwnedFd, peer: Peer, service: u8) {
+    fn admit(&self, fd: OwnedFd, peer: Peer, service: u8, tls: bool) {
         let own_limit = self.services[usize::from(service)].get().connection_limit();
         let max = own_limit.unwrap_or_else(|| self.limits.max_connections());
         // A balancer's connection is counted under its client's address,
@@ -204,13 +207,32 @@ impl Dispatcher {
         if serving.deadline_from_accept() {
             connection.start_request_clock(now);
         }
+        if tls {
+            let session = self.tls.as_ref().map(|tls| tls.session());
+            match session {
+                Some(Ok(session)) => {
+                    connection.start_tls(session, now + self.limits.tls_handshake_timeout());
+                    self.metrics.tls_connection(true);
+                }
+                failed => {
+                    let error = failed.and_then(Result::err);
+                    error!(conn = %id, %peer, error = ?error, "cannot start a TLS session; closing the connection");
+                    self.table.unreserve(service);
+                    if let Some(address) = client {
+                        self.clients.leave(address);
+                    }
+                    return;
+                }
+            }
+        }
         // Counted before it can be served (and closed, and counted closed).
         self.metrics.accepted(usize::from(service));
         // A balancer's connection opens its session once its header has
-        // named its client. The service's code runs here on the accepting
-        // worker, so a panic in it costs this connection only: the
-        // listener is still re-armed, its slot and its count given back.
-        if header_timeout.is_none() {
+        // named its client, a TLS connection once its handshake is done.
+        // The service's code runs here on the accepting worker, so a panic
+        // in it costs this connection only: the listener is still re-armed,
+        // its slot and its count given back.
+        if header_timeout.is_none() && !tls {
             let opened = panic::catch_unwind(AssertUnwindSafe(|| connection.open(serving)));
             if opened.is_err() {
                 error!(conn = %id, %peer, service = serving.name(), "panic while opening a connection's session; closing it");

@@ -14,6 +14,7 @@ use crate::budget::Ledger;
 use crate::close::Closed;
 use crate::connection::{Connection, Context, Scratch};
 use crate::hosted::ErasedSession;
+use crate::metrics::TlsHandshake;
 use crate::service::{ConnectionId, Peer};
 use crate::step::{CloseReason, Next, Stimulus, Tally};
 
@@ -68,6 +69,10 @@ impl Dispatcher {
     /// worker's own, or the shared ones off the workers' path.
     fn count(&self, service: usize, scratch: &mut Scratch) {
         let tally = std::mem::take(&mut scratch.tally);
+        if tally.tls_handshakes > 0 {
+            self.metrics
+                .tls_handshakes(TlsHandshake::Ok, tally.tls_handshakes);
+        }
         if tally != Tally::default() {
             let block = match &scratch.counters {
                 Some(lease) => lease.block(),
@@ -83,7 +88,17 @@ impl Dispatcher {
         let service = self.services[usize::from(connection.service())]
             .get()
             .name();
-        debug!(conn = %connection.id(), peer = %connection.peer(), service, %reason, "connection closed");
+        match connection
+            .tls_info()
+            .and_then(|tls| tls.client_subject.as_deref())
+        {
+            Some(client) => {
+                debug!(conn = %connection.id(), peer = %connection.peer(), client, service, %reason, "connection closed")
+            }
+            None => {
+                debug!(conn = %connection.id(), peer = %connection.peer(), service, %reason, "connection closed")
+            }
+        }
     }
 
     /// Takes the connection in a held slot out of the epoll set, the
@@ -132,6 +147,18 @@ impl Dispatcher {
         // the close and then scrapes sees it counted.
         self.metrics
             .closed(usize::from(held.connection().service()), reason);
+        if held.connection().is_tls() {
+            self.metrics.tls_connection(false);
+            if held.connection().in_handshake() {
+                let result = match reason {
+                    CloseReason::Tls(crate::tls::HandshakeFailure::TimedOut) => {
+                        TlsHandshake::TimedOut
+                    }
+                    _ => TlsHandshake::Failed,
+                };
+                self.metrics.tls_handshakes(result, 1);
+            }
+        }
         self.table.remove(held)
     }
 }

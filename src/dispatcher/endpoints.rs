@@ -11,21 +11,50 @@ use crate::hosted::Hosted;
 use crate::listeners::Listener;
 use crate::metrics::{Buffers, Gauges, Metrics, ServiceLabels, MAX_SERVICES};
 
+/// A listener, the service its connections get, and whether they speak
+/// TLS (with the configuration's `tls_certificate` and `tls_private_key`).
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The listening socket.
+    pub listener: Listener,
+    /// What its connections are served by.
+    pub service: Hosted,
+    /// Its connections begin with a TLS handshake.
+    pub tls: bool,
+}
+
+impl From<(Listener, Hosted)> for Endpoint {
+    /// A plain endpoint.
+    fn from((listener, service): (Listener, Hosted)) -> Self {
+        Endpoint {
+            listener,
+            service,
+            tls: false,
+        }
+    }
+}
+
 impl Server {
     /// Registers each listener with the service its connections get (e.g.
     /// the line protocol on some, the metrics endpoint on another) and
     /// starts `config.workers` workers serving them all, counting into
     /// `metrics`. The first endpoint's service is the one connections
     /// restored at a restart get. At most [`MAX_SERVICES`] distinct
-    /// services (told apart by `Arc::ptr_eq`).
+    /// services (told apart by `Arc::ptr_eq`). A TLS endpoint needs the
+    /// configuration's TLS files.
     pub fn start_endpoints(
         config: &Config,
-        endpoints: Vec<(Listener, Hosted)>,
+        endpoints: Vec<impl Into<Endpoint>>,
         metrics: Arc<Metrics>,
     ) -> io::Result<Server> {
         let mut services: Vec<Hosted> = Vec::new();
         let mut listeners = Vec::with_capacity(endpoints.len());
-        for (listener, service) in endpoints {
+        for endpoint in endpoints {
+            let Endpoint {
+                listener,
+                service,
+                tls,
+            } = endpoint.into();
             let index = match services.iter().position(|s| Arc::ptr_eq(&s.0, &service.0)) {
                 Some(index) => index,
                 None => {
@@ -33,7 +62,7 @@ impl Server {
                     services.len() - 1
                 }
             };
-            listeners.push((listener, index as u8));
+            listeners.push((listener, index as u8, tls));
         }
         if services.len() > MAX_SERVICES {
             return Err(io::Error::new(

@@ -27,11 +27,20 @@ impl Server {
         self.pool.stop(&self.dispatcher);
         let now = Instant::now();
         let mut taken_out = Vec::new();
+        let mut tls_closed = 0;
         self.dispatcher.table.for_each(true, |mut held| {
             // Only the line protocol's connections (the first service)
             // are carried: another service's (a metrics scrape) is short,
             // and its client simply asks again.
             if held.connection().service() != 0 {
+                self.dispatcher.close(held, CloseReason::Handover);
+                return;
+            }
+            // A TLS connection's socket alone cannot be carried on: its
+            // session's keys and sequence numbers would have to cross too.
+            // Until they do, it is closed and its client connects again.
+            if held.connection().is_tls() {
+                tls_closed += 1;
                 self.dispatcher.close(held, CloseReason::Handover);
                 return;
             }
@@ -58,6 +67,12 @@ impl Server {
             };
             taken_out.push(handed);
         });
+        if tls_closed > 0 {
+            warn!(
+                connections = tls_closed,
+                "TLS connections are not carried to the next instance; closed"
+            );
+        }
         let handed = HandedOver::new(taken_out);
         self.dispatcher
             .metrics

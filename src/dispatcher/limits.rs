@@ -21,6 +21,7 @@ pub(super) struct LimitSettings {
     request_timeout_ms: AtomicU64,
     spin_before_sleep_us: AtomicU64,
     proxy_header_timeout_ms: AtomicU64,
+    tls_handshake_timeout_ms: AtomicU64,
     /// `proxy_protocol_from` is not empty: without it, accepting never
     /// takes the lock below.
     proxy_protocol: AtomicBool,
@@ -53,12 +54,21 @@ impl LimitSettings {
             config.proxy_header_timeout.as_millis() as u64,
             Ordering::Relaxed,
         );
+        self.tls_handshake_timeout_ms.store(
+            config.tls_handshake_timeout.as_millis() as u64,
+            Ordering::Relaxed,
+        );
         *self
             .proxy_protocol_from
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(config.proxy_protocol_from.clone());
         self.proxy_protocol
             .store(!config.proxy_protocol_from.is_empty(), Ordering::Release);
+    }
+
+    /// How long a TLS client has from accept to finish its handshake.
+    pub(super) fn tls_handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.tls_handshake_timeout_ms.load(Ordering::Relaxed))
     }
 
     /// How long a connection from `peer` has to send its PROXY header, if

@@ -63,6 +63,7 @@ use crate::hosted::Hosted;
 use crate::listeners::Listener;
 use crate::metrics::{Gauges, Metrics};
 use crate::step::Interest;
+use crate::tls::TlsContext;
 use accept::Acceptor;
 use epoll::EventSet;
 use limits::LimitSettings;
@@ -70,6 +71,7 @@ use table::ConnectionTable;
 use token::Token;
 
 pub use builder::Builder;
+pub use endpoints::Endpoint;
 
 /// A snapshot of what the daemon is doing, for STATUS and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +111,8 @@ struct Dispatcher {
     limits: LimitSettings,
     /// The memory budget and what connections hold against it.
     budget: Budget,
+    /// The TLS listeners' certificate and key, if there are any.
+    tls: Option<TlsContext>,
     /// Connections held per client address.
     clients: clients::ClientCounts,
     /// Wakes one waiting worker (oneshot) to check whether it must retire.
@@ -142,20 +146,33 @@ impl Server {
         listeners: Vec<Listener>,
         service: impl Into<Hosted>,
     ) -> io::Result<Server> {
-        let listeners = listeners.into_iter().map(|l| (l, 0)).collect();
+        let listeners = listeners.into_iter().map(|l| (l, 0, false)).collect();
         Server::start_serving(config, vec![service.into()], listeners, Metrics::new())
     }
 
     fn start_serving(
         config: &Config,
         services: Vec<Hosted>,
-        listeners: Vec<(Listener, u8)>,
+        listeners: Vec<(Listener, u8, bool)>,
         metrics: Arc<Metrics>,
     ) -> io::Result<Server> {
+        let tls = if listeners.iter().any(|(_, _, tls)| *tls) {
+            let context = config
+                .tls_context()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            Some(context.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a TLS listener needs tls_certificate and tls_private_key",
+                )
+            })?)
+        } else {
+            None
+        };
         let events = EventSet::new()?;
         let wake = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
         events.add(wake.as_fd(), Token::Wake, Interest::READ)?;
-        for (index, (listener, _)) in listeners.iter().enumerate() {
+        for (index, (listener, _, _)) in listeners.iter().enumerate() {
             events.add(listener, Token::Listener(index as u32), Interest::READ)?;
         }
         let (budget_of, own_limits) = endpoints::admission_budgets(&services);
@@ -170,6 +187,7 @@ impl Server {
             metrics,
             limits: LimitSettings::from_config(config),
             budget: Budget::new(config.max_buffered_bytes),
+            tls,
             clients: clients::ClientCounts::default(),
             wake,
             leadership: leader::Leadership::new()?,
@@ -209,6 +227,13 @@ impl Server {
     /// that retires finishes the events it holds first, so no connection is
     /// dropped or stalled.
     pub fn reconfigure(&self, config: &Config) -> io::Result<()> {
+        // New handshakes use the files as they are now; established
+        // connections keep what they negotiated.
+        if let (Some(context), Some(files)) = (&self.dispatcher.tls, &config.tls) {
+            context
+                .reload(files)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        }
         self.dispatcher.limits.set(config);
         self.dispatcher.budget.set_limit(config.max_buffered_bytes);
         self.pool.resize(&self.dispatcher, config.workers)

@@ -18,8 +18,8 @@ use tracing::{error, info, warn};
 
 use crate::agent::Agent;
 use crate::availability::Availability;
-use crate::config::{Config, ConfigSource, ListenAddr};
-use crate::dispatcher::{Server, Status};
+use crate::config::{Config, ConfigError, ConfigErrorKind, ConfigSource, ListenAddr};
+use crate::dispatcher::{Endpoint, Server, Status};
 use crate::handover;
 use crate::hosted::Hosted;
 use crate::listeners::{self, Inherited, Listener};
@@ -89,7 +89,13 @@ pub fn run(
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
-            ExitCode::FAILURE
+            // A configuration that cannot serve what systemd handed over
+            // is a bad configuration, as one that does not parse.
+            if e.is::<ConfigError>() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -123,15 +129,17 @@ impl Daemon {
             info!("no configuration file; using built-in defaults");
         }
         let signals = Signals::register()?;
-        let (activated, activated_metrics, activated_agent, handed_over) = match activated {
-            Some(inherited) => (
-                Some(inherited.listeners),
-                Some(inherited.metrics),
-                Some(inherited.agent),
-                (inherited.connections, inherited.state),
-            ),
-            None => (None, None, None, Default::default()),
-        };
+        let (activated, activated_metrics, activated_agent, activated_tls, handed_over) =
+            match activated {
+                Some(inherited) => (
+                    Some(inherited.listeners),
+                    Some(inherited.metrics),
+                    Some(inherited.agent),
+                    Some(inherited.tls),
+                    (inherited.connections, inherited.state),
+                ),
+                None => (None, None, None, None, Default::default()),
+            };
         let listeners = listeners::open(activated, &self.config.listen)?;
         for listener in &listeners {
             info!(address = %listener.describe(), "listening");
@@ -148,21 +156,43 @@ impl Daemon {
             "agent_listen",
             "load-balancer agent",
         )?;
+        let tls_listeners = open_endpoint(
+            activated_tls,
+            &self.config.tls_listen,
+            "tls_listen",
+            "listening over TLS",
+        )?;
+        if !tls_listeners.is_empty() && self.config.tls.is_none() {
+            return Err(Box::new(ConfigError {
+                path: self
+                    .source
+                    .file()
+                    .map_or_else(|| "<built-in>".into(), Into::into),
+                kind: ConfigErrorKind::TlsIncomplete {
+                    line: 0,
+                    key: "a socket named tls",
+                    missing: "tls_certificate and tls_private_key",
+                },
+            }));
+        }
         let metrics = Metrics::new();
         let endpoint = Hosted::from(
             MetricsEndpoint::new(Arc::clone(&metrics))
                 .with_availability(Arc::clone(&self.availability)),
         );
         let agent = Hosted::from(Agent::new(Arc::clone(&self.availability)));
-        let serving = |listeners: Vec<Listener>, service: &Hosted| {
+        let serving = |listeners: Vec<Listener>, service: &Hosted, tls: bool| {
             let service = service.clone();
-            listeners
-                .into_iter()
-                .map(move |listener| (listener, service.clone()))
+            listeners.into_iter().map(move |listener| Endpoint {
+                listener,
+                service: service.clone(),
+                tls,
+            })
         };
-        let endpoints = serving(listeners, &service)
-            .chain(serving(metrics_listeners, &endpoint))
-            .chain(serving(agent_listeners, &agent))
+        let endpoints: Vec<Endpoint> = serving(listeners, &service, false)
+            .chain(serving(tls_listeners, &service, true))
+            .chain(serving(metrics_listeners, &endpoint, false))
+            .chain(serving(agent_listeners, &agent, false))
             .collect();
         let server = Server::start_endpoints(&self.config, endpoints, metrics)?;
         let restored = self.restore(&server, handed_over);

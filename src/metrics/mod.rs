@@ -48,6 +48,7 @@ impl Closed {
             CloseReason::Handover => Closed::Handover,
             CloseReason::ProxyHeader(_) => Closed::ProxyHeader,
             CloseReason::PerClient => Closed::PerClient,
+            CloseReason::Tls(_) => Closed::Tls,
         }
     }
 }
@@ -143,7 +144,25 @@ struct SharedCounters {
     handed_over: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// By [`TlsHandshake`]: a handshake is once per connection, rare
+    /// beside requests, so a shared counter costs the requests nothing.
+    tls_handshakes: [AtomicU64; 3],
+    tls_accepted: AtomicU64,
+    tls_closed: AtomicU64,
 }
+
+/// How a TLS handshake ended: the `result` label of
+/// `oneshotd_tls_handshakes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub(crate) enum TlsHandshake {
+    Ok,
+    Failed,
+    TimedOut,
+}
+
+/// The labels of [`TlsHandshake`], in its order.
+pub(crate) const TLS_RESULTS: [&str; 3] = ["ok", "failed", "timeout"];
 
 /// What the dispatcher knows that no counter holds: read at each scrape.
 pub(crate) trait Gauges: Send + Sync {
@@ -261,6 +280,21 @@ impl Metrics {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `count` TLS handshakes that ended as `result`.
+    pub(crate) fn tls_handshakes(&self, result: TlsHandshake, count: u64) {
+        self.shared.tls_handshakes[result as usize].fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Counts a TLS connection accepted (`true`) or closed (`false`).
+    pub(crate) fn tls_connection(&self, opened: bool) {
+        let counter = if opened {
+            &self.shared.tls_accepted
+        } else {
+            &self.shared.tls_closed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn closed(&self, service: usize, reason: &CloseReason) {
         self.shared.closed[service.min(MAX_SERVICES - 1)][Closed::of(reason) as usize]
             .fetch_add(1, Ordering::Relaxed);
@@ -315,6 +349,16 @@ impl Metrics {
             reloads_failed: self.shared.reloads_failed.load(Ordering::Relaxed),
             handed_over: self.shared.handed_over.load(Ordering::Relaxed),
             restored: self.shared.restored.load(Ordering::Relaxed),
+            tls_handshakes: self
+                .shared
+                .tls_handshakes
+                .each_ref()
+                .map(|c| c.load(Ordering::Relaxed)),
+            tls_open: self
+                .shared
+                .tls_accepted
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.shared.tls_closed.load(Ordering::Relaxed)),
         }
     }
 }

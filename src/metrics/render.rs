@@ -50,6 +50,9 @@ pub struct Snapshot {
     pub(crate) reloads_failed: u64,
     pub(crate) handed_over: u64,
     pub(crate) restored: u64,
+    /// TLS handshakes by [`super::TLS_RESULTS`].
+    pub(crate) tls_handshakes: [u64; 3],
+    pub(crate) tls_open: u64,
 }
 
 impl Closed {
@@ -65,6 +68,7 @@ impl Closed {
             Closed::Handover => "handover",
             Closed::ProxyHeader => "proxy_header",
             Closed::PerClient => "per_client",
+            Closed::Tls => "tls",
         }
     }
 }
@@ -275,6 +279,26 @@ impl prometheus_client::collector::Collector for Snapshot {
             None,
             MetricType::Counter,
             vec![(vec![], counter(self.restored))],
+        )?;
+        family(
+            enc,
+            "oneshotd_tls_handshakes",
+            "TLS handshakes, by result",
+            None,
+            MetricType::Counter,
+            super::TLS_RESULTS
+                .iter()
+                .zip(self.tls_handshakes)
+                .map(|(result, n)| (vec![("result", *result)], counter(n)))
+                .collect(),
+        )?;
+        family(
+            enc,
+            "oneshotd_tls_connections_open",
+            "TLS connections held now, in their handshake or past it",
+            None,
+            MetricType::Gauge,
+            vec![(vec![], ConstGauge::new(self.tls_open as i64))],
         )
     }
 }

@@ -16,6 +16,7 @@ fn blocks_are_reused_and_summed() {
         requests: 2,
         received: 10,
         sent: 12,
+        ..Tally::default()
     };
     let first = metrics.lease();
     first.block().add(0, &tally);
