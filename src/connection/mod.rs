@@ -22,9 +22,11 @@
 //! whatever phase it was in.
 
 mod buffers;
+mod deciding;
 mod handover;
 mod io;
 mod proxied;
+mod reading;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -33,16 +35,12 @@ mod tls;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-
 pub(crate) use buffers::Scratch;
 
 use crate::budget::Budget;
 use crate::hosted::{Erased, ErasedSession, SessionSlot};
 use crate::service::{ConnectionId, Peer};
-use crate::step::{
-    ClientAdmission, CloseReason, Interest, Limits, Next, ProxyHeaderFailure, Readiness, Stimulus,
-};
+use crate::step::{ClientAdmission, CloseReason, Interest, Limits, Next, Readiness, Stimulus};
 
 /// Reads per event before the worker re-arms and moves on, so that one busy
 /// connection cannot starve the others on its worker. Nothing is lost by
@@ -351,246 +349,8 @@ impl Connection {
         self.next(cx)
     }
 
-    /// Reads what may be read now and serves it, within `budget`: the
-    /// PROXY header first, if one is awaited.
-    fn read_and_serve(
-        &mut self,
-        budget: ReadBudget,
-        cx: &mut Context<'_>,
-    ) -> Result<(), CloseReason> {
-        let mut reads = 0;
-        // A drain's bound is only asked for once there is something to
-        // read: most drained connections are idle, and their first read
-        // already finds nothing.
-        let mut drain_left: Option<usize> = None;
-        while self.reads_input() && !self.peer_closed && drain_left != Some(0) {
-            let mut read_size = cx.scratch.input.len();
-            if self.tls.is_some() {
-                // Room for the plaintext of a record split by the last read.
-                read_size -= crate::tls::LARGEST_RECORD;
-            }
-            // The budget has a say only for a connection that may hold
-            // something, or once it is spent: one flag and one load on
-            // every other read.
-            if budget == ReadBudget::Event && (self.may_hold || cx.budget.exhausted()) {
-                match self.budget_allows(reads, cx) {
-                    Some(size) => read_size = read_size.min(size),
-                    None => break,
-                }
-            }
-            let n = match io::receive(self.fd.as_fd(), &mut cx.scratch.input[..read_size]) {
-                Ok(n) => n,
-                Err(Errno::EAGAIN) => break,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(CloseReason::Error(e.into())),
-            };
-            if n == 0 {
-                if self.awaiting_header.is_some() {
-                    return Err(CloseReason::ProxyHeader(ProxyHeaderFailure::Ended));
-                }
-                if self.in_handshake() {
-                    return Err(CloseReason::Tls(crate::tls::HandshakeFailure::Ended));
-                }
-                self.peer_closed = true;
-                self.serve(0..0, cx).map_err(CloseReason::Error)?;
-                break;
-            }
-            self.last_progress = cx.now;
-            self.owed_seen = buffers::RECEIVED_SINCE;
-            self.spoke = true;
-            let start = if self.awaiting_header.is_none() {
-                Some(0)
-            } else {
-                self.read_header(n, cx)?
-            };
-            // (A greeting that closes leaves nothing to serve.)
-            if let Some(start) = start.filter(|&start| start < n && self.reads_input()) {
-                if self.tls.is_none() {
-                    self.serve(start..n, cx).map_err(CloseReason::Error)?;
-                } else {
-                    let (plaintext, closed) = self.decrypt(start..n, cx)?;
-                    if plaintext > 0 && self.reads_input() {
-                        self.serve(0..plaintext, cx).map_err(CloseReason::Error)?;
-                    }
-                    if closed {
-                        self.peer_closed = true;
-                        if self.reads_input() {
-                            self.serve(0..0, cx).map_err(CloseReason::Error)?;
-                        }
-                        break;
-                    }
-                }
-            }
-            reads += 1;
-            if budget == ReadBudget::Drain {
-                let left = drain_left.unwrap_or_else(|| io::receive_buffer_size(self.fd.as_fd()));
-                drain_left = Some(left.saturating_sub(n));
-            }
-            // A short read means the socket is (very likely) empty; skipping
-            // the read that would return EAGAIN is safe because re-arming
-            // re-checks readiness.
-            let drained = n < read_size;
-            if budget == ReadBudget::Event && (drained || reads == READS_PER_EVENT) {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// How much the memory budget lets this connection read now, if
-    /// anything: nothing once it owes as much as the budget has left (see
-    /// [`Connection::throttled`]). While the budget is spent, one that owes
-    /// nothing reads a little per event, and only once the kernel can take
-    /// its replies, so that a client that never reads adds almost nothing
-    /// before it owes replies and stops being read.
-    #[inline(never)]
-    fn budget_allows(&mut self, reads: usize, cx: &Context<'_>) -> Option<usize> {
-        self.awaiting_room = false;
-        if self.throttled(cx.budget) {
-            return None;
-        }
-        if self.pending() > 0 || !cx.budget.exhausted() {
-            return Some(cx.scratch.input.len());
-        }
-        if reads > 0 {
-            return None;
-        }
-        if !io::writable(self.fd.as_fd()) {
-            self.awaiting_room = true;
-            self.may_hold = true;
-            return None;
-        }
-        Some(READ_WHILE_SPENT)
-    }
-
     /// Input is still served in this phase.
     fn reads_input(&self) -> bool {
         matches!(self.phase, Phase::Open | Phase::DrainGrace { .. })
-    }
-
-    /// Stops serving input; pending replies are still delivered.
-    fn stop_input(&mut self, why: Closing) {
-        let draining = why == Closing::Drain
-            || matches!(
-                self.phase,
-                Phase::DrainGrace { .. }
-                    | Phase::Closing { draining: true, .. }
-                    | Phase::Lingering { draining: true, .. }
-            );
-        self.phase = Phase::Closing { why, draining };
-        self.input = Vec::new();
-        self.request_started = None;
-    }
-
-    /// Reads and drops input while lingering (our side shut down); closes
-    /// at the client's EOF, and during a drain as soon as nothing is left
-    /// in either queue (see [`Connection::discard_and_settle`]).
-    fn linger(&mut self, why: Closing, draining: bool) -> Next {
-        self.discard_and_settle(why, draining, FIN)
-    }
-
-    /// Reads and drops what the client sent; closes at its EOF. During a
-    /// drain it closes as soon as nothing is left in either queue: no
-    /// client bytes unread (so the close sends a FIN, not a reset) and no
-    /// reply byte unacknowledged (so nothing a reset could destroy). What
-    /// the kernel counts as unacknowledged may exceed the reply bytes by
-    /// `not_replies`: [`FIN`] once our side is shut down, nothing before.
-    fn discard_and_settle(&mut self, why: Closing, draining: bool, not_replies: usize) -> Next {
-        match io::discard_input(self.fd.as_fd()) {
-            Ok(io::Discarded::Empty) => {}
-            // Closing with client bytes unread would send a reset: drop
-            // the rest first, on the next step.
-            Ok(io::Discarded::More) => return Next::Rearm(Interest::READ),
-            Ok(io::Discarded::Eof) | Err(_) => return Next::Close(why.reason()),
-        }
-        if draining && matches!(io::unsent_bytes(self.fd.as_fd()), Ok(n) if n <= not_replies) {
-            return Next::Close(why.reason());
-        }
-        Next::Rearm(Interest::READ)
-    }
-
-    /// What a connection still serving input waits for: input unless the
-    /// client half-closed or it is `throttled`, output while some is
-    /// pending or while it waits for room to write before it reads.
-    fn serving_interest(&self, throttled: bool) -> Interest {
-        let waits_for_room = self.awaiting_room && !self.peer_closed;
-        Interest {
-            read: !self.peer_closed && !throttled && !waits_for_room,
-            write: self.pending() > 0 || waits_for_room,
-        }
-    }
-
-    /// [`Connection::serving_interest`] for a connection that may hold
-    /// something against the budget: settles with it, and the budget
-    /// decides whether it reads. Out of line, so that the common decision
-    /// (owes nothing: read) stays cheap.
-    #[inline(never)]
-    fn owing_interest(&mut self, cx: &mut Context<'_>) -> Interest {
-        let throttled = self.throttled(cx.budget);
-        self.settle_budget(throttled, cx);
-        self.serving_interest(throttled)
-    }
-
-    /// The decision after a step: what to wait for, or close.
-    fn next(&mut self, cx: &mut Context<'_>) -> Next {
-        let now = cx.now;
-        let pending = self.pending() > 0;
-        match self.phase {
-            Phase::Open | Phase::DrainGrace { .. } => {
-                if self.peer_closed && !pending {
-                    return Next::Close(CloseReason::PeerClosed);
-                }
-                if !self.may_hold {
-                    return Next::Rearm(Interest::READ);
-                }
-                Next::Rearm(self.owing_interest(cx))
-            }
-            Phase::Closing { .. } if pending => {
-                self.settle_budget(false, cx);
-                Next::Rearm(Interest {
-                    read: false,
-                    write: true,
-                })
-            }
-            Phase::Closing { why, draining } => {
-                if self.peer_closed {
-                    return Next::Close(why.reason());
-                }
-                // A drained connection with nothing left to read or to
-                // deliver closes at once. Shutting our side down first
-                // would change nothing for the client (the close sends the
-                // same FIN) but would wake the epoll set for a socket that
-                // is still registered: a wake-up and a stale event per
-                // connection, most of what draining an idle one cost.
-                if draining {
-                    if let close @ Next::Close(_) = self.discard_and_settle(why, true, 0) {
-                        return close;
-                    }
-                }
-                // Over TLS the client is told it is the end, not a cut.
-                if self.notify_close(&mut cx.scratch.tally) && self.pending() > 0 {
-                    self.settle_budget(false, cx);
-                    return Next::Rearm(Interest {
-                        read: false,
-                        write: true,
-                    });
-                }
-                // Closing now with client bytes unread would send a reset,
-                // which can destroy our last reply before the client reads
-                // it. Shut our side down and drain theirs for a while.
-                match io::shut_write(self.fd.as_fd()) {
-                    Ok(()) => {
-                        self.phase = Phase::Lingering {
-                            since: now,
-                            why,
-                            draining,
-                        };
-                        self.linger(why, draining)
-                    }
-                    Err(_) => Next::Close(why.reason()),
-                }
-            }
-            Phase::Lingering { .. } => Next::Rearm(Interest::READ),
-        }
     }
 }
