@@ -462,3 +462,64 @@ fn a_client_address_from_a_proxy_header_survives_a_handover() {
     }
     new.stop();
 }
+
+/// A restored connection is served only once the manager has dropped its
+/// copy and its record (`FDSTOREREMOVE=1`, then a barrier): were the new
+/// instance to die after serving with the record still stored, a third
+/// would send the same replies again. The test is the manager, and it does
+/// not answer the barrier until it has seen that nothing was served.
+#[test]
+fn a_restored_connection_is_served_only_after_the_manager_forgot_it() {
+    let unit = SocketUnit::new();
+    let mut first = unit.start("once-1", "");
+    let mut client = connect(unit.addr());
+    client.write_all(b"first half, ").unwrap();
+    first.expect_notify_from(0, |l| l.contains("connections=1"));
+    let store = unit.hand_over(&mut first);
+    assert_eq!(names(&store), (1, 1));
+
+    let mut second = Daemon::builder("once-2")
+        .inherit_named(unit.listener.as_raw_fd(), "oneshotd.socket")
+        .with_fd_store(store)
+        .launch();
+    client.write_all(b"second half\n").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut early = [0u8; 64];
+    match client.read(&mut early) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!(
+            "served before the manager forgot the connection: {other:?} {:?}\n{}",
+            String::from_utf8_lossy(&early),
+            second.stderr()
+        ),
+    }
+    // Now the manager reads what was sent: the removal, then the barrier,
+    // which it answers; the store is empty before READY=1.
+    second.expect_notify("READY=1");
+    let removal = second
+        .notify
+        .seen
+        .iter()
+        .position(|l| l == "FDSTOREREMOVE=1");
+    let barrier = second.notify.seen.iter().position(|l| l == "BARRIER=1");
+    let ready = second.notify.seen.iter().position(|l| l == "READY=1");
+    assert!(
+        removal < barrier && barrier < ready && removal.is_some(),
+        "{:?}",
+        second.notify.seen
+    );
+    assert!(
+        second.notify.stored.is_empty(),
+        "the store still holds a record"
+    );
+    client.set_read_timeout(Some(SOON)).unwrap();
+    let mut reader = BufReader::new(&client);
+    assert_eq!(read_lines(&mut reader, 1), ["FIRST HALF, SECOND HALF\n"]);
+    second.stop();
+}

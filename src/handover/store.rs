@@ -39,11 +39,17 @@ pub fn give_to_manager(notifier: &Notifier, handed: HandedOver) -> io::Result<us
 }
 
 /// Has the manager drop its copies of what the previous instance handed
-/// over. Only once they are served again: until then, closing ours would
-/// not close a connection (nor would its client see EOF).
-pub fn release_from_manager(notifier: &Notifier) {
+/// over, and waits until it has (a barrier). Called before a byte is
+/// served on any of them: a record is used at most once. Were this
+/// instance to die after serving with the record still stored, the next
+/// would send the same pending replies again (and, over TLS, encrypt under
+/// nonces already used). Dying before, it only loses the connections,
+/// whose clients see them close. An error means the manager did not
+/// confirm in time: the caller decides what it may still serve.
+pub fn release_from_manager(notifier: &Notifier) -> io::Result<()> {
     notifier.remove_stored_fds(CONNECTION_NAME);
     notifier.remove_stored_fds(STATE_NAME);
+    notifier.barrier(BARRIER_TIMEOUT)
 }
 
 /// A memfd holding `bytes`, to hand to the manager.
