@@ -394,6 +394,15 @@ wait_busy() {
 }
 start_busy
 for how in restart try-restart daemon-reload+restart dpkg-i; do
+    # The start rate limit (by default 5 starts in 10 s; every start
+    # counts, a manual restart's too): by here the service has been started
+    # 4 times in a few seconds (first connection, restart, upgrade, the
+    # crash's automatic restart), and these four restarts and the idle
+    # step's follow. systemd 252 lets all nine through in 7 s; systemd 257
+    # refuses the sixth start within 10 s (start-limit-hit), and the sockets
+    # fail with it. reset-failed clears the count: no operator restarts
+    # this fast.
+    inside systemctl reset-failed oneshotd.service
     old_pid=$(unit_prop MainPID)
     case $how in
         restart) inside systemctl restart oneshotd.service ;;
