@@ -172,6 +172,8 @@ pub(crate) struct Limits {
     pub idle_timeout: Duration,
     /// Longest a request may take to arrive whole.
     pub request_timeout: Duration,
+    /// Longest a TLS handshake may take from accept.
+    pub tls_handshake_timeout: Duration,
 }
 
 /// What steps did that operators count, added up by the connection during

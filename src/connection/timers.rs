@@ -43,7 +43,7 @@ impl Connection {
                 ProxyHeaderFailure::TimedOut,
             )));
         }
-        if self.handshake_overdue(now) {
+        if self.handshake_overdue(now, cx.limits.tls_handshake_timeout) {
             return Some(Next::Close(CloseReason::Tls(
                 crate::tls::HandshakeFailure::TimedOut,
             )));

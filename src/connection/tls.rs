@@ -17,22 +17,26 @@ use crate::tls::{Handshake, HandshakeFailure, Session, TlsInfo};
 #[derive(Debug)]
 pub(crate) struct TlsLayer {
     pub(super) session: Session,
-    /// The handshake must be done by then (`tls_handshake_timeout_ms` from
-    /// accept).
-    deadline: Instant,
+    /// When it was accepted: the handshake must be done
+    /// `tls_handshake_timeout_ms` later (as that is now: a reload applies
+    /// to handshakes under way too).
+    since: Instant,
     /// Our `close_notify` is queued: never twice.
     notified: bool,
 }
 
 impl Connection {
     /// Serves the connection over TLS: nothing reaches the service before
-    /// `session`'s handshake is done, by `deadline`.
-    pub(crate) fn start_tls(&mut self, session: Session, deadline: Instant) {
+    /// `session`'s handshake is done, within the handshake timeout of
+    /// `since` (its accept).
+    pub(crate) fn start_tls(&mut self, session: Session, since: Instant) {
         self.tls = Some(Box::new(TlsLayer {
             session,
-            deadline,
+            since,
             notified: false,
         }));
+        // It holds its handshake against the budget from its first step.
+        self.may_hold = true;
     }
 
     /// Over TLS (whether its handshake is done or not).
@@ -52,11 +56,11 @@ impl Connection {
             .is_some_and(|tls| !tls.session.established())
     }
 
-    /// Its handshake's deadline has passed.
-    pub(super) fn handshake_overdue(&self, now: Instant) -> bool {
+    /// Its handshake has taken longer than `timeout`.
+    pub(super) fn handshake_overdue(&self, now: Instant, timeout: std::time::Duration) -> bool {
         self.tls
             .as_ref()
-            .is_some_and(|tls| !tls.session.established() && now >= tls.deadline)
+            .is_some_and(|tls| !tls.session.established() && now >= tls.since + timeout)
     }
 
     /// Turns the ciphertext `scratch.input[range]` into plaintext, left at

@@ -211,7 +211,7 @@ impl Dispatcher {
             let session = self.tls.as_ref().map(|tls| tls.session());
             match session {
                 Some(Ok(session)) => {
-                    connection.start_tls(session, now + self.limits.tls_handshake_timeout());
+                    connection.start_tls(session, now);
                     self.metrics.tls_connection(true);
                 }
                 failed => {

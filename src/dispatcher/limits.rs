@@ -94,6 +94,7 @@ impl LimitSettings {
             max_line_bytes: self.max_line_bytes.load(Ordering::Relaxed),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed)),
             request_timeout: Duration::from_millis(self.request_timeout_ms.load(Ordering::Relaxed)),
+            tls_handshake_timeout: self.tls_handshake_timeout(),
         }
     }
 

@@ -11,11 +11,12 @@ mod net;
 mod notify;
 mod proc;
 mod scrape;
+mod tls;
 
 // Each test crate uses its own part of the harness; every name stays
 // reachable as `util::name` whether or not this crate uses it.
 #[allow(unused_imports)]
-pub use self::{builder::*, daemon::*, dir::*, net::*, notify::*, proc::*, scrape::*};
+pub use self::{builder::*, daemon::*, dir::*, net::*, notify::*, proc::*, scrape::*, tls::*};
 
 use std::time::Duration;
 
