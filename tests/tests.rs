@@ -23,3 +23,4 @@ mod proxy;
 mod resp;
 mod sessions;
 mod stress;
+mod tls;
