@@ -9,6 +9,7 @@
 
 mod certs;
 mod clients;
+mod reload;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
