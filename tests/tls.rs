@@ -9,6 +9,7 @@
 
 mod certs;
 mod clients;
+mod hostile;
 mod reload;
 
 use std::collections::BTreeMap;
