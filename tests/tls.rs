@@ -289,3 +289,24 @@ fn metrics_count_handshakes_and_open_tls_connections() {
     daemon.stop();
 }
 
+/// A client that ends with `close_notify` gets every reply, then the
+/// server's own `close_notify` (RFC 8446 6.1: each party MUST send one
+/// before closing its write side), so it can tell the end from a cut.
+#[test]
+#[ignore = "bug: a client's close_notify is answered with a bare FIN (Connection::next closes at PeerClosed without notify_close)"]
+fn a_clients_close_notify_is_answered_with_the_servers() {
+    let pki = Pki::new("close-notify");
+    let cert = pki.server("server", Key::Ec, "/CN=localhost/O=ecdsa");
+    let (mut daemon, addr, _) = spawn("close-notify", &cert.pem, &cert.key, "");
+    for version in ["1.3", "1.2"] {
+        let input = lines(version, 10);
+        let (replies, stderr) = python_batch(addr, &pki.ca, &["--version", version], &input);
+        assert!(replies == upper(&input), "TLS {version}");
+        assert_eq!(
+            reported(&stderr, "closed").as_deref(),
+            Some("close_notify"),
+            "TLS {version}"
+        );
+    }
+    daemon.stop();
+}
