@@ -20,7 +20,9 @@ deps=(
     prlimit util-linux                      # tests/limits.rs
     unshare util-linux                      # tests/e2e/run.sh
     nsenter util-linux                      # tests/e2e/run.sh
-    python3 python3                         # tests/e2e/client.py
+    python3 python3                         # tests/e2e/client.py, tests/tls/client.py
+    openssl openssl                         # tests/tls (certificates, s_client)
+    gnutls-cli gnutls-bin                   # tests/tls.rs (a second TLS stack)
     ss iproute2                             # tests/e2e/run.sh (crash step)
     tc iproute2                             # network fault tests
     nc netcat-openbsd                       # the README's examples

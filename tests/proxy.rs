@@ -40,7 +40,7 @@ const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 /// A version 2 header: `command` 0 LOCAL or 1 PROXY, `family` byte (0x11
 /// TCP over IPv4, 0x21 TCP over IPv6), addresses, then `tlvs` (type,
 /// value); with `crc` a `PP2_TYPE_CRC32C` last, correct or off by one.
-fn v2(
+pub(crate) fn v2(
     command: u8,
     source: SocketAddr,
     destination: SocketAddr,

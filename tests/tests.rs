@@ -23,4 +23,5 @@ mod proxy;
 mod resp;
 mod sessions;
 mod stress;
+mod tls;
 mod tls_flood;

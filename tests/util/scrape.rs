@@ -167,6 +167,7 @@ pub fn zero(workers: u64) -> BTreeMap<String, u64> {
         "handover",
         "proxy_header",
         "per_client",
+        "tls",
     ] {
         m.insert(
             format!("oneshotd_connections_closed_total{{{u},reason=\"{reason}\"}}"),
@@ -178,6 +179,13 @@ pub fn zero(workers: u64) -> BTreeMap<String, u64> {
     }
     m.insert("oneshotd_connections_handed_over_total".to_owned(), 0);
     m.insert("oneshotd_connections_restored_total".to_owned(), 0);
+    for result in ["ok", "failed", "timeout"] {
+        m.insert(
+            format!("oneshotd_tls_handshakes_total{{result=\"{result}\"}}"),
+            0,
+        );
+    }
+    m.insert("oneshotd_tls_connections_open".to_owned(), 0);
     m
 }
 
