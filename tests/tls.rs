@@ -293,7 +293,6 @@ fn metrics_count_handshakes_and_open_tls_connections() {
 /// server's own `close_notify` (RFC 8446 6.1: each party MUST send one
 /// before closing its write side), so it can tell the end from a cut.
 #[test]
-#[ignore = "bug: a client's close_notify is answered with a bare FIN (Connection::next closes at PeerClosed without notify_close)"]
 fn a_clients_close_notify_is_answered_with_the_servers() {
     let pki = Pki::new("close-notify");
     let cert = pki.server("server", Key::Ec, "/CN=localhost/O=ecdsa");

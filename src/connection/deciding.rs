@@ -77,12 +77,29 @@ impl Connection {
     }
 
     /// The decision after a step: what to wait for, or close.
+    /// Over TLS, queues our `close_notify` (once) before the connection
+    /// ends, so that the client can tell the end from a cut: `Some` while
+    /// it is still on its way.
+    fn send_close_notify(&mut self, cx: &mut Context<'_>) -> Option<Next> {
+        if self.notify_close(&mut cx.scratch.tally) && self.pending() > 0 {
+            self.settle_budget(false, cx);
+            return Some(Next::Rearm(Interest {
+                read: false,
+                write: true,
+            }));
+        }
+        None
+    }
+
     pub(super) fn next(&mut self, cx: &mut Context<'_>) -> Next {
         let now = cx.now;
         let pending = self.pending() > 0;
         match self.phase {
             Phase::Open | Phase::DrainGrace { .. } => {
                 if self.peer_closed && !pending {
+                    if let Some(flushing) = self.send_close_notify(cx) {
+                        return flushing;
+                    }
                     return Next::Close(CloseReason::PeerClosed);
                 }
                 if !self.may_hold {
@@ -98,6 +115,9 @@ impl Connection {
                 })
             }
             Phase::Closing { why, draining } => {
+                if let Some(flushing) = self.send_close_notify(cx) {
+                    return flushing;
+                }
                 if self.peer_closed {
                     return Next::Close(why.reason());
                 }
@@ -111,14 +131,6 @@ impl Connection {
                     if let close @ Next::Close(_) = self.discard_and_settle(why, true, 0) {
                         return close;
                     }
-                }
-                // Over TLS the client is told it is the end, not a cut.
-                if self.notify_close(&mut cx.scratch.tally) && self.pending() > 0 {
-                    self.settle_budget(false, cx);
-                    return Next::Rearm(Interest {
-                        read: false,
-                        write: true,
-                    });
                 }
                 // Closing now with client bytes unread would send a reset,
                 // which can destroy our last reply before the client reads
