@@ -258,15 +258,19 @@ fn a_corrupt_state_record_closes_only_what_it_described() {
         assert_eq!(roundtrip(c, "hello\n"), "HELLO\n");
     }
     let mut store = unit.hand_over(&mut first);
-    // Flip one byte of the state file: the whole file is rejected.
-    let state = &store.iter().find(|(n, _)| n == "state").unwrap().1;
+    // One byte of the state file flipped (in a copy: the daemon seals its
+    // own): the whole file is rejected.
+    let at = store.iter().position(|(n, _)| n == "state").unwrap();
     let mut bytes = Vec::new();
-    let mut file = std::fs::File::from(state.try_clone().unwrap());
+    let mut file = std::fs::File::from(store.remove(at).1);
     std::io::Seek::rewind(&mut file).unwrap();
     file.read_to_end(&mut bytes).unwrap();
     bytes[20] ^= 0xff;
-    std::io::Seek::rewind(&mut file).unwrap();
-    file.write_all(&bytes).unwrap();
+    let copy =
+        nix::sys::memfd::memfd_create("corrupt", nix::sys::memfd::MFdFlags::empty()).unwrap();
+    let mut copy = std::fs::File::from(copy);
+    copy.write_all(&bytes).unwrap();
+    store.push(("state".to_owned(), copy.into()));
     // A fourth connection the next instance has a record for: none. Its
     // socket is stored but described nowhere.
     let stray_listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -184,7 +184,7 @@ fn a_session_is_carried_to_the_next_server_across_a_handover() {
 
     let after = Counter::new("counter", true);
     let server = serve(&after, &socket);
-    let report = server.restore(handed.sockets, vec![state_fd(&handed.state)]);
+    let report = server.restore(handed.sockets, vec![state_fd(&handed.state)], true);
     assert_eq!((report.restored, report.closed), (1, 0));
     assert_eq!(line(&mut replies), "3 c\n", "the count went on");
     stream.write_all(b"d\n").unwrap();
@@ -220,7 +220,7 @@ fn another_service_does_not_read_a_session_it_did_not_write() {
     let handed = server.hand_over();
 
     let server = serve(&Counter::new("another", true), &socket);
-    let report = server.restore(handed.sockets, vec![state_fd(&handed.state)]);
+    let report = server.restore(handed.sockets, vec![state_fd(&handed.state)], true);
     assert_eq!((report.restored, report.closed), (0, 1));
     assert_eq!(
         line(&mut replies),

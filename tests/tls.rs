@@ -7,6 +7,7 @@
 //! in `tls/hostile.rs`: mutual TLS, stalled and garbage handshakes, PROXY
 //! v2 before the handshake.
 
+mod carry;
 mod certs;
 mod clients;
 mod hostile;
@@ -33,16 +34,6 @@ fn spawn(name: &str, cert: &Path, key: &Path, extra: &str) -> (Daemon, SocketAdd
     );
     let tls = tls_addr(&daemon);
     (daemon, tls, metrics)
-}
-
-/// The address the daemon logged its TLS listener on.
-fn tls_addr(daemon: &Daemon) -> SocketAddr {
-    let log = daemon.stderr();
-    log.lines()
-        .filter(|l| l.contains("listening over TLS"))
-        .filter_map(|l| l.split("address=").nth(1))
-        .find_map(|a| a.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no TLS listener in the log:\n{log}"))
 }
 
 /// `oneshotd_tls_handshakes_total{result}`.

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::{Closing, Connection, Phase};
-use crate::handover::{Carried, CarriedHeader, CarriedPhase, CarriedSession};
+use crate::handover::{Carried, CarriedHeader, CarriedPhase, CarriedSession, CarriedTls};
 use crate::hosted::{Erased, ErasedSession};
 use crate::service::Peer;
 
@@ -22,6 +22,21 @@ impl Connection {
         now: Instant,
         service: &dyn Erased,
     ) -> Result<(OwnedFd, Carried), Box<Connection>> {
+        // Over TLS its session's keys and sequence numbers go too; one still
+        // in its handshake has none to carry, and is closed.
+        let tls = match &self.tls {
+            None => None,
+            Some(layer) => {
+                let mut state = zeroize::Zeroizing::new(Vec::new());
+                if !layer.session.write_state(&mut state) {
+                    return Err(Box::new(self));
+                }
+                Some(CarriedTls {
+                    state,
+                    usable: true,
+                })
+            }
+        };
         let session = match self.session.take() {
             None => None,
             Some(session) => {
@@ -65,6 +80,7 @@ impl Connection {
                 partial: waiting.partial,
             }),
             session,
+            tls,
         };
         Ok((self.fd, carried))
     }

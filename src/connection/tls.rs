@@ -39,6 +39,13 @@ impl Connection {
         self.may_hold = true;
     }
 
+    /// Carries on a TLS session restored from the previous instance.
+    pub(crate) fn resume_tls(&mut self, session: Session, now: Instant) {
+        self.start_tls(session, now);
+        // Its handshake was done long ago: nothing held for it.
+        self.may_hold = self.pending() > 0;
+    }
+
     /// Over TLS (whether its handshake is done or not).
     pub(crate) fn is_tls(&self) -> bool {
         self.tls.is_some()
@@ -127,8 +134,13 @@ impl Connection {
             return;
         }
         if let Some(tls) = self.tls.as_mut() {
-            tls.session.encrypt(plaintext, &mut self.output);
+            let more = tls.session.encrypt(plaintext, &mut self.output);
             self.may_hold |= self.output.len() > self.sent;
+            if !more {
+                // TLS 1.2's records are used up: it ends here, and its
+                // client connects again.
+                self.stop_input(super::Closing::Service);
+            }
         }
     }
 

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Instant;
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Dispatcher, Server};
 use crate::close::Closed;
@@ -36,10 +36,9 @@ impl Server {
                 self.dispatcher.close(held, CloseReason::Handover);
                 return;
             }
-            // A TLS connection's socket alone cannot be carried on: its
-            // session's keys and sequence numbers would have to cross too.
-            // Until they do, it is closed and its client connects again.
-            if held.connection().is_tls() {
+            // A TLS connection still in its handshake has no session to
+            // carry on: it is closed, and its client connects again.
+            if held.connection().in_handshake() {
                 tls_closed += 1;
                 self.dispatcher.close(held, CloseReason::Handover);
                 return;
@@ -68,9 +67,9 @@ impl Server {
             taken_out.push(handed);
         });
         if tls_closed > 0 {
-            warn!(
+            info!(
                 connections = tls_closed,
-                "TLS connections are not carried to the next instance; closed"
+                "TLS connections still in their handshake closed; their clients connect again"
             );
         }
         let handed = HandedOver::new(taken_out);
@@ -85,8 +84,20 @@ impl Server {
     /// by its identity and served on from where it stopped. A socket
     /// without a readable record is closed with a warning, never served
     /// with part of its state missing.
-    pub fn restore(&self, sockets: Vec<OwnedFd>, state: Vec<OwnedFd>) -> RestoreReport {
-        let (matched, unmatched) = handover::match_records(sockets, state);
+    ///
+    /// `manager_forgot`: the service manager confirmed it dropped its
+    /// copies of these connections and their records before any of them is
+    /// served. A TLS connection is carried on only then (and only from a
+    /// sealed state file): otherwise its keys could be used twice, by this
+    /// instance and by a next one started from the same record, and it is
+    /// closed instead.
+    pub fn restore(
+        &self,
+        sockets: Vec<OwnedFd>,
+        state: Vec<OwnedFd>,
+        manager_forgot: bool,
+    ) -> RestoreReport {
+        let (matched, unmatched) = handover::match_records(sockets, state, manager_forgot);
         let mut report = RestoreReport {
             restored: 0,
             closed: unmatched,
@@ -150,7 +161,26 @@ impl Dispatcher {
         let peer = carried
             .peer
             .unwrap_or_else(|| crate::listeners::peer_of(fd.as_fd()));
-        let mut connection = Connection::restore(fd, carried, peer, session, Instant::now());
+        let tls = match carried.tls.take() {
+            None => None,
+            Some(tls) if !tls.usable => {
+                warn!(conn = %id, "a restored TLS connection's keys cannot be proven unused; closing it");
+                return false;
+            }
+            Some(tls) => match crate::tls::Session::read_state(&tls.state) {
+                Some(session) => Some(session),
+                None => {
+                    warn!(conn = %id, "a restored TLS connection's session cannot be read back; closing it");
+                    return false;
+                }
+            },
+        };
+        let now = Instant::now();
+        let mut connection = Connection::restore(fd, carried, peer, session, now);
+        if let Some(session) = tls {
+            connection.resume_tls(session, now);
+            self.metrics.tls_connection(true);
+        }
         // Counted under its client, whatever the limit says: it was held
         // already (one still awaiting its header is counted once it is read).
         let client = super::clients::counted_address(connection.peer())
@@ -226,11 +256,12 @@ mod tests {
             peer: None,
             header: None,
             session: None,
+            tls: None,
         };
         let key = SocketKey::of(&fd).unwrap();
         let state = record::encode(handover::monotonic_now(), &[(key, &carried)]);
         let state = store::state_file(&state).unwrap();
-        let report = server.restore(vec![fd], vec![state]);
+        let report = server.restore(vec![fd], vec![state], true);
         assert_eq!(report.restored, 1);
         let flags = OFlag::from_bits_retain(fcntl(&watched, FcntlArg::F_GETFL).unwrap());
         assert!(flags.contains(OFlag::O_NONBLOCK), "{flags:?}");

@@ -34,6 +34,32 @@ pub(crate) struct Carried {
     /// Its service's session, written down; `None` if it had none yet (or
     /// from a record older than sessions).
     pub session: Option<CarriedSession>,
+    /// Over TLS: its session's state (`None`: a plain connection).
+    pub tls: Option<CarriedTls>,
+}
+
+/// A TLS connection's session as carried: its keys and sequence numbers,
+/// secret. Wiped from memory when dropped; never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct CarriedTls {
+    /// What `tls::Session::write_state` wrote.
+    pub state: zeroize::Zeroizing<Vec<u8>>,
+    /// It can be proven used at most once: its state file was sealed, and
+    /// the manager confirmed it forgot the record before any byte is sent.
+    /// Otherwise the connection is closed instead of carried on.
+    pub usable: bool,
+}
+
+impl std::fmt::Debug for CarriedTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CarriedTls")
+            .field(
+                "state",
+                &format_args!("<{} secret bytes>", self.state.len()),
+            )
+            .field("usable", &self.usable)
+            .finish()
+    }
 }
 
 /// A session as carried: its service's words for it.

@@ -36,7 +36,7 @@ use nix::sys::stat::fstat;
 use nix::time::{clock_gettime, ClockId};
 use tracing::warn;
 
-pub(crate) use carried::{Carried, CarriedHeader, CarriedPhase, CarriedSession};
+pub(crate) use carried::{Carried, CarriedHeader, CarriedPhase, CarriedSession, CarriedTls};
 pub use record::FormatError;
 
 /// The connections a handover took out of the dispatcher, ready for the
@@ -95,12 +95,18 @@ pub struct RestoreReport {
 /// corrupt, an unknown format version) is closed with a warning, never
 /// served with part of its state missing; the count of those comes back
 /// beside the matched ones.
+///
+/// A TLS connection's record is marked usable only if `manager_forgot`
+/// (see `Server::restore`) and its state file is sealed: nothing wrote to
+/// it since the previous instance did.
 pub(crate) fn match_records(
     sockets: Vec<OwnedFd>,
     state: Vec<OwnedFd>,
+    manager_forgot: bool,
 ) -> (Vec<(OwnedFd, Carried)>, usize) {
     let mut records: HashMap<SocketKey, Carried> = HashMap::new();
     for fd in state {
+        let sealed = store::is_sealed(&fd);
         let file = store::read_state_file(fd)
             .map_err(|e| e.to_string())
             .and_then(|bytes| record::decode(&bytes).map_err(|e| e.to_string()));
@@ -109,6 +115,9 @@ pub(crate) fn match_records(
                 let gap = monotonic_now().saturating_sub(file.handed_over_at);
                 records.extend(file.records.into_iter().map(|(key, mut carried)| {
                     carried.age_by(gap);
+                    if let Some(tls) = &mut carried.tls {
+                        tls.usable = sealed && manager_forgot;
+                    }
                     (key, carried)
                 }));
             }

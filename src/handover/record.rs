@@ -1,7 +1,7 @@
 //! The state record's format: versioned, length-prefixed, checksummed, and
 //! read without trusting a byte of it.
 //!
-//! All integers little-endian. Version 3 (this build writes it):
+//! All integers little-endian. Version 4 (this build writes it):
 //!
 //! ```text
 //! file    = magic "ONESHOTD" | version u32 | handed_over_at u64 | count u32
@@ -11,20 +11,28 @@
 //!           | lingering_us u64 | idle_us u64 | request_us u64
 //!           | input_length u32 | input | output_length u32 | output
 //!           | client | header_left_us u64 | header_length u32 | header
-//!           | session
+//!           | session | tls
 //! client  = 1 (a Unix-socket client)
 //!           | 4 | IPv4 address (4 bytes) | port u16
 //!           | 6 | IPv6 address (16 bytes) | port u16
 //! session = 0 (none opened yet)
 //!           | 1 | service_length u8 | service | format u32
 //!           | session_length u32 | session
+//! tls     = 0 (a plain connection)
+//!           | 1 | tls_length u32 | tls_state
 //! ```
 //!
-//! Versions 1 and 2 are still read, so that an upgrade from a build that
+//! Versions 1 to 3 are still read, so that an upgrade from a build that
 //! wrote them keeps its connections: a version 1 record ends at `output`
 //! (its connections' clients are their sockets' peers, and none awaits a
 //! PROXY header), a version 2 record at `header` (no session: those builds
-//! had none).
+//! had none), a version 3 record at `session` (no TLS: those builds had
+//! none).
+//!
+//! `tls_state` is a TLS connection's session (`tls::Session::write_state`:
+//! its traffic secrets or keys, sequence numbers, and a record begun):
+//! secret. The file holding it lives in a sealed memfd, never on a file
+//! system, and the buffers that held it are wiped.
 //!
 //! `session` is the service's own record of the connection's session,
 //! tagged with the service's name (only that service reads it back) and the
@@ -48,12 +56,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::{Carried, CarriedHeader, CarriedPhase, CarriedSession, SocketKey};
+use super::{Carried, CarriedHeader, CarriedPhase, CarriedSession, CarriedTls, SocketKey};
 use crate::service::{ConnectionId, Peer};
 
 const MAGIC: &[u8; 8] = b"ONESHOTD";
 /// The format version this build writes (it also reads versions 1 and 2).
-pub(crate) const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 4;
 /// No request is incomplete.
 const NO_REQUEST: u64 = u64::MAX;
 /// Not waiting for a PROXY header.
@@ -153,6 +161,15 @@ fn encode_version(
                 }
             }
         }
+        if version >= 4 {
+            match &carried.tls {
+                None => out.push(0),
+                Some(tls) => {
+                    out.push(1);
+                    put_bytes(&mut out, &tls.state);
+                }
+            }
+        }
         let length = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&length.to_le_bytes());
     }
@@ -249,6 +266,18 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StateFile, FormatError> {
         } else {
             None
         };
+        let tls = if version >= 4 {
+            match record.u8()? {
+                0 => None,
+                1 => Some(CarriedTls {
+                    state: zeroize::Zeroizing::new(record.bytes()?.to_vec()),
+                    usable: true,
+                }),
+                _ => return Err(FormatError::Corrupt("tls")),
+            }
+        } else {
+            None
+        };
         if !record.0.is_empty() {
             return Err(FormatError::Corrupt("record length"));
         }
@@ -266,6 +295,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StateFile, FormatError> {
                 peer,
                 header,
                 session,
+                tls,
             },
         ));
     }

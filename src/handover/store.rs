@@ -8,6 +8,7 @@ use std::io::{self, Read, Seek, Write};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
 use super::HandedOver;
@@ -52,20 +53,40 @@ pub fn release_from_manager(notifier: &Notifier) -> io::Result<()> {
     notifier.barrier(BARRIER_TIMEOUT)
 }
 
-/// A memfd holding `bytes`, to hand to the manager.
+/// The seals of a state file: nothing can write to it, resize it, or
+/// change its seals once they are on.
+const SEALS: SealFlag = SealFlag::F_SEAL_WRITE
+    .union(SealFlag::F_SEAL_SHRINK)
+    .union(SealFlag::F_SEAL_GROW)
+    .union(SealFlag::F_SEAL_SEAL);
+
+/// A memfd holding `bytes`, sealed, to hand to the manager. It lives in
+/// memory only (never on a file system), and once sealed no process that
+/// holds it, the manager or a later instance, can change it.
 pub(crate) fn state_file(bytes: &[u8]) -> io::Result<OwnedFd> {
-    let fd = memfd_create("oneshotd-state", MFdFlags::MFD_CLOEXEC)?;
+    let fd = memfd_create(
+        "oneshotd-state",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
     let mut file = File::from(fd);
     file.write_all(bytes)?;
+    fcntl(&file, FcntlArg::F_ADD_SEALS(SEALS))?;
     Ok(file.into())
 }
 
+/// Whether a state file carries every seal [`state_file`] puts on.
+pub(crate) fn is_sealed(fd: &OwnedFd) -> bool {
+    fcntl(fd, FcntlArg::F_GET_SEALS)
+        .is_ok_and(|seals| SealFlag::from_bits_truncate(seals).contains(SEALS))
+}
+
 /// Everything in a state fd, from its start (its offset is shared with
-/// the previous instance, which left it at the end).
-pub(crate) fn read_state_file(fd: OwnedFd) -> io::Result<Vec<u8>> {
+/// the previous instance, which left it at the end). It may hold TLS
+/// secrets: wiped when dropped.
+pub(crate) fn read_state_file(fd: OwnedFd) -> io::Result<zeroize::Zeroizing<Vec<u8>>> {
     let mut file = File::from(fd);
     file.rewind()?;
-    let mut bytes = Vec::new();
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
 }

@@ -246,10 +246,14 @@ impl Daemon {
         }
         // Forgotten by the manager before any of them is served (a record
         // is used at most once); our descriptors keep them open.
-        if let Err(e) = handover::store::release_from_manager(&self.notifier) {
-            warn!(error = %e, "the service manager did not confirm it dropped the handed-over connections; serving them all the same");
-        }
-        let report = server.restore(sockets, state);
+        let forgot = match handover::store::release_from_manager(&self.notifier) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "the service manager did not confirm it dropped the handed-over connections; serving the plain ones all the same, closing the TLS ones");
+                false
+            }
+        };
+        let report = server.restore(sockets, state, forgot);
         info!(
             restored = report.restored,
             closed = report.closed,

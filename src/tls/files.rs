@@ -90,6 +90,11 @@ impl TlsFiles {
         // the same; tickets would only add state a restart cannot carry.
         config.send_tls13_tickets = 0;
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        // After the handshake the record layer is ours (see records.rs):
+        // rustls hands over the keys, and its key log, which writes
+        // nothing anywhere, tells the TLS 1.3 traffic secrets.
+        config.enable_secret_extraction = true;
+        config.key_log = Arc::new(super::session::CaptureSecrets);
         Ok(Arc::new(config))
     }
 

@@ -17,6 +17,7 @@
 //! the build needs anyway.
 
 mod files;
+mod records;
 mod session;
 mod subject;
 

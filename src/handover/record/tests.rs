@@ -20,6 +20,10 @@ fn sample() -> Vec<(SocketKey, Carried)> {
                     format: 2,
                     bytes: b"db=3 name=worker-7".to_vec(),
                 }),
+                tls: Some(CarriedTls {
+                    state: zeroize::Zeroizing::new(b"secret record layer".to_vec()),
+                    usable: true,
+                }),
             },
         ),
         (
@@ -45,6 +49,7 @@ fn sample() -> Vec<(SocketKey, Carried)> {
                     partial: b"PROXY TCP4 1".to_vec(),
                 }),
                 session: None,
+                tls: None,
             },
         ),
         (
@@ -65,6 +70,7 @@ fn sample() -> Vec<(SocketKey, Carried)> {
                     format: 1,
                     bytes: Vec::new(),
                 }),
+                tls: None,
             },
         ),
     ]
@@ -98,6 +104,7 @@ fn version_1_files_are_still_read() {
                     peer: None,
                     header: None,
                     session: None,
+                    tls: None,
                     ..carried
                 },
             )
@@ -109,6 +116,27 @@ fn version_1_files_are_still_read() {
     let file = decode(&bytes).unwrap();
     assert_eq!(file.records, records);
     assert!(encode(Duration::from_secs(5), &refs).len() > bytes.len());
+}
+
+/// A file a build before TLS wrote (version 3) is still read: none of its
+/// connections is over TLS.
+#[test]
+fn version_3_files_are_still_read() {
+    let records: Vec<_> = sample()
+        .into_iter()
+        .map(|(key, carried)| {
+            (
+                key,
+                Carried {
+                    tls: None,
+                    ..carried
+                },
+            )
+        })
+        .collect();
+    let refs: Vec<_> = records.iter().map(|(k, c)| (*k, c)).collect();
+    let bytes = encode_version(3, Duration::from_secs(5), &refs);
+    assert_eq!(decode(&bytes).unwrap().records, records);
 }
 
 #[test]
@@ -132,8 +160,8 @@ fn every_flipped_byte_is_rejected() {
 #[test]
 fn an_unknown_version_or_magic_is_named() {
     let mut bytes = encoded();
-    bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
-    assert_eq!(decode(&bytes), Err(FormatError::UnknownVersion(4)));
+    bytes[8..12].copy_from_slice(&5u32.to_le_bytes());
+    assert_eq!(decode(&bytes), Err(FormatError::UnknownVersion(5)));
     bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
     assert_eq!(decode(&bytes), Err(FormatError::UnknownVersion(0)));
     assert_eq!(decode(b"NOTOURS!...."), Err(FormatError::BadMagic));

@@ -1,0 +1,578 @@
+//! The record layer after the handshake: the daemon's own, so that its
+//! whole state (per direction: the cipher suite, the traffic secret or key
+//! and IV, the sequence number; and the ciphertext of a record not yet
+//! complete) is known, and can be written down for the next instance at a
+//! restart and carried on there.
+//!
+//! rustls does the handshake; its secrets come out of it once it is done
+//! (see `session.rs`). The AEADs and HKDF are ring's, as rustls's ring
+//! provider uses them. What this layer covers:
+//!
+//! - TLS 1.3 (RFC 8446 §5.2): application data, alerts, and KeyUpdate in
+//!   both directions (a client's `update_requested` is answered with our
+//!   own), each generation's secret derived from the one before
+//!   (§7.2) — which is why the traffic secret is kept, not only the key;
+//!   before its sequence numbers run out of AES-GCM's margin (§5.5) it
+//!   updates its own keys.
+//! - TLS 1.2 (RFC 5288, RFC 7905): application data and alerts. TLS 1.2
+//!   has no rekeying, so the connection is closed (with `close_notify`)
+//!   before its sequence number reaches the confidentiality limit, as
+//!   rustls does; a renegotiation request is refused with a
+//!   `no_renegotiation` warning, as rustls refuses it.
+//! - Anything else after the handshake (a handshake message other than
+//!   KeyUpdate, a ChangeCipherSpec, an unknown record type) closes the
+//!   connection: rustls would not accept it either with our settings (no
+//!   session tickets, no post-handshake authentication).
+
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::hkdf;
+use zeroize::Zeroizing;
+
+/// A record's largest plaintext (RFC 8446 §5.1).
+const MAX_PLAINTEXT: usize = 16 * 1024;
+/// AEAD tag of every suite here.
+const TAG: usize = 16;
+/// The explicit nonce TLS 1.2's AES-GCM sends in each record.
+const EXPLICIT_NONCE: usize = 8;
+const HEADER: usize = 5;
+/// The longest record either version allows (TLS 1.2's expansion).
+const LARGEST_RECORD: usize = HEADER + MAX_PLAINTEXT + 2048;
+
+const ALERT: u8 = 21;
+const HANDSHAKE: u8 = 22;
+const APPLICATION_DATA: u8 = 23;
+const KEY_UPDATE: u8 = 24;
+const CLIENT_HELLO: u8 = 1;
+const CLOSE_NOTIFY: u8 = 0;
+const NO_RENEGOTIATION: u8 = 100;
+
+/// Records sealed under one TLS 1.3 key before it is updated: well inside
+/// AES-GCM's 2^24.5 (RFC 8446 §5.5).
+const TLS13_RECORDS_PER_KEY: u64 = 1 << 23;
+/// Records sealed on a TLS 1.2 connection before it is closed.
+const TLS12_RECORDS: u64 = 1 << 24;
+
+/// The protocol a record layer speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Version {
+    Tls12,
+    Tls13,
+}
+
+/// The cipher suites this record layer serves (rustls's ring provider's
+/// defaults), by their IANA numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Suite {
+    pub id: u16,
+    pub version: Version,
+    aead: &'static aead::Algorithm,
+    /// TLS 1.3's hash, for HKDF.
+    hkdf: Option<hkdf::Algorithm>,
+}
+
+impl Suite {
+    pub(crate) fn by_id(id: u16) -> Option<Suite> {
+        let tls13 = |aead, hkdf| Suite {
+            id,
+            version: Version::Tls13,
+            aead,
+            hkdf: Some(hkdf),
+        };
+        let tls12 = |aead| Suite {
+            id,
+            version: Version::Tls12,
+            aead,
+            hkdf: None,
+        };
+        Some(match id {
+            0x1301 => tls13(&aead::AES_128_GCM, hkdf::HKDF_SHA256),
+            0x1302 => tls13(&aead::AES_256_GCM, hkdf::HKDF_SHA384),
+            0x1303 => tls13(&aead::CHACHA20_POLY1305, hkdf::HKDF_SHA256),
+            // ECDHE_ECDSA_ and ECDHE_RSA_ with each AEAD.
+            0xc02b | 0xc02f => tls12(&aead::AES_128_GCM),
+            0xc02c | 0xc030 => tls12(&aead::AES_256_GCM),
+            0xcca9 | 0xcca8 => tls12(&aead::CHACHA20_POLY1305),
+            _ => return None,
+        })
+    }
+
+    fn explicit_nonce(&self) -> bool {
+        self.version == Version::Tls12 && self.aead != &aead::CHACHA20_POLY1305
+    }
+}
+
+/// Why a record could not be taken: the connection is closed (with the
+/// alert, when there is one, already queued).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RecordError {
+    #[error("a record does not decrypt (bad_record_mac)")]
+    BadRecordMac,
+    #[error("a record too long (record_overflow)")]
+    Overflow,
+    #[error("an unexpected record after the handshake (type {0})")]
+    Unexpected(u8),
+    #[error("the client sent alert {0}")]
+    Alert(u8),
+    #[error("the connection's records are used up")]
+    Exhausted,
+}
+
+/// One direction's keys and position.
+struct Direction {
+    key: LessSafeKey,
+    key_bytes: Zeroizing<Vec<u8>>,
+    iv: [u8; aead::NONCE_LEN],
+    seq: u64,
+    /// TLS 1.3: the traffic secret the key and IV come from.
+    secret: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl Direction {
+    fn new(suite: &Suite, key: &[u8], iv: &[u8], seq: u64) -> Option<Direction> {
+        let unbound = UnboundKey::new(suite.aead, key).ok()?;
+        Some(Direction {
+            key: LessSafeKey::new(unbound),
+            key_bytes: Zeroizing::new(key.to_vec()),
+            iv: iv.try_into().ok()?,
+            seq,
+            secret: None,
+        })
+    }
+
+    /// TLS 1.3: the key and IV of `secret` (RFC 8446 §7.3), at `seq`.
+    fn from_secret(suite: &Suite, secret: &[u8], seq: u64) -> Option<Direction> {
+        let hkdf = suite.hkdf?;
+        let key = Zeroizing::new(expand_label(hkdf, secret, b"key", suite.aead.key_len())?);
+        let iv = expand_label(hkdf, secret, b"iv", aead::NONCE_LEN)?;
+        let mut direction = Direction::new(suite, &key, &iv, seq)?;
+        direction.secret = Some(Zeroizing::new(secret.to_vec()));
+        Some(direction)
+    }
+
+    /// TLS 1.3: the next generation (RFC 8446 §7.2), from sequence 0.
+    fn updated(&self, suite: &Suite) -> Option<Direction> {
+        let hkdf = suite.hkdf?;
+        let secret = self.secret.as_ref()?;
+        let next = Zeroizing::new(expand_label(hkdf, secret, b"traffic upd", secret.len())?);
+        Direction::from_secret(suite, &next, 0)
+    }
+
+    /// The nonce of the record at `seq`: the IV with the sequence number
+    /// XORed into its last eight bytes.
+    fn nonce(&self) -> [u8; aead::NONCE_LEN] {
+        let mut nonce = self.iv;
+        for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *n ^= s;
+        }
+        nonce
+    }
+}
+
+/// HKDF-Expand-Label (RFC 8446 §7.1) with an empty context.
+fn expand_label(hkdf: hkdf::Algorithm, secret: &[u8], label: &[u8], len: usize) -> Option<Vec<u8>> {
+    struct Len(usize);
+    impl hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            self.0
+        }
+    }
+    let length = (len as u16).to_be_bytes();
+    let label_len = [(6 + label.len()) as u8];
+    let info: [&[u8]; 5] = [&length, &label_len, b"tls13 ", label, &[0]];
+    let prk = hkdf::Prk::new_less_safe(hkdf, secret);
+    let mut out = vec![0; len];
+    prk.expand(&info, Len(len)).ok()?.fill(&mut out).ok()?;
+    Some(out)
+}
+
+/// What [`RecordLayer::open`] got out of the ciphertext it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Opened {
+    /// Plaintext bytes at the start of the buffer given.
+    pub plaintext: usize,
+    /// The client sent `close_notify`.
+    pub closed: bool,
+}
+
+/// A connection's record protection after its handshake.
+pub(crate) struct RecordLayer {
+    suite: Suite,
+    tx: Direction,
+    rx: Direction,
+    /// The start of a record not yet complete.
+    partial: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RecordLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordLayer")
+            .field("suite", &self.suite.id)
+            .field("tx_seq", &self.tx.seq)
+            .field("rx_seq", &self.rx.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a record layer needs to start, per direction.
+pub(crate) enum Keys<'a> {
+    /// TLS 1.3: the traffic secret.
+    Secret(&'a [u8]),
+    /// TLS 1.2: the key and the IV (salt and implicit part, 12 bytes).
+    KeyIv(&'a [u8], &'a [u8]),
+}
+
+impl RecordLayer {
+    /// A record layer of `suite` from each direction's keys and sequence
+    /// number, and the ciphertext of a record begun but not complete.
+    pub(crate) fn new(
+        suite: Suite,
+        tx: (Keys<'_>, u64),
+        rx: (Keys<'_>, u64),
+        partial: &[u8],
+    ) -> Option<RecordLayer> {
+        let direction = |(keys, seq): (Keys<'_>, u64)| match (keys, suite.version) {
+            (Keys::Secret(secret), Version::Tls13) => Direction::from_secret(&suite, secret, seq),
+            (Keys::KeyIv(key, iv), Version::Tls12) => Direction::new(&suite, key, iv, seq),
+            _ => None,
+        };
+        Some(RecordLayer {
+            suite,
+            tx: direction(tx)?,
+            rx: direction(rx)?,
+            partial: Zeroizing::new(partial.to_vec()),
+        })
+    }
+
+    pub(crate) fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// The key and IV each direction uses now, to check them against what
+    /// the handshake gave.
+    pub(crate) fn current_keys(&self) -> [(&[u8], &[u8]); 2] {
+        [
+            (&self.tx.key_bytes, &self.tx.iv),
+            (&self.rx.key_bytes, &self.rx.iv),
+        ]
+    }
+
+    /// Takes all of `ciphertext`: the application data it completes goes to
+    /// the start of `plain` (which must have room for `ciphertext.len()`
+    /// plus one record), what must be sent in answer (a KeyUpdate, a
+    /// warning) is appended to `send`.
+    pub(crate) fn open(
+        &mut self,
+        ciphertext: &[u8],
+        plain: &mut [u8],
+        send: &mut Vec<u8>,
+    ) -> Result<Opened, RecordError> {
+        let mut opened = Opened::default();
+        let mut rest = ciphertext;
+        // A record begun in an earlier read is completed first.
+        while !self.partial.is_empty() && !rest.is_empty() {
+            let wanted = record_length(&self.partial).unwrap_or(HEADER);
+            if wanted > LARGEST_RECORD {
+                return Err(RecordError::Overflow);
+            }
+            let take = (wanted - self.partial.len()).min(rest.len());
+            self.partial.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if record_length(&self.partial) == Some(self.partial.len()) {
+                // Wiped as it is dropped.
+                let record = std::mem::take(&mut self.partial);
+                self.open_record(&record, plain, &mut opened, send)?;
+            }
+        }
+        // The rest is read in place, record by record.
+        while !rest.is_empty() && !opened.closed {
+            let Some(total) = record_length(rest) else {
+                break;
+            };
+            if total > LARGEST_RECORD {
+                return Err(RecordError::Overflow);
+            }
+            if total > rest.len() {
+                break;
+            }
+            self.open_record(&rest[..total], plain, &mut opened, send)?;
+            rest = &rest[total..];
+        }
+        if !opened.closed {
+            self.partial.extend_from_slice(rest);
+        }
+        Ok(opened)
+    }
+
+    /// Decrypts one whole record into `plain` after what is there, and acts
+    /// on what it holds.
+    fn open_record(
+        &mut self,
+        record: &[u8],
+        plain: &mut [u8],
+        opened: &mut Opened,
+        send: &mut Vec<u8>,
+    ) -> Result<(), RecordError> {
+        let typ = record[0];
+        let start = opened.plaintext;
+        let payload = &record[HEADER..];
+        let buffer = plain
+            .get_mut(start..start + payload.len())
+            .ok_or(RecordError::Overflow)?;
+        buffer.copy_from_slice(payload);
+        let (content_type, length) = match self.suite.version {
+            Version::Tls13 => {
+                if typ != APPLICATION_DATA {
+                    return Err(RecordError::Unexpected(typ));
+                }
+                let nonce = Nonce::assume_unique_for_key(self.rx.nonce());
+                let inner = self
+                    .rx
+                    .key
+                    .open_in_place(nonce, Aad::from(&record[..HEADER]), buffer)
+                    .map_err(|_| RecordError::BadRecordMac)?;
+                // The real type is the last byte that is not padding.
+                let end = inner
+                    .iter()
+                    .rposition(|&b| b != 0)
+                    .ok_or(RecordError::Unexpected(0))?;
+                (inner[end], end)
+            }
+            Version::Tls12 => {
+                let explicit = if self.suite.explicit_nonce() {
+                    EXPLICIT_NONCE
+                } else {
+                    0
+                };
+                if payload.len() < explicit + TAG {
+                    return Err(RecordError::BadRecordMac);
+                }
+                let length = payload.len() - explicit - TAG;
+                let mut nonce = self.rx.nonce();
+                if explicit > 0 {
+                    nonce[4..].copy_from_slice(&payload[..EXPLICIT_NONCE]);
+                }
+                let aad = tls12_aad(self.rx.seq, typ, length);
+                self.rx
+                    .key
+                    .open_in_place(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(aad),
+                        &mut buffer[explicit..],
+                    )
+                    .map_err(|_| RecordError::BadRecordMac)?;
+                buffer.copy_within(explicit..explicit + length, 0);
+                (typ, length)
+            }
+        };
+        self.rx.seq += 1;
+        let content = &plain[start..start + length];
+        match content_type {
+            APPLICATION_DATA => opened.plaintext += length,
+            ALERT => match content {
+                [_, CLOSE_NOTIFY] => opened.closed = true,
+                // TLS 1.2 warnings other than close_notify are ignored.
+                [1, _] if self.suite.version == Version::Tls12 => {}
+                [_, description] => return Err(RecordError::Alert(*description)),
+                _ => return Err(RecordError::Unexpected(ALERT)),
+            },
+            HANDSHAKE => {
+                let content = content.to_vec();
+                self.handshake_message(&content, send)?;
+            }
+            // ChangeCipherSpec (20) included: none may follow a handshake.
+            _ => return Err(RecordError::Unexpected(content_type)),
+        }
+        Ok(())
+    }
+
+    /// A handshake message after the handshake: a TLS 1.3 KeyUpdate, or a
+    /// TLS 1.2 renegotiation, refused.
+    fn handshake_message(&mut self, message: &[u8], send: &mut Vec<u8>) -> Result<(), RecordError> {
+        match (self.suite.version, message) {
+            (Version::Tls13, [KEY_UPDATE, 0, 0, 1, requested @ (0 | 1)]) => {
+                self.rx = self
+                    .rx
+                    .updated(&self.suite)
+                    .ok_or(RecordError::Unexpected(KEY_UPDATE))?;
+                if *requested == 1 {
+                    self.update_own_keys(send)?;
+                }
+                Ok(())
+            }
+            (Version::Tls12, [CLIENT_HELLO, ..]) => {
+                self.seal_record(ALERT, &[1, NO_RENEGOTIATION], send)
+            }
+            _ => Err(RecordError::Unexpected(HANDSHAKE)),
+        }
+    }
+
+    /// Sends a KeyUpdate (not asking for one back) and moves on to the next
+    /// generation of our keys.
+    fn update_own_keys(&mut self, send: &mut Vec<u8>) -> Result<(), RecordError> {
+        self.seal_record(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0], send)?;
+        self.tx = self.tx.updated(&self.suite).ok_or(RecordError::Exhausted)?;
+        Ok(())
+    }
+
+    /// Encrypts `plaintext` as application data records appended to `send`.
+    pub(crate) fn seal(&mut self, plaintext: &[u8], send: &mut Vec<u8>) -> Result<(), RecordError> {
+        for chunk in plaintext.chunks(MAX_PLAINTEXT) {
+            self.seal_record(APPLICATION_DATA, chunk, send)?;
+        }
+        Ok(())
+    }
+
+    /// Appends our `close_notify`.
+    pub(crate) fn close_notify(&mut self, send: &mut Vec<u8>) {
+        let _ = self.seal_record(ALERT, &[1, CLOSE_NOTIFY], send);
+    }
+
+    fn seal_record(
+        &mut self,
+        typ: u8,
+        content: &[u8],
+        send: &mut Vec<u8>,
+    ) -> Result<(), RecordError> {
+        match self.suite.version {
+            Version::Tls13 if self.tx.seq >= TLS13_RECORDS_PER_KEY && typ != HANDSHAKE => {
+                self.update_own_keys(send)?;
+            }
+            Version::Tls12 if self.tx.seq >= TLS12_RECORDS => return Err(RecordError::Exhausted),
+            _ => {}
+        }
+        let nonce = self.tx.nonce();
+        match self.suite.version {
+            Version::Tls13 => {
+                let length = content.len() + 1 + TAG;
+                let header = [APPLICATION_DATA, 3, 3, (length >> 8) as u8, length as u8];
+                send.extend_from_slice(&header);
+                let start = send.len();
+                send.extend_from_slice(content);
+                send.push(typ);
+                let tag = self
+                    .tx
+                    .key
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(header),
+                        &mut send[start..],
+                    )
+                    .map_err(|_| RecordError::Exhausted)?;
+                send.extend_from_slice(tag.as_ref());
+            }
+            Version::Tls12 => {
+                let explicit = if self.suite.explicit_nonce() {
+                    EXPLICIT_NONCE
+                } else {
+                    0
+                };
+                let length = explicit + content.len() + TAG;
+                send.extend_from_slice(&[typ, 3, 3, (length >> 8) as u8, length as u8]);
+                if explicit > 0 {
+                    send.extend_from_slice(&nonce[4..]);
+                }
+                let start = send.len();
+                send.extend_from_slice(content);
+                let aad = tls12_aad(self.tx.seq, typ, content.len());
+                let tag = self
+                    .tx
+                    .key
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(aad),
+                        &mut send[start..],
+                    )
+                    .map_err(|_| RecordError::Exhausted)?;
+                send.extend_from_slice(tag.as_ref());
+            }
+        }
+        self.tx.seq += 1;
+        Ok(())
+    }
+
+    /// Writes the whole state down, for the next instance (see
+    /// [`RecordLayer::read`]): secret material, to be wiped once written.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.suite.id.to_be_bytes());
+        for direction in [&self.tx, &self.rx] {
+            out.extend_from_slice(&direction.seq.to_be_bytes());
+            match &direction.secret {
+                Some(secret) => {
+                    out.push(secret.len() as u8);
+                    out.extend_from_slice(secret);
+                }
+                None => {
+                    out.push(direction.key_bytes.len() as u8);
+                    out.extend_from_slice(&direction.key_bytes);
+                    out.extend_from_slice(&direction.iv);
+                }
+            }
+        }
+        out.extend_from_slice(&(self.partial.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.partial);
+    }
+
+    /// The state [`RecordLayer::write`] wrote, if it is whole and of a
+    /// suite this build knows.
+    pub(crate) fn read(bytes: &[u8]) -> Option<RecordLayer> {
+        let mut reader = Reader(bytes);
+        let suite = Suite::by_id(u16::from_be_bytes(reader.take(2)?.try_into().ok()?))?;
+        let mut direction = || -> Option<ReadDirection> {
+            let seq = u64::from_be_bytes(reader.take(8)?.try_into().ok()?);
+            let len = usize::from(reader.take(1)?[0]);
+            let key = Zeroizing::new(reader.take(len)?.to_vec());
+            let iv = match suite.version {
+                Version::Tls13 => None,
+                Version::Tls12 => Some(reader.take(aead::NONCE_LEN)?.try_into().ok()?),
+            };
+            Some((key, iv, seq))
+        };
+        let tx = direction()?;
+        let rx = direction()?;
+        let len = u32::from_be_bytes(reader.take(4)?.try_into().ok()?) as usize;
+        let partial = reader.take(len)?;
+        if !reader.0.is_empty() {
+            return None;
+        }
+        RecordLayer::new(suite, keys(&tx), keys(&rx), partial)
+    }
+}
+
+/// One direction as read back: its key or secret, IV (TLS 1.2) and
+/// sequence number.
+type ReadDirection = (Zeroizing<Vec<u8>>, Option<[u8; aead::NONCE_LEN]>, u64);
+
+fn keys(direction: &ReadDirection) -> (Keys<'_>, u64) {
+    match &direction.1 {
+        None => (Keys::Secret(&direction.0), direction.2),
+        Some(iv) => (Keys::KeyIv(&direction.0, iv), direction.2),
+    }
+}
+
+/// The additional data of a TLS 1.2 record: its sequence number, type,
+/// version and plaintext length.
+fn tls12_aad(seq: u64, typ: u8, length: usize) -> [u8; 13] {
+    let mut aad = [0; 13];
+    aad[..8].copy_from_slice(&seq.to_be_bytes());
+    aad[8..].copy_from_slice(&[typ, 3, 3, (length >> 8) as u8, length as u8]);
+    aad
+}
+
+/// A whole record's length (header included), once its header is in.
+fn record_length(bytes: &[u8]) -> Option<usize> {
+    let header = bytes.get(..HEADER)?;
+    Some(HEADER + usize::from(u16::from_be_bytes([header[3], header[4]])))
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (taken, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(taken)
+    }
+}
+
+#[cfg(test)]
+mod tests;
