@@ -2,7 +2,9 @@
 //! half-closers, resetters, connect-and-close churn, over-long lines and
 //! a steady slow reader whose replies outgrow the kernel's buffers, and
 //! pipeliners that send megabytes before they read a reply, against a
-//! memory budget small enough that they spend it, while the pool is
+//! memory budget small enough that they spend it — and a group of
+//! non-readers that keeps it spent for the whole run while readers behind
+//! 4 KiB windows are served at their own pace — while the pool is
 //! resized by SIGHUP every second (workers 2 <-> 7). Every reply to a
 //! client that reads is verified; at the end the fd count is back to
 //! baseline, RSS stayed under a bound, the budget was spent and has room
@@ -156,6 +158,69 @@ fn pipeliner(addr: SocketAddr, id: usize, round: u64, counts: &Counts) {
     writer.join().unwrap();
 }
 
+/// Holds a share of the budget: pipelines 2 MiB behind a 4 KiB window and
+/// never reads; the daemon throttles it, and closes it once its output has
+/// not moved for the idle timeout. It holds on for 2 s, then goes, and the
+/// next one comes: together they keep the small budget spent.
+fn budget_holder(addr: SocketAddr) {
+    let started = Instant::now();
+    let mut client = connect_with_receive_buffer(addr, 4096);
+    client
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let _ = client.write_all(&paced_lines(0, 20 * 1024));
+    // Holding on is the point: this is its share of the budget.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(started.elapsed()));
+    reset(client);
+}
+
+/// `lines` lines of 100 bytes for a paced reader `id`.
+fn paced_lines(id: u64, lines: usize) -> Vec<u8> {
+    (0..lines)
+        .flat_map(|i| format!("paced {id:06} {i:07} {:>77}\n", "x").into_bytes())
+        .collect()
+}
+
+/// Reads 2 MiB of replies behind a 4 KiB receive window while the budget
+/// holders keep the budget spent: every reply arrives, and the reader is
+/// never left waiting (no gap as long as the idle timeout): it is served
+/// at its own pace, never after a timer.
+fn paced_reader(addr: SocketAddr, round: u64, counts: &Counts) {
+    const LINES: usize = 20 * 1024;
+    let stream = paced_lines(round, LINES);
+    let client = connect_with_receive_buffer(addr, 4096);
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        let stream = stream.clone();
+        std::thread::spawn(move || client.write_all(&stream).unwrap())
+    };
+    let expected = stream.to_ascii_uppercase();
+    let mut reader = BufReader::with_capacity(4096, &client);
+    let (mut got, mut longest, mut last) = (0, Duration::ZERO, Instant::now());
+    while got < expected.len() {
+        let chunk = reader.fill_buf().unwrap();
+        assert!(
+            !chunk.is_empty(),
+            "paced reader {round}: EOF after {got} bytes"
+        );
+        let n = chunk.len().min(expected.len() - got);
+        assert!(
+            chunk[..n] == expected[got..got + n],
+            "paced reader {round}: wrong bytes at {got}"
+        );
+        reader.consume(n);
+        got += n;
+        longest = longest.max(last.elapsed());
+        last = Instant::now();
+    }
+    assert!(
+        longest < Duration::from_millis(900),
+        "paced reader {round}: waited {longest:?} for a byte"
+    );
+    counts.verified.fetch_add(LINES as u64, Ordering::Relaxed);
+    writer.join().unwrap();
+}
+
 /// Half-closes after a pipeline ending in an unterminated line.
 fn half_closer(addr: SocketAddr, round: u64, counts: &Counts) {
     let client = connect(addr);
@@ -228,6 +293,14 @@ fn soak() {
     threads.push(spawn_loop(&stop, &counts, move |round, c| {
         steady_slow_reader(addr, round, c)
     }));
+    for _ in 0..16 {
+        threads.push(spawn_loop(&stop, &counts, move |_, _| budget_holder(addr)));
+    }
+    for id in 0..2 {
+        threads.push(spawn_loop(&stop, &counts, move |round, c| {
+            paced_reader(addr, round * 2 + id, c)
+        }));
+    }
 
     let start = Instant::now();
     let mut reloads = 0;
