@@ -222,3 +222,53 @@ fn a_tls_record_is_never_used_twice_nor_from_an_unsealed_file() {
     );
     d.stop();
 }
+
+/// A daemon of one's own on the library keeps its sessions over TLS too:
+/// Redis's own client, over TLS to `examples/resp.rs`, keeps the database
+/// it selected and its name through a restart, on the same TLS session.
+#[test]
+fn redis_cli_over_tls_keeps_its_database_and_name_across_a_restart() {
+    let pki = Pki::new("resp-tls");
+    let cert = pki.server("server", Key::Ec, "/CN=localhost/O=resp");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = format!(
+        "tls_certificate = \"{}\"\ntls_private_key = \"{}\"",
+        cert.pem.display(),
+        cert.key.display()
+    );
+    let start = |name: &str, store| {
+        Daemon::builder(name)
+            .example("resp")
+            .config(&config)
+            .inherit_named(listener.as_raw_fd(), "tls")
+            .with_fd_store(store)
+            .spawn()
+    };
+    let redis_cli = || {
+        let mut command = Command::new("redis-cli");
+        command
+            .args(["--tls", "--sni", "localhost", "--cacert"])
+            .arg(&pki.ca)
+            .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()]);
+        command
+    };
+    let mut old = start("resp-tls-old", Vec::new());
+    let mut client = Tool::start(redis_cli(), "redis-cli --tls");
+    client.send(b"SELECT 3\nCLIENT SETNAME keeper\n");
+    assert_eq!(client.read(6), b"OK\nOK\n");
+    let from = old.notify.seen.len();
+    old.signal(Signal::SIGUSR2);
+    old.expect_notify_from(from, |l| l == "BARRIER=1");
+    assert!(old.wait_exit(SOON).success(), "{}", old.stderr());
+    let mut new = start("resp-tls-new", old.notify.take_stored());
+    client.send(b"SET k three\nCLIENT GETNAME\n");
+    assert_eq!(client.read(10), b"OK\nkeeper\n");
+    let done = client.finish();
+    assert!(done.status.success(), "{}", done.stderr);
+    // Database 3 has k, database 0 does not: the SELECT crossed.
+    let check = Tool::start(redis_cli(), "redis-cli --tls");
+    check.send(b"GET k\nSELECT 3\nGET k\n");
+    assert_eq!(check.finish().stdout, b"\nOK\nthree\n");
+    new.stop();
+}
