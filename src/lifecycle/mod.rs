@@ -21,6 +21,7 @@ use crate::agent::Agent;
 use crate::availability::Availability;
 use crate::config::{Config, ConfigError, ConfigErrorKind, ConfigSource, ListenAddr};
 use crate::dispatcher::{Endpoint, Server, Status};
+use crate::fault;
 use crate::handover;
 use crate::hosted::Hosted;
 use crate::listeners::{self, Inherited, Listener};
@@ -246,9 +247,11 @@ impl Daemon {
         }
         // Forgotten by the manager before any of them is served (a record
         // is used at most once); our descriptors keep them open.
+        fault::point("restore-before-removal");
         if let Err(e) = handover::store::release_from_manager(&self.notifier) {
             warn!(error = %e, "the service manager did not confirm it dropped the handed-over connections; serving them all the same");
         }
+        fault::point("restore-after-removal");
         let report = server.restore(sockets, state);
         info!(
             restored = report.restored,
