@@ -194,6 +194,7 @@ mod close;
 pub mod config;
 mod connection;
 pub mod dispatcher;
+mod fault;
 pub mod framing;
 pub mod handover;
 pub mod hosted;

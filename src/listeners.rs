@@ -74,7 +74,7 @@ impl Listener {
     /// Accepts one connection and makes it nonblocking (and `TCP_NODELAY`:
     /// replies are written whole, so Nagle would only delay them), with
     /// what the kernel queues for it unsent bounded (see
-    /// [`bound_kernel_queue`]).
+    /// `bound_kernel_queue`).
     pub fn accept(&self) -> io::Result<(OwnedFd, Peer)> {
         match self {
             Listener::Tcp(l) => {

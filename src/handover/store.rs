@@ -12,7 +12,8 @@ use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
 use super::HandedOver;
-use crate::notify::Notifier;
+use crate::fault;
+use crate::notify::{Notifier, MAX_FDS_PER_MESSAGE};
 
 /// The fd store name of a handed-over connection.
 pub const CONNECTION_NAME: &str = "conn";
@@ -25,11 +26,16 @@ const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Hands `handed` to the manager's fd store and returns the number of
 /// connections once the manager holds its own copies (ours are closed by
 /// then). An error means they may be lost: the manager did not confirm.
-pub fn give_to_manager(notifier: &Notifier, handed: HandedOver) -> io::Result<usize> {
+pub fn give_to_manager(notifier: &Notifier, mut handed: HandedOver) -> io::Result<usize> {
     let count = handed.sockets.len();
     if count > 0 {
+        fault::state(&mut handed.state);
         let state = state_file(&handed.state)?;
-        notifier.store_fds(CONNECTION_NAME, &handed.sockets)?;
+        for batch in handed.sockets.chunks(fault::batch(MAX_FDS_PER_MESSAGE)) {
+            notifier.store_fds(CONNECTION_NAME, batch)?;
+            fault::point("store-after-first-batch");
+        }
+        fault::point("store-before-state");
         notifier.store_fds(STATE_NAME, &[state])?;
     }
     notifier.status(&format!("handed over: workers=0 connections={count}"));

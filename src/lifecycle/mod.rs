@@ -21,6 +21,7 @@ use crate::agent::Agent;
 use crate::availability::Availability;
 use crate::config::{Config, ConfigError, ConfigErrorKind, ConfigSource, ListenAddr};
 use crate::dispatcher::{Endpoint, Server, Status};
+use crate::fault;
 use crate::handover;
 use crate::hosted::Hosted;
 use crate::listeners::{self, Inherited, Listener};
@@ -246,6 +247,7 @@ impl Daemon {
         }
         // Forgotten by the manager before any of them is served (a record
         // is used at most once); our descriptors keep them open.
+        fault::point("restore-before-removal");
         let forgot = match handover::store::release_from_manager(&self.notifier) {
             Ok(()) => true,
             Err(e) => {
@@ -253,6 +255,7 @@ impl Daemon {
                 false
             }
         };
+        fault::point("restore-after-removal");
         let report = server.restore(sockets, state, forgot);
         info!(
             restored = report.restored,

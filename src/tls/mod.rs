@@ -1,17 +1,24 @@
 //! TLS between a connection's socket and its service: the server's
 //! certificate and key (loaded from PEM files, replaced on reload), and
-//! each connection's record layer ([`Session`]).
+//! each connection's session (`Session`): rustls's handshake, then the
+//! daemon's own record layer (`records.rs`).
 //!
-//! rustls's `ServerConnection` (the buffered API) does the protocol; the
+//! rustls's `ServerConnection` (the buffered API) does the handshake; the
 //! dispatcher drives it from its own epoll loop, one worker per connection
-//! at a time as for every connection: the connection reads ciphertext from
-//! the socket, hands it to its [`Session`], serves the plaintext that comes
-//! out, and queues what the session encrypts in its own output buffer,
-//! which the memory budget counts like any other reply bytes. The buffered
-//! API rather than the unbuffered one: it already keeps a partial record
-//! between reads and owns its handshake's state, which the connection
-//! would otherwise have to keep beside it; what it costs is one copy of
-//! each record, small against the cipher's own work.
+//! at a time as for every connection. The buffered API rather than the
+//! unbuffered one: it keeps a handshake message split over records and
+//! owns the handshake's state, which the connection would otherwise keep
+//! beside it; the handshake is fed one whole record at a time, so that it
+//! ends exactly at a record's end.
+//!
+//! After the handshake the records are the daemon's own: rustls hands over
+//! the keys and sequence numbers (and, for TLS 1.3, the traffic secrets,
+//! through its key log), and ring's AEADs protect the records. So the whole
+//! state of a session is known and a restart can carry it to the next
+//! instance (docs/handover.md). The connection reads ciphertext from the
+//! socket, hands it to its `Session`, serves the plaintext that comes out,
+//! and queues what the session encrypts in its own output buffer, which
+//! the memory budget counts like any other reply bytes.
 //!
 //! The crypto provider is ring: it builds with nothing but the C compiler
 //! the build needs anyway.

@@ -29,6 +29,19 @@ server must name them, not the balancer).
                                replies; prints the replies verified, the
                                connections dropped and the longest wait for
                                a reply; fails on any error
+  client.py faults N FILE PROGRESS
+                               as busy, but a connection may end: hold N
+                               connections, each sending a numbered
+                               request every 10 ms (one at a time) and
+                               checking each reply, until FILE exists
+                               (300 s at most); then prints one figure
+                               line: carried (open and served: its request
+                               answered within 1.5 s), closed (EOF or
+                               reset), duplicated (a reply to a request
+                               already answered), hung (open, its request
+                               unanswered for 1.5 s), wrong (any other
+                               unexpected reply), and the longest wait for
+                               a reply a carried connection saw
   client.py idle SECONDS OUT   connect, exchange a line, write OUT, then
                                wait for the server to close the connection;
                                fails unless EOF comes within SECONDS of the
@@ -199,6 +212,79 @@ def busy(count, stop_file, progress_file):
     print(f"busy: {count} connections, {verified} replies verified, 0 dropped, longest wait {longest:.3f} s")
 
 
+def faults(count, stop_file, progress_file):
+    """Busy connections through a fault: each ends carried, closed,
+    duplicated, hung or wrong (see the module's doc)."""
+    count = int(count)
+    hung_after = 1.5
+    progress = os.open(progress_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    sel = selectors.DefaultSelector()
+    conns = []
+    for i in range(count):
+        sock = connect()
+        sock.setblocking(False)
+        conn = {"i": i, "sock": sock, "n": 0, "sent": None, "buf": b"", "end": None, "longest": 0.0}
+        conns.append(conn)
+        sel.register(sock, selectors.EVENT_READ, conn)
+
+    def end(conn, how):
+        conn["end"] = how
+        sel.unregister(conn["sock"])
+        conn["sock"].close()
+
+    verified = 0
+    deadline = time.monotonic() + 300
+    next_send = time.monotonic()
+    while not os.path.exists(stop_file):
+        now = time.monotonic()
+        if now > deadline:
+            sys.exit("faults: ran out of time")
+        if now >= next_send:
+            for conn in conns:
+                if conn["end"] is None and conn["sent"] is None:
+                    try:
+                        conn["sock"].sendall(f"busy {conn['i']} request {conn['n']}\n".encode())
+                        conn["sent"] = now
+                    except OSError:
+                        end(conn, "closed")
+            next_send = now + 0.01
+        for key, _ in sel.select(timeout=max(0.0, next_send - time.monotonic())):
+            conn = key.data
+            if conn["end"] is not None:
+                continue
+            try:
+                chunk = conn["sock"].recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                end(conn, "closed")
+                continue
+            conn["buf"] += chunk
+            while conn["end"] is None and b"\n" in conn["buf"]:
+                line, conn["buf"] = conn["buf"].split(b"\n", 1)
+                want = f"BUSY {conn['i']} REQUEST {conn['n']}".encode()
+                if line == want and conn["sent"] is not None:
+                    conn["longest"] = max(conn["longest"], time.monotonic() - conn["sent"])
+                    conn["n"] += 1
+                    conn["sent"] = None
+                    verified += 1
+                    if verified % 100 == 0:
+                        os.write(progress, b".")
+                    continue
+                earlier = [f"BUSY {conn['i']} REQUEST {k}".encode() for k in range(conn["n"])]
+                end(conn, "duplicated" if line in earlier else "wrong")
+                print(f"faults: connection {conn['i']}: expected {want!r}, got {line!r}", file=sys.stderr)
+    now = time.monotonic()
+    for conn in conns:
+        if conn["end"] is None:
+            waiting = conn["sent"] is not None and now - conn["sent"] > hung_after
+            conn["end"] = "hung" if waiting else "carried"
+            conn["sock"].close()
+    figures = {how: sum(1 for c in conns if c["end"] == how) for how in ("carried", "closed", "duplicated", "hung", "wrong")}
+    longest = max((c["longest"] for c in conns if c["end"] == "carried"), default=0.0)
+    print(" ".join(f"{how}={n}" for how, n in figures.items()) + f" replies={verified} longest={longest:.3f}s")
+
+
 def idle(seconds, ready_file):
     with connect() as sock:
         exchange(sock, "idle soon")
@@ -216,5 +302,5 @@ def idle(seconds, ready_file):
 
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
-    modes = {"once": once, "loop": loop, "hold": hold, "busy": busy, "idle": idle, "resp-hold": resp_hold}
+    modes = {"once": once, "loop": loop, "hold": hold, "busy": busy, "faults": faults, "idle": idle, "resp-hold": resp_hold}
     modes[mode](*args)

@@ -10,7 +10,11 @@
 # host, for every suite) with dpkg -i and checks what an operator
 # relies on: socket activation, STATUS, reload (good and broken), restart
 # and upgrade without a refused connection, a crash (SIGKILL) that loses
-# only the connections the killed process held, the journal, stop, three
+# only the connections the killed process held, a fault at each step of a
+# restart's handover (tests/e2e/faults.sh: a build with test hooks kills
+# either instance between two of its messages to systemd or damages the
+# state record; a configuration refused; a store too small), the journal,
+# stop, three
 # instances of the templates behind a real HAProxy (PROXY v2, agent-check:
 # rolling restarts and an upgrade that drop nothing, an instance taken out
 # of service and back), a daemon of one's own built on the library
@@ -60,6 +64,18 @@ if [ "${1:-}" != --inside ]; then
         { cargo build --locked --release --example resp >/dev/null 2>&1 ||
             cargo build --locked --release --example resp; } &&
         cp "${CARGO_TARGET_DIR:-target}/release/examples/resp" target/e2e/resp)
+    # The hooked build for the fault cases (tests/e2e/faults.sh), then the
+    # plain one back in place; the packages must not hold the hooks.
+    (cd "$ROOT" && { cargo build --locked --release --features fault-injection --bin oneshotd >/dev/null 2>&1 ||
+        cargo build --locked --release --features fault-injection --bin oneshotd; } &&
+        cp "${CARGO_TARGET_DIR:-target}/release/oneshotd" target/e2e/oneshotd-fault &&
+        cargo build --locked --release --bin oneshotd >/dev/null 2>&1)
+    for deb in "$ROOT"/target/e2e/oneshotd_[1-4].deb; do
+        if dpkg-deb --fsys-tarfile "$deb" | tar -xOf - ./usr/sbin/oneshotd | grep -q ONESHOTD_FAULT; then
+            fail "$deb holds the fault-injection hooks"
+        fi
+    done
+    grep -q ONESHOTD_FAULT "$ROOT/target/e2e/oneshotd-fault" || fail "the hooked build has no hooks"
 
     mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
     [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
@@ -102,7 +118,7 @@ debs=$4
 mount -t tmpfs tmpfs /run
 stage=/run/oneshotd-e2e
 mkdir "$stage"
-cp "$debs"/oneshotd_[1-4].deb "$debs/resp" "$HERE/client.py" "$stage/"
+cp "$debs"/oneshotd_[1-4].deb "$debs/resp" "$debs/oneshotd-fault" "$HERE/client.py" "$HERE/faults.sh" "$stage/"
 CLIENT="python3 $stage/client.py"
 mount -t tmpfs tmpfs /tmp
 cd /
@@ -450,6 +466,10 @@ cat "$w/busy.out"
 journal
 grep -q "handed over to the next instance" "$w/journal.txt" || fail "the journal does not say connections were handed over"
 grep -q "connections restored from the previous instance" "$w/journal.txt" || fail "the journal does not say connections were restored"
+
+# (a) to (f): a step of the handover broken, one figure line each.
+# shellcheck source=tests/e2e/faults.sh
+. "$stage/faults.sh"
 
 step "after a handover, a connection the daemon closes (idle timeout) gets EOF promptly"
 inside sed -i 's/^idle_timeout_ms = .*/idle_timeout_ms = 2000/' /etc/oneshotd.toml

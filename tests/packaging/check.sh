@@ -5,7 +5,8 @@
 #  - systemd-analyze security exposure of the service and of an instance
 #    of the template is at most 1.0, and both carry the same hardening;
 #  - the .deb builds with cargo-deb, lintian reports no error, its contents
-#    list every expected path, /etc/oneshotd.toml is a conffile, and its
+#    list every expected path, /etc/oneshotd.toml is a conffile, its
+#    binary holds no fault-injection hook (src/fault.rs), and its
 #    Depends come from the binary's real shared-library dependencies;
 #  - the crate could be published: `cargo package` builds it from what it
 #    would upload, with the metadata publishing requires (description,
@@ -81,6 +82,13 @@ tar -tf "$work/control.tar" >"$work/control.list"
 for script in postinst prerm postrm; do
     grep -qx "./$script" "$work/control.list" || fail "no $script"
 done
+
+echo "== no test hooks"
+# The fault-injection hooks (src/fault.rs, cargo feature fault-injection)
+# never ship: the packaged binary does not even hold their variable's name.
+dpkg-deb --fsys-tarfile "$deb" >"$work/data.tar"
+tar -xOf "$work/data.tar" ./usr/sbin/oneshotd >"$work/oneshotd"
+if grep -q ONESHOTD_FAULT "$work/oneshotd"; then fail "the packaged binary holds the fault-injection hooks"; fi
 
 echo "== depends"
 depends=$(dpkg-deb --field "$deb" Depends)
