@@ -10,10 +10,10 @@
 //! an empty inline function (the packaging check makes sure the shipped
 //! binary does not contain the variable's name).
 //!
-//! The points: `store-after-first-batch` (the old instance, after the first
-//! datagram of connections; while it is armed the connections go 50 to a
-//! datagram, so that a few hundred make several), `store-before-state`
-//! (after every connection, before the state file), `restore-before-removal`
+//! The points: `store-after-state` (the old instance, after the state
+//! file, before any connection), `store-after-first-batch` (after the
+//! first datagram of connections; while it is armed the connections go 50
+//! to a datagram, so that a few hundred make several), `restore-before-removal`
 //! and `restore-after-removal` (the next instance, holding what the manager
 //! gave it, before and after it has the manager forget it: before any byte
 //! is served either way); `state-corrupt` and `state-truncated` damage the

@@ -31,12 +31,16 @@ pub fn give_to_manager(notifier: &Notifier, mut handed: HandedOver) -> io::Resul
     if count > 0 {
         fault::state(&mut handed.state);
         let state = state_file(&handed.state)?;
+        // The state file first: a store that takes only some of what comes
+        // (FileDescriptorStoreMax= smaller than the connections), or a
+        // process killed partway, still carries every socket that made it;
+        // the records of the others describe sockets that are gone.
+        notifier.store_fds(STATE_NAME, &[state])?;
+        fault::point("store-after-state");
         for batch in handed.sockets.chunks(fault::batch(MAX_FDS_PER_MESSAGE)) {
             notifier.store_fds(CONNECTION_NAME, batch)?;
             fault::point("store-after-first-batch");
         }
-        fault::point("store-before-state");
-        notifier.store_fds(STATE_NAME, &[state])?;
     }
     notifier.status(&format!("handed over: workers=0 connections={count}"));
     // Our copies may close now: the manager holds its own.

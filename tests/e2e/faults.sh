@@ -177,14 +177,14 @@ for line in sys.stdin:
     [ "$refused" = 0 ] || { cat "$w/loop.1.err"; fail "$label: $refused new connection attempts refused"; }
 }
 
-fault_case "(a) old killed after its first FDSTORE datagram" 0 old store-after-first-batch
-fault_case "(b) old killed before the state file" 0 old store-before-state
+fault_case "(a) old killed after its first FDSTORE datagram of connections" 50 old store-after-first-batch
+fault_case "(b) old killed after the state file, before the connections" 0 old store-after-state
 fault_case "(c1) new killed before the removal" 200 new restore-before-removal
 fault_case "(c2) new killed after the removal" 0 new restore-after-removal
 fault_case "(d) new refuses its configuration (exit 78)" 200 config
 fault_case "(e1) state record corrupt" 0 old state-corrupt
 fault_case "(e2) state record truncated" 0 old state-truncated
-fault_case "(f) FileDescriptorStoreMax=50" 0 store
+fault_case "(f) FileDescriptorStoreMax=50" 49 store
 
 disarm
 rm "$dropins/fault.conf"
