@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of the Debian package and the systemd units:
 #  - systemd-analyze verify on every unit is clean (the templates as an
-#    instance);
+#    instance), oneshotd-tls.socket included, and the package neither
+#    enables nor starts that one;
 #  - systemd-analyze security exposure of the service and of an instance
 #    of the template is at most 1.0, and both carry the same hardening;
 #  - the .deb builds with cargo-deb, lintian reports no error, its contents
@@ -28,13 +29,15 @@ echo "== systemd-analyze verify"
 # Verify the units as installed, with ExecStart pointing at the built binary
 # (verify checks that it exists and is executable).
 mkdir -p "$work/units"
-units=(oneshotd.socket oneshotd-metrics.socket oneshotd.service
-    oneshotd@.service oneshotd@.socket oneshotd-metrics@.socket oneshotd-agent@.socket)
+units=(oneshotd.socket oneshotd-metrics.socket oneshotd-tls.socket oneshotd.service
+    oneshotd@.service oneshotd@.socket oneshotd-metrics@.socket oneshotd-agent@.socket
+    oneshotd-tls@.socket)
 for unit in "${units[@]}"; do
     sed "s|/usr/sbin/oneshotd|$PWD/target/release/oneshotd|g" "packaging/systemd/$unit" >"$work/units/$unit"
 done
-if ! out=$(cd "$work/units" && systemd-analyze verify --man=no oneshotd.socket oneshotd-metrics.socket oneshotd.service \
-    oneshotd@check.service oneshotd@check.socket oneshotd-metrics@check.socket oneshotd-agent@check.socket 2>&1) || [ -n "$out" ]; then
+if ! out=$(cd "$work/units" && systemd-analyze verify --man=no oneshotd.socket oneshotd-metrics.socket oneshotd-tls.socket \
+    oneshotd.service oneshotd@check.service oneshotd@check.socket oneshotd-metrics@check.socket \
+    oneshotd-agent@check.socket oneshotd-tls@check.socket 2>&1) || [ -n "$out" ]; then
     echo "$out"
     fail "systemd-analyze verify is not clean"
 fi
@@ -69,6 +72,7 @@ for path in ./usr/sbin/oneshotd ./etc/oneshotd.toml \
     ./lib/systemd/system/oneshotd.service ./lib/systemd/system/oneshotd@.service \
     ./lib/systemd/system/oneshotd@.socket ./lib/systemd/system/oneshotd-metrics@.socket \
     ./lib/systemd/system/oneshotd-agent@.socket \
+    ./lib/systemd/system/oneshotd-tls.socket ./lib/systemd/system/oneshotd-tls@.socket \
     ./usr/share/man/man8/oneshotd.8.gz ./usr/share/man/man5/oneshotd.toml.5.gz \
     ./usr/share/doc/oneshotd/copyright ./usr/share/doc/oneshotd/changelog.Debian.gz; do
     grep -qx "$path" "$work/contents" || fail "missing $path"
@@ -81,6 +85,17 @@ grep -qx /etc/oneshotd.toml "$work/conffiles" || fail "/etc/oneshotd.toml is not
 tar -tf "$work/control.tar" >"$work/control.list"
 for script in postinst prerm postrm; do
     grep -qx "./$script" "$work/control.list" || fail "no $script"
+done
+# The TLS socket is shipped but never enabled or started by the package:
+# it needs a certificate first. postinst only keeps its state (for purge).
+tar -xOf "$work/control.tar" ./postinst >"$work/postinst"
+grep -E '^[[:space:]]*(for socket in|deb-systemd-invoke start)' "$work/postinst" >"$work/starts"
+[ -s "$work/starts" ] || fail "postinst: no enable loop or start line found"
+if grep -q tls "$work/starts"; then fail "postinst enables or starts oneshotd-tls.socket"; fi
+grep -q 'update-state oneshotd-tls.socket' "$work/postinst" || fail "postinst keeps no state for oneshotd-tls.socket"
+for script in prerm postrm; do
+    tar -xOf "$work/control.tar" "./$script" | grep -q 'oneshotd-tls.socket' \
+        || fail "$script leaves oneshotd-tls.socket out"
 done
 
 echo "== no test hooks"
