@@ -218,6 +218,10 @@ pub enum ConfigErrorKind {
         /// What must be given with it.
         missing: &'static str,
     },
+    /// systemd passed a TLS listener (a socket named `tls`), and the file
+    /// names no certificate and key for it.
+    #[error("a socket named tls was passed, but tls_certificate and tls_private_key are not set")]
+    TlsSocketWithoutFiles,
     /// A TLS file that does not load: missing, unreadable, not PEM, or a
     /// key that does not match its certificate.
     #[error("TLS: {0}")]

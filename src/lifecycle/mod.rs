@@ -170,11 +170,7 @@ impl Daemon {
                     .source
                     .file()
                     .map_or_else(|| "<built-in>".into(), Into::into),
-                kind: ConfigErrorKind::TlsIncomplete {
-                    line: 0,
-                    key: "a socket named tls",
-                    missing: "tls_certificate and tls_private_key",
-                },
+                kind: ConfigErrorKind::TlsSocketWithoutFiles,
             }));
         }
         let metrics = Metrics::new();

@@ -222,3 +222,23 @@ fn check_config_names_the_tls_file_at_fault() {
         assert_eq!(done.status.code(), Some(0), "{good}: {}", done.stderr);
     }
 }
+
+/// systemd passes a TLS listener (`oneshotd-tls.socket` enabled) and the
+/// configuration names no certificate: a bad configuration, exit 78, and
+/// the log says what is missing.
+#[test]
+fn a_tls_socket_without_a_certificate_is_a_bad_configuration() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut daemon = Daemon::builder("tls-socket-no-cert")
+        .inherit_named(std::os::fd::AsRawFd::as_raw_fd(&listener), "tls")
+        .launch();
+    let status = daemon.wait_exit(SOON);
+    assert_eq!(status.code(), Some(78), "{}", daemon.stderr());
+    assert!(
+        daemon.stderr().contains(
+            "a socket named tls was passed, but tls_certificate and tls_private_key are not set"
+        ),
+        "{}",
+        daemon.stderr()
+    );
+}
