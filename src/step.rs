@@ -97,7 +97,7 @@ pub(crate) enum CloseReason {
     /// `max_connections_per_client`.
     PerClient,
     /// Its TLS handshake failed or did not finish in time.
-    Tls(crate::tls::HandshakeFailure),
+    Tls(crate::tls::TlsFailure),
 }
 
 /// What was wrong with a connection's PROXY header.

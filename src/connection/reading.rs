@@ -48,7 +48,7 @@ impl Connection {
                     return Err(CloseReason::ProxyHeader(ProxyHeaderFailure::Ended));
                 }
                 if self.in_handshake() {
-                    return Err(CloseReason::Tls(crate::tls::HandshakeFailure::Ended));
+                    return Err(CloseReason::Tls(crate::tls::TlsFailure::Ended));
                 }
                 self.peer_closed = true;
                 self.serve(0..0, cx).map_err(CloseReason::Error)?;

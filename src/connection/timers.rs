@@ -45,7 +45,7 @@ impl Connection {
         }
         if self.handshake_overdue(now, cx.limits.tls_handshake_timeout) {
             return Some(Next::Close(CloseReason::Tls(
-                crate::tls::HandshakeFailure::TimedOut,
+                crate::tls::TlsFailure::TimedOut,
             )));
         }
         match self.phase {

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::{Connection, Context};
 use crate::step::{CloseReason, Tally};
-use crate::tls::{Handshake, HandshakeFailure, Session, TlsInfo};
+use crate::tls::{Handshake, Session, TlsInfo};
 
 /// A TLS connection's own state.
 #[derive(Debug)]
@@ -92,13 +92,12 @@ impl Connection {
         // The plaintext takes the read buffer's place (a swap of two
         // pointers), so that serving it is the same as on a plain socket.
         std::mem::swap(&mut scratch.input, &mut scratch.plaintext);
-        let failed = |failure: HandshakeFailure| CloseReason::Tls(failure);
         let received = match received {
             Ok(received) => received,
             Err(failure) => {
                 // The alert, if there is one, goes out before the close.
                 let _ = self.flush(&mut cx.scratch.tally);
-                return Err(failed(failure));
+                return Err(CloseReason::Tls(failure));
             }
         };
         if received.handshake == Handshake::JustDone {

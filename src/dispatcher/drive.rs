@@ -151,9 +151,7 @@ impl Dispatcher {
             self.metrics.tls_connection(false);
             if held.connection().in_handshake() {
                 let result = match reason {
-                    CloseReason::Tls(crate::tls::HandshakeFailure::TimedOut) => {
-                        TlsHandshake::TimedOut
-                    }
+                    CloseReason::Tls(crate::tls::TlsFailure::TimedOut) => TlsHandshake::TimedOut,
                     _ => TlsHandshake::Failed,
                 };
                 self.metrics.tls_handshakes(result, 1);

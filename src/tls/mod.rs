@@ -31,7 +31,7 @@ mod subject;
 use std::sync::{Arc, RwLock};
 
 pub use files::{TlsError, TlsFiles};
-pub use session::HandshakeFailure;
+pub use session::TlsFailure;
 pub(crate) use session::{Handshake, Session, LARGEST_RECORD};
 
 /// What a TLS connection tells its service: the protocol it negotiated and

@@ -27,7 +27,7 @@ pub(crate) const LARGEST_RECORD: usize = 5 + 16 * 1024 + 2048;
 /// complete, or a record that could not be taken after it; as the log and
 /// metrics say it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HandshakeFailure {
+pub enum TlsFailure {
     /// Not done within `tls_handshake_timeout_ms` of accept.
     TimedOut,
     /// The client offered no cipher suite (or version) we have.
@@ -47,22 +47,22 @@ pub enum HandshakeFailure {
     Record(String),
 }
 
-impl std::fmt::Display for HandshakeFailure {
+impl std::fmt::Display for TlsFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HandshakeFailure::TimedOut => f.write_str("handshake timeout"),
-            HandshakeFailure::NoSharedCipher => f.write_str("no shared cipher"),
-            HandshakeFailure::CertificateRequired => f.write_str("certificate required"),
-            HandshakeFailure::BadCertificate(why) => write!(f, "bad client certificate: {why}"),
-            HandshakeFailure::NotTls => f.write_str("not TLS"),
-            HandshakeFailure::Ended => f.write_str("client closed during the handshake"),
-            HandshakeFailure::Refused(why) => f.write_str(why),
-            HandshakeFailure::Record(why) => f.write_str(why),
+            TlsFailure::TimedOut => f.write_str("handshake timeout"),
+            TlsFailure::NoSharedCipher => f.write_str("no shared cipher"),
+            TlsFailure::CertificateRequired => f.write_str("certificate required"),
+            TlsFailure::BadCertificate(why) => write!(f, "bad client certificate: {why}"),
+            TlsFailure::NotTls => f.write_str("not TLS"),
+            TlsFailure::Ended => f.write_str("client closed during the handshake"),
+            TlsFailure::Refused(why) => f.write_str(why),
+            TlsFailure::Record(why) => f.write_str(why),
         }
     }
 }
 
-impl HandshakeFailure {
+impl TlsFailure {
     fn from_rustls(error: &rustls::Error) -> Self {
         use rustls::{Error, PeerIncompatible, PeerMisbehaved};
         match error {
@@ -71,17 +71,13 @@ impl HandshakeFailure {
                 | PeerIncompatible::NoKxGroupsInCommon
                 | PeerIncompatible::NoSignatureSchemesInCommon
                 | PeerIncompatible::SupportedVersionsExtensionRequired,
-            ) => HandshakeFailure::NoSharedCipher,
-            Error::PeerIncompatible(_) => HandshakeFailure::NoSharedCipher,
-            Error::NoCertificatesPresented => HandshakeFailure::CertificateRequired,
-            Error::InvalidCertificate(why) => HandshakeFailure::BadCertificate(why.to_string()),
-            Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => {
-                HandshakeFailure::NotTls
-            }
-            Error::PeerMisbehaved(PeerMisbehaved::TooManyEmptyFragments) => {
-                HandshakeFailure::NotTls
-            }
-            other => HandshakeFailure::Refused(other.to_string()),
+            ) => TlsFailure::NoSharedCipher,
+            Error::PeerIncompatible(_) => TlsFailure::NoSharedCipher,
+            Error::NoCertificatesPresented => TlsFailure::CertificateRequired,
+            Error::InvalidCertificate(why) => TlsFailure::BadCertificate(why.to_string()),
+            Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => TlsFailure::NotTls,
+            Error::PeerMisbehaved(PeerMisbehaved::TooManyEmptyFragments) => TlsFailure::NotTls,
+            other => TlsFailure::Refused(other.to_string()),
         }
     }
 }
@@ -219,7 +215,7 @@ impl Session {
         ciphertext: &[u8],
         plain: &mut [u8],
         send: &mut Vec<u8>,
-    ) -> Result<Received, HandshakeFailure> {
+    ) -> Result<Received, TlsFailure> {
         let mut received = Received {
             plaintext: 0,
             closed: false,
@@ -227,7 +223,7 @@ impl Session {
         };
         let after_handshake = match &mut self.state {
             State::Established { .. } => ciphertext,
-            State::Failed => return Err(HandshakeFailure::Refused("failed before".to_owned())),
+            State::Failed => return Err(TlsFailure::Refused("failed before".to_owned())),
             State::Handshaking {
                 conn,
                 partial,
@@ -271,13 +267,13 @@ impl Session {
         plain: &mut [u8],
         send: &mut Vec<u8>,
         mut received: Received,
-    ) -> Result<Received, HandshakeFailure> {
+    ) -> Result<Received, TlsFailure> {
         let State::Established { records, .. } = &mut self.state else {
             unreachable!("only after the handshake");
         };
         let opened = records
             .open(ciphertext, plain, send)
-            .map_err(|e| HandshakeFailure::Record(e.to_string()))?;
+            .map_err(|e| TlsFailure::Record(e.to_string()))?;
         received.plaintext = opened.plaintext;
         received.closed = opened.closed;
         Ok(received)
@@ -308,7 +304,7 @@ fn feed_handshake(
     partial: &[u8],
     logged: &mut Logged,
     send: &mut Vec<u8>,
-) -> Result<usize, HandshakeFailure> {
+) -> Result<usize, TlsFailure> {
     let mut fed = 0;
     while conn.is_handshaking() {
         // What is not a record's start is not TLS: said at once, not after
@@ -320,7 +316,7 @@ fn feed_handshake(
             [typ, major, ..] => (20..=23).contains(typ) && *major == 3,
         };
         if !is_record {
-            return Err(HandshakeFailure::NotTls);
+            return Err(TlsFailure::NotTls);
         }
         let Some(length) = partial
             .get(fed + 3..fed + 5)
@@ -329,14 +325,14 @@ fn feed_handshake(
             break;
         };
         if length > LARGEST_RECORD {
-            return Err(HandshakeFailure::NotTls);
+            return Err(TlsFailure::NotTls);
         }
         let Some(mut record) = partial.get(fed..fed + length) else {
             break;
         };
         while !record.is_empty() {
             if conn.read_tls(&mut record).is_err() {
-                return Err(HandshakeFailure::Refused("TLS buffer full".to_owned()));
+                return Err(TlsFailure::Refused("TLS buffer full".to_owned()));
             }
         }
         let processed = conn.process_new_packets();
@@ -351,7 +347,7 @@ fn feed_handshake(
         });
         take_output(conn, send);
         if let Err(e) = processed {
-            return Err(HandshakeFailure::from_rustls(&e));
+            return Err(TlsFailure::from_rustls(&e));
         }
         fed += length;
     }
@@ -370,10 +366,9 @@ fn take_output(conn: &mut ServerConnection, send: &mut Vec<u8>) {
 fn established(
     conn: ServerConnection,
     logged: Logged,
-) -> Result<(RecordLayer, TlsInfo), HandshakeFailure> {
+) -> Result<(RecordLayer, TlsInfo), TlsFailure> {
     let info = negotiated(&conn);
-    let refused =
-        |why: &str| HandshakeFailure::Refused(format!("cannot take over the records: {why}"));
+    let refused = |why: &str| TlsFailure::Refused(format!("cannot take over the records: {why}"));
     let suite = conn
         .negotiated_cipher_suite()
         .and_then(|s| Suite::by_id(u16::from(s.suite())))
