@@ -23,6 +23,7 @@
 //! The crypto provider is ring: it builds with nothing but the C compiler
 //! the build needs anyway.
 
+mod failure;
 mod files;
 mod records;
 mod session;
@@ -30,8 +31,8 @@ mod subject;
 
 use std::sync::{Arc, RwLock};
 
+pub use failure::TlsFailure;
 pub use files::{TlsError, TlsFiles};
-pub use session::TlsFailure;
 pub(crate) use session::{Handshake, Session, LARGEST_RECORD};
 
 /// What a TLS connection tells its service: the protocol it negotiated and

@@ -24,8 +24,7 @@
 //!   connection: rustls would not accept it either with our settings (no
 //!   session tickets, no post-handshake authentication).
 
-use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
-use ring::hkdf;
+use ring::aead::{Aad, Nonce};
 use zeroize::Zeroizing;
 
 /// A record's largest plaintext (RFC 8446 §5.1).
@@ -52,55 +51,6 @@ const TLS13_RECORDS_PER_KEY: u64 = 1 << 23;
 /// Records sealed on a TLS 1.2 connection before it is closed.
 const TLS12_RECORDS: u64 = 1 << 24;
 
-/// The protocol a record layer speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Version {
-    Tls12,
-    Tls13,
-}
-
-/// The cipher suites this record layer serves (rustls's ring provider's
-/// defaults), by their IANA numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Suite {
-    pub id: u16,
-    pub version: Version,
-    aead: &'static aead::Algorithm,
-    /// TLS 1.3's hash, for HKDF.
-    hkdf: Option<hkdf::Algorithm>,
-}
-
-impl Suite {
-    pub(crate) fn by_id(id: u16) -> Option<Suite> {
-        let tls13 = |aead, hkdf| Suite {
-            id,
-            version: Version::Tls13,
-            aead,
-            hkdf: Some(hkdf),
-        };
-        let tls12 = |aead| Suite {
-            id,
-            version: Version::Tls12,
-            aead,
-            hkdf: None,
-        };
-        Some(match id {
-            0x1301 => tls13(&aead::AES_128_GCM, hkdf::HKDF_SHA256),
-            0x1302 => tls13(&aead::AES_256_GCM, hkdf::HKDF_SHA384),
-            0x1303 => tls13(&aead::CHACHA20_POLY1305, hkdf::HKDF_SHA256),
-            // ECDHE_ECDSA_ and ECDHE_RSA_ with each AEAD.
-            0xc02b | 0xc02f => tls12(&aead::AES_128_GCM),
-            0xc02c | 0xc030 => tls12(&aead::AES_256_GCM),
-            0xcca9 | 0xcca8 => tls12(&aead::CHACHA20_POLY1305),
-            _ => return None,
-        })
-    }
-
-    fn explicit_nonce(&self) -> bool {
-        self.version == Version::Tls12 && self.aead != &aead::CHACHA20_POLY1305
-    }
-}
-
 /// Why a record could not be taken: the connection is closed (with the
 /// alert, when there is one, already queued).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,74 +65,6 @@ pub(crate) enum RecordError {
     Alert(u8),
     #[error("the connection's records are used up")]
     Exhausted,
-}
-
-/// One direction's keys and position.
-struct Direction {
-    key: LessSafeKey,
-    key_bytes: Zeroizing<Vec<u8>>,
-    iv: [u8; aead::NONCE_LEN],
-    seq: u64,
-    /// TLS 1.3: the traffic secret the key and IV come from.
-    secret: Option<Zeroizing<Vec<u8>>>,
-}
-
-impl Direction {
-    fn new(suite: &Suite, key: &[u8], iv: &[u8], seq: u64) -> Option<Direction> {
-        let unbound = UnboundKey::new(suite.aead, key).ok()?;
-        Some(Direction {
-            key: LessSafeKey::new(unbound),
-            key_bytes: Zeroizing::new(key.to_vec()),
-            iv: iv.try_into().ok()?,
-            seq,
-            secret: None,
-        })
-    }
-
-    /// TLS 1.3: the key and IV of `secret` (RFC 8446 §7.3), at `seq`.
-    fn from_secret(suite: &Suite, secret: &[u8], seq: u64) -> Option<Direction> {
-        let hkdf = suite.hkdf?;
-        let key = Zeroizing::new(expand_label(hkdf, secret, b"key", suite.aead.key_len())?);
-        let iv = expand_label(hkdf, secret, b"iv", aead::NONCE_LEN)?;
-        let mut direction = Direction::new(suite, &key, &iv, seq)?;
-        direction.secret = Some(Zeroizing::new(secret.to_vec()));
-        Some(direction)
-    }
-
-    /// TLS 1.3: the next generation (RFC 8446 §7.2), from sequence 0.
-    fn updated(&self, suite: &Suite) -> Option<Direction> {
-        let hkdf = suite.hkdf?;
-        let secret = self.secret.as_ref()?;
-        let next = Zeroizing::new(expand_label(hkdf, secret, b"traffic upd", secret.len())?);
-        Direction::from_secret(suite, &next, 0)
-    }
-
-    /// The nonce of the record at `seq`: the IV with the sequence number
-    /// XORed into its last eight bytes.
-    fn nonce(&self) -> [u8; aead::NONCE_LEN] {
-        let mut nonce = self.iv;
-        for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
-            *n ^= s;
-        }
-        nonce
-    }
-}
-
-/// HKDF-Expand-Label (RFC 8446 §7.1) with an empty context.
-fn expand_label(hkdf: hkdf::Algorithm, secret: &[u8], label: &[u8], len: usize) -> Option<Vec<u8>> {
-    struct Len(usize);
-    impl hkdf::KeyType for Len {
-        fn len(&self) -> usize {
-            self.0
-        }
-    }
-    let length = (len as u16).to_be_bytes();
-    let label_len = [(6 + label.len()) as u8];
-    let info: [&[u8]; 5] = [&length, &label_len, b"tls13 ", label, &[0]];
-    let prk = hkdf::Prk::new_less_safe(hkdf, secret);
-    let mut out = vec![0; len];
-    prk.expand(&info, Len(len)).ok()?.fill(&mut out).ok()?;
-    Some(out)
 }
 
 /// What [`RecordLayer::open`] got out of the ciphertext it was given.
@@ -489,64 +371,6 @@ impl RecordLayer {
         self.tx.seq += 1;
         Ok(())
     }
-
-    /// Writes the whole state down, for the next instance (see
-    /// [`RecordLayer::read`]): secret material, to be wiped once written.
-    pub(crate) fn write(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.suite.id.to_be_bytes());
-        for direction in [&self.tx, &self.rx] {
-            out.extend_from_slice(&direction.seq.to_be_bytes());
-            match &direction.secret {
-                Some(secret) => {
-                    out.push(secret.len() as u8);
-                    out.extend_from_slice(secret);
-                }
-                None => {
-                    out.push(direction.key_bytes.len() as u8);
-                    out.extend_from_slice(&direction.key_bytes);
-                    out.extend_from_slice(&direction.iv);
-                }
-            }
-        }
-        out.extend_from_slice(&(self.partial.len() as u32).to_be_bytes());
-        out.extend_from_slice(&self.partial);
-    }
-
-    /// The state [`RecordLayer::write`] wrote, if it is whole and of a
-    /// suite this build knows.
-    pub(crate) fn read(bytes: &[u8]) -> Option<RecordLayer> {
-        let mut reader = Reader(bytes);
-        let suite = Suite::by_id(u16::from_be_bytes(reader.take(2)?.try_into().ok()?))?;
-        let mut direction = || -> Option<ReadDirection> {
-            let seq = u64::from_be_bytes(reader.take(8)?.try_into().ok()?);
-            let len = usize::from(reader.take(1)?[0]);
-            let key = Zeroizing::new(reader.take(len)?.to_vec());
-            let iv = match suite.version {
-                Version::Tls13 => None,
-                Version::Tls12 => Some(reader.take(aead::NONCE_LEN)?.try_into().ok()?),
-            };
-            Some((key, iv, seq))
-        };
-        let tx = direction()?;
-        let rx = direction()?;
-        let len = u32::from_be_bytes(reader.take(4)?.try_into().ok()?) as usize;
-        let partial = reader.take(len)?;
-        if !reader.0.is_empty() {
-            return None;
-        }
-        RecordLayer::new(suite, keys(&tx), keys(&rx), partial)
-    }
-}
-
-/// One direction as read back: its key or secret, IV (TLS 1.2) and
-/// sequence number.
-type ReadDirection = (Zeroizing<Vec<u8>>, Option<[u8; aead::NONCE_LEN]>, u64);
-
-fn keys(direction: &ReadDirection) -> (Keys<'_>, u64) {
-    match &direction.1 {
-        None => (Keys::Secret(&direction.0), direction.2),
-        Some(iv) => (Keys::KeyIv(&direction.0, iv), direction.2),
-    }
 }
 
 /// The additional data of a TLS 1.2 record: its sequence number, type,
@@ -564,15 +388,10 @@ fn record_length(bytes: &[u8]) -> Option<usize> {
     Some(HEADER + usize::from(u16::from_be_bytes([header[3], header[4]])))
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (taken, rest) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = rest;
-        Some(taken)
-    }
-}
-
+mod keys;
+mod state;
 #[cfg(test)]
 mod tests;
+
+use keys::Direction;
+pub(crate) use keys::{Suite, Version};

@@ -4,6 +4,7 @@
 //! byte, KeyUpdates, and the state written down and read back mid-stream.
 
 use super::*;
+use ring::hkdf;
 
 const TLS13: [u16; 3] = [0x1301, 0x1302, 0x1303];
 const TLS12: [u16; 3] = [0xc02b, 0xc030, 0xcca9];
