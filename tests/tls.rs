@@ -300,3 +300,31 @@ fn a_clients_close_notify_is_answered_with_the_servers() {
     }
     daemon.stop();
 }
+
+/// A request that does not complete in time gets its error reply over
+/// TLS like any other reply (encrypted, then `close_notify`), never in
+/// clear inside the TLS stream.
+#[test]
+fn a_request_timeout_is_answered_over_tls() {
+    let pki = Pki::new("tls-request-timeout");
+    let cert = pki.server("server", Key::Ec, "/CN=localhost/O=ecdsa");
+    let (mut daemon, addr, _) = spawn(
+        "tls-request-timeout",
+        &cert.pem,
+        &cert.key,
+        "request_timeout_ms = 300",
+    );
+    for version in ["1.3", "1.2"] {
+        let mut client = python(addr, &pki.ca, &["--version", version]);
+        expect_echo(&mut client, b"first\n");
+        client.send(b"never finished");
+        assert_eq!(client.read(20), b"ERR request timeout\n", "TLS {version}");
+        let done = client.finish();
+        assert!(done.status.success(), "TLS {version}: {}", done.stderr);
+        assert_eq!(
+            reported(&done.stderr, "closed").as_deref(),
+            Some("close_notify")
+        );
+    }
+    daemon.stop();
+}

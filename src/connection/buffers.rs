@@ -251,6 +251,17 @@ impl Connection {
         }
     }
 
+    /// Queues a reply written off the serving path (a request timeout's),
+    /// after the pending ones: encrypted over TLS.
+    pub(super) fn queue_reply(&mut self, reply: &[u8]) {
+        if self.tls.is_some() {
+            self.encrypt(reply);
+        } else {
+            self.output.extend_from_slice(reply);
+        }
+        self.may_hold = true;
+    }
+
     /// Writes pending replies until done or the kernel's buffer is full.
     pub(super) fn flush(&mut self, tally: &mut Tally) -> io::Result<()> {
         if self.pending() == 0 {

@@ -73,11 +73,11 @@ impl Connection {
                 let started = self.request_started.filter(|_| !paused);
                 if started.is_some_and(|t| now >= t + cx.limits.request_timeout) {
                     self.stop_input(Closing::RequestTimeout);
-                    let start = self.output.len();
+                    let mut reply = Vec::new();
                     let slot = SessionSlot::new(&mut self.session, self.id, &self.peer);
-                    cx.service.request_timeout(slot, &mut self.output);
-                    self.may_hold = true;
-                    debug_assert!(self.output.len() > start, "a timeout reply is owed");
+                    cx.service.request_timeout(slot, &mut reply);
+                    debug_assert!(!reply.is_empty(), "a timeout reply is owed");
+                    self.queue_reply(&reply);
                     if let Err(e) = self.flush(&mut cx.scratch.tally) {
                         return Some(Next::Close(CloseReason::Error(e)));
                     }
