@@ -44,7 +44,8 @@ pub(crate) const OUTPUT_HIGH_WATER: usize = 1 << 20;
 pub(crate) struct Scratch {
     pub(super) input: Box<[u8]>,
     /// Where a TLS connection's plaintext is decrypted to (then swapped
-    /// with `input`); never touched, so never resident, without TLS.
+    /// with `input`); allocated by the first TLS step, so a daemon without
+    /// TLS has none.
     pub(super) plaintext: Box<[u8]>,
     pub(super) output: Vec<u8>,
     /// Added to by the step, taken by the dispatcher after it.
@@ -60,7 +61,7 @@ impl Scratch {
     pub(crate) fn new() -> Self {
         Scratch {
             input: vec![0; 64 * 1024].into_boxed_slice(),
-            plaintext: vec![0; 64 * 1024].into_boxed_slice(),
+            plaintext: Box::default(),
             output: Vec::with_capacity(64 * 1024),
             tally: Tally::default(),
             counters: None,

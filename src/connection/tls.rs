@@ -84,6 +84,9 @@ impl Connection {
             unreachable!("only called on a TLS connection");
         };
         let scratch = &mut *cx.scratch;
+        if scratch.plaintext.len() != scratch.input.len() {
+            scratch.plaintext = vec![0; scratch.input.len()].into_boxed_slice();
+        }
         let received = tls.session.receive(
             &scratch.input[range],
             &mut scratch.plaintext,
