@@ -139,15 +139,16 @@ impl Notifier {
     }
 
     /// Asks the manager to drop what its fd store holds under `name`
-    /// (`FDSTOREREMOVE=1`).
-    pub fn remove_stored_fds(&self, name: &str) {
-        self.send(
+    /// (`FDSTOREREMOVE=1`). An error means the manager may still hold it.
+    pub fn remove_stored_fds(&self, name: &str) -> io::Result<()> {
+        self.send_with_fds(
             &[
                 NotifyState::Custom("FDSTOREREMOVE=1"),
                 NotifyState::Custom(&format!("FDNAME={name}")),
             ],
-            Delivery::Retry,
-        );
+            &[],
+            Delivery::Handover,
+        )
     }
 
     /// `BARRIER=1`: returns once the manager has processed every message

@@ -107,7 +107,11 @@ impl Connection {
         };
         match self.pending() {
             0 => handshake,
-            _ => self.output.capacity() + self.input.capacity() + handshake,
+            _ => {
+                // A TLS record begun is input received behind the replies.
+                let record = self.tls.as_ref().map_or(0, |tls| tls.session.buffered());
+                self.output.capacity() + self.input.capacity() + record + handshake
+            }
         }
     }
 

@@ -50,6 +50,13 @@ impl Connection {
                 if self.in_handshake() {
                     return Err(CloseReason::Tls(crate::tls::TlsFailure::Ended));
                 }
+                if self.is_tls() {
+                    // A TCP end without close_notify may be a cut made by
+                    // someone on the path: an incomplete last request is
+                    // dropped, not served as if the client had ended it.
+                    self.input = Vec::new();
+                    self.request_started = None;
+                }
                 self.peer_closed = true;
                 self.serve(0..0, cx).map_err(CloseReason::Error)?;
                 break;

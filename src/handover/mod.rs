@@ -41,13 +41,22 @@ pub use record::FormatError;
 
 /// The connections a handover took out of the dispatcher, ready for the
 /// manager: their sockets, and one state file describing them all.
-#[derive(Debug)]
 pub struct HandedOver {
     /// The sockets, in no particular order (the records are keyed by each
     /// socket's identity, not by position).
     pub sockets: Vec<OwnedFd>,
-    /// The state file (see `handover/record.rs`).
-    pub state: Vec<u8>,
+    /// The state file (see `handover/record.rs`). It holds TLS sessions'
+    /// secrets: wiped when dropped, never shown by `Debug`.
+    pub state: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for HandedOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandedOver")
+            .field("sockets", &self.sockets)
+            .field("state", &format_args!("<{} bytes>", self.state.len()))
+            .finish()
+    }
 }
 
 impl HandedOver {

@@ -95,8 +95,26 @@ pub(crate) struct StateFile {
 }
 
 /// Writes the state file for `records`, as of `handed_over_at`.
-pub(crate) fn encode(handed_over_at: Duration, records: &[(SocketKey, &Carried)]) -> Vec<u8> {
+/// Writes the state file. It may hold TLS secrets, so it is written into
+/// a buffer sized for it once (a buffer that grew would leave copies of
+/// its start behind, unwiped) and wiped when dropped.
+pub(crate) fn encode(
+    handed_over_at: Duration,
+    records: &[(SocketKey, &Carried)],
+) -> zeroize::Zeroizing<Vec<u8>> {
     encode_version(VERSION, handed_over_at, records)
+}
+
+/// At least what [`encode`] writes for `carried`.
+fn encoded_len(carried: &Carried) -> usize {
+    let fixed = 4 + 8 * 3 + 2 + 8 * 3 + 4 * 2 + 19 + 8 + 4 + 1 + 1;
+    let header = carried.header.as_ref().map_or(0, |h| h.partial.len());
+    let session = carried
+        .session
+        .as_ref()
+        .map_or(0, |s| 1 + 255 + 4 + 4 + s.bytes.len());
+    let tls = carried.tls.as_ref().map_or(0, |t| 4 + t.state.len());
+    fixed + carried.input.len() + carried.output.len() + header + session + tls
 }
 
 /// [`encode`] in format `version` (1 only to test that it is still read).
@@ -104,8 +122,9 @@ fn encode_version(
     version: u32,
     handed_over_at: Duration,
     records: &[(SocketKey, &Carried)],
-) -> Vec<u8> {
-    let mut out = Vec::new();
+) -> zeroize::Zeroizing<Vec<u8>> {
+    let capacity = 32 + records.iter().map(|(_, c)| encoded_len(c)).sum::<usize>();
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(capacity));
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&version.to_le_bytes());
     put_u64(&mut out, micros(handed_over_at));
@@ -268,9 +287,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StateFile, FormatError> {
         let tls = if version >= 4 {
             match record.u8()? {
                 0 => None,
+                // Usable only once the restore has proven it (see
+                // `match_records`).
                 1 => Some(CarriedTls {
                     state: zeroize::Zeroizing::new(record.bytes()?.to_vec()),
-                    usable: true,
+                    usable: false,
                 }),
                 _ => return Err(FormatError::Corrupt("tls")),
             }

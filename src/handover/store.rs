@@ -58,8 +58,16 @@ pub fn give_to_manager(notifier: &Notifier, mut handed: HandedOver) -> io::Resul
 /// whose clients see them close. An error means the manager did not
 /// confirm in time: the caller decides what it may still serve.
 pub fn release_from_manager(notifier: &Notifier) -> io::Result<()> {
-    notifier.remove_stored_fds(CONNECTION_NAME);
-    notifier.remove_stored_fds(STATE_NAME);
+    // Without a manager nothing confirms anything: whoever passed these
+    // descriptors may still hold them.
+    if !notifier.has_manager() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            "no service manager (NOTIFY_SOCKET) to confirm the removal",
+        ));
+    }
+    notifier.remove_stored_fds(CONNECTION_NAME)?;
+    notifier.remove_stored_fds(STATE_NAME)?;
     notifier.barrier(BARRIER_TIMEOUT)
 }
 
@@ -96,7 +104,9 @@ pub(crate) fn is_sealed(fd: &OwnedFd) -> bool {
 pub(crate) fn read_state_file(fd: OwnedFd) -> io::Result<zeroize::Zeroizing<Vec<u8>>> {
     let mut file = File::from(fd);
     file.rewind()?;
-    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    // Sized once: a buffer that grew would leave copies behind, unwiped.
+    let size = file.metadata().map_or(0, |m| m.len() as usize);
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(size + 1));
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
 }

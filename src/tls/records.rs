@@ -48,8 +48,17 @@ const NO_RENEGOTIATION: u8 = 100;
 /// Records sealed under one TLS 1.3 key before it is updated: well inside
 /// AES-GCM's 2^24.5 (RFC 8446 §5.5).
 const TLS13_RECORDS_PER_KEY: u64 = 1 << 23;
-/// Records sealed on a TLS 1.2 connection before it is closed.
+/// Records sealed on a TLS 1.2 connection before it is closed: the last
+/// sequence number is kept for its `close_notify`.
 const TLS12_RECORDS: u64 = 1 << 24;
+/// Messages that carry no application data a client may send in a row
+/// (KeyUpdates, warnings, renegotiation requests), as rustls allows: past
+/// them it is a client making the server work for nothing.
+const QUIET_MESSAGES: u8 = 32;
+/// TLS 1.3's largest ciphertext (RFC 8446 §5.2) and inner plaintext
+/// (§5.4, content and type); TLS 1.2's largest plaintext.
+const TLS13_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
+const TLS13_INNER: usize = MAX_PLAINTEXT + 1;
 
 /// Why a record could not be taken: the connection is closed (with the
 /// alert, when there is one, already queued).
@@ -83,6 +92,8 @@ pub(crate) struct RecordLayer {
     rx: Direction,
     /// The start of a record not yet complete.
     partial: Zeroizing<Vec<u8>>,
+    /// Records in a row without application data (see [`QUIET_MESSAGES`]).
+    quiet: u8,
 }
 
 impl std::fmt::Debug for RecordLayer {
@@ -122,7 +133,14 @@ impl RecordLayer {
             tx: direction(tx)?,
             rx: direction(rx)?,
             partial: Zeroizing::new(partial.to_vec()),
+            quiet: 0,
         })
+    }
+
+    /// Bytes of a record begun and not complete: a TLS buffer, counted
+    /// against the memory budget.
+    pub(crate) fn buffered(&self) -> usize {
+        self.partial.capacity()
     }
 
     pub(crate) fn suite(&self) -> Suite {
@@ -197,6 +215,9 @@ impl RecordLayer {
         let typ = record[0];
         let start = opened.plaintext;
         let payload = &record[HEADER..];
+        if self.suite.version == Version::Tls13 && payload.len() > TLS13_CIPHERTEXT {
+            return Err(RecordError::Overflow);
+        }
         let buffer = plain
             .get_mut(start..start + payload.len())
             .ok_or(RecordError::Overflow)?;
@@ -213,6 +234,9 @@ impl RecordLayer {
                     .open_in_place(nonce, Aad::from(&record[..HEADER]), buffer)
                     .map_err(|_| RecordError::BadRecordMac)?;
                 // The real type is the last byte that is not padding.
+                if inner.len() > TLS13_INNER {
+                    return Err(RecordError::Overflow);
+                }
                 let end = inner
                     .iter()
                     .rposition(|&b| b != 0)
@@ -229,6 +253,9 @@ impl RecordLayer {
                     return Err(RecordError::BadRecordMac);
                 }
                 let length = payload.len() - explicit - TAG;
+                if length > MAX_PLAINTEXT {
+                    return Err(RecordError::Overflow);
+                }
                 let mut nonce = self.rx.nonce();
                 if explicit > 0 {
                     nonce[4..].copy_from_slice(&payload[..EXPLICIT_NONCE]);
@@ -247,6 +274,14 @@ impl RecordLayer {
             }
         };
         self.rx.seq += 1;
+        if content_type == APPLICATION_DATA {
+            self.quiet = 0;
+        } else {
+            self.quiet += 1;
+            if self.quiet > QUIET_MESSAGES {
+                return Err(RecordError::Unexpected(content_type));
+            }
+        }
         let content = &plain[start..start + length];
         match content_type {
             APPLICATION_DATA => opened.plaintext += length,
@@ -309,6 +344,18 @@ impl RecordLayer {
         let _ = self.seal_record(ALERT, &[1, CLOSE_NOTIFY], send);
     }
 
+    /// Appends the fatal alert that tells the client why its connection
+    /// ends, if `error` has one (RFC 8446 §5.2, §6.2).
+    pub(crate) fn fatal_alert(&mut self, error: &RecordError, send: &mut Vec<u8>) {
+        let description = match error {
+            RecordError::BadRecordMac => 20,
+            RecordError::Overflow => 22,
+            RecordError::Unexpected(_) => 10,
+            RecordError::Alert(_) | RecordError::Exhausted => return,
+        };
+        let _ = self.seal_record(ALERT, &[2, description], send);
+    }
+
     fn seal_record(
         &mut self,
         typ: u8,
@@ -319,9 +366,27 @@ impl RecordLayer {
             Version::Tls13 if self.tx.seq >= TLS13_RECORDS_PER_KEY && typ != HANDSHAKE => {
                 self.update_own_keys(send)?;
             }
-            Version::Tls12 if self.tx.seq >= TLS12_RECORDS => return Err(RecordError::Exhausted),
+            Version::Tls12 if self.tx.seq >= TLS12_RECORDS - u64::from(typ != ALERT) => {
+                return Err(RecordError::Exhausted)
+            }
             _ => {}
         }
+        // On an error nothing of this record stays in `send`: never a
+        // plaintext left behind.
+        let before = send.len();
+        let sealed = self.seal_record_at(typ, content, send);
+        if sealed.is_err() {
+            send.truncate(before);
+        }
+        sealed
+    }
+
+    fn seal_record_at(
+        &mut self,
+        typ: u8,
+        content: &[u8],
+        send: &mut Vec<u8>,
+    ) -> Result<(), RecordError> {
         let nonce = self.tx.nonce();
         match self.suite.version {
             Version::Tls13 => {

@@ -170,12 +170,22 @@ impl Session {
         let State::Established { records, .. } = &mut self.state else {
             unreachable!("only after the handshake");
         };
-        let opened = records
-            .open(ciphertext, plain, send)
-            .map_err(|e| TlsFailure::Record(e.to_string()))?;
+        let opened = records.open(ciphertext, plain, send).map_err(|e| {
+            records.fatal_alert(&e, send);
+            TlsFailure::Record(e.to_string())
+        })?;
         received.plaintext = opened.plaintext;
         received.closed = opened.closed;
         Ok(received)
+    }
+
+    /// TLS bytes it holds beyond the connection's own buffers: a record
+    /// begun and not complete.
+    pub(crate) fn buffered(&self) -> usize {
+        match &self.state {
+            State::Established { records, .. } => records.buffered(),
+            _ => 0,
+        }
     }
 
     /// Encrypts `plaintext`, appending the records to `send`; `false` if
@@ -234,6 +244,9 @@ fn feed_handshake(
                 return Err(TlsFailure::Refused("TLS buffer full".to_owned()));
             }
         }
+        // Nothing another connection's handshake left (had it panicked
+        // mid-call) is taken for this one's.
+        LOGGED.with(|slot| *slot.borrow_mut() = Logged::default());
         let processed = conn.process_new_packets();
         LOGGED.with(|slot| {
             let mut slot = slot.borrow_mut();

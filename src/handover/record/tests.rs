@@ -22,7 +22,8 @@ fn sample() -> Vec<(SocketKey, Carried)> {
                 }),
                 tls: Some(CarriedTls {
                     state: zeroize::Zeroizing::new(b"secret record layer".to_vec()),
-                    usable: true,
+                    // What a record says until the restore proves it usable.
+                    usable: false,
                 }),
             },
         ),
@@ -79,7 +80,7 @@ fn sample() -> Vec<(SocketKey, Carried)> {
 fn encoded() -> Vec<u8> {
     let records = sample();
     let refs: Vec<_> = records.iter().map(|(k, c)| (*k, c)).collect();
-    encode(Duration::from_secs(12345), &refs)
+    encode(Duration::from_secs(12345), &refs).to_vec()
 }
 
 #[test]

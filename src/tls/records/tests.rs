@@ -186,3 +186,77 @@ fn the_state_written_mid_stream_carries_on_where_it_stopped() {
         }
     }
 }
+
+#[test]
+fn a_client_that_only_sends_key_updates_is_cut_off() {
+    let (mut server, mut client) = pair(0x1301, (0, 0));
+    let mut plain = vec![0; 1 << 16];
+    let mut sent_back = Vec::new();
+    let mut result = Ok(Opened::default());
+    for _ in 0..=QUIET_MESSAGES {
+        let mut wire = Vec::new();
+        client.update_own_keys(&mut wire).unwrap();
+        result = server.open(&wire, &mut plain, &mut sent_back);
+    }
+    assert_eq!(result, Err(RecordError::Unexpected(HANDSHAKE)));
+    // Application data in between resets the count.
+    let (mut server, mut client) = pair(0x1301, (0, 0));
+    for _ in 0..3 * QUIET_MESSAGES {
+        let mut wire = Vec::new();
+        client.update_own_keys(&mut wire).unwrap();
+        client.seal(b"data\n", &mut wire).unwrap();
+        server.open(&wire, &mut plain, &mut sent_back).unwrap();
+    }
+}
+
+#[test]
+fn a_bad_record_gets_a_fatal_alert_the_client_can_read() {
+    for id in TLS13.into_iter().chain(TLS12) {
+        let (mut server, mut client) = pair(id, (0, 1));
+        let mut wire = Vec::new();
+        client.seal(b"hello\n", &mut wire).unwrap();
+        let last = wire.len() - 1;
+        wire[last] ^= 1;
+        let mut plain = vec![0; 1 << 16];
+        let error = server.open(&wire, &mut plain, &mut Vec::new()).unwrap_err();
+        let mut alert = Vec::new();
+        server.fatal_alert(&error, &mut alert);
+        assert_eq!(
+            client.open(&alert, &mut plain, &mut Vec::new()),
+            Err(RecordError::Alert(20)),
+            "{id:#x}"
+        );
+    }
+}
+
+#[test]
+fn tls12_keeps_its_last_record_for_close_notify() {
+    let (mut server, mut client) = pair(0xc02b, (TLS12_RECORDS - 2, 0));
+    let mut wire = Vec::new();
+    server.seal(b"last reply\n", &mut wire).unwrap();
+    assert_eq!(
+        server.seal(b"one too many\n", &mut wire),
+        Err(RecordError::Exhausted)
+    );
+    server.close_notify(&mut wire);
+    let mut plain = vec![0; 1 << 16];
+    let opened = client.open(&wire, &mut plain, &mut Vec::new()).unwrap();
+    assert_eq!(
+        (&plain[..opened.plaintext], opened.closed),
+        (&b"last reply\n"[..], true)
+    );
+}
+
+#[test]
+fn a_tls13_record_past_its_size_is_an_overflow() {
+    let (mut server, _) = pair(0x1301, (0, 0));
+    let mut record = vec![APPLICATION_DATA, 3, 3];
+    let length = TLS13_CIPHERTEXT + 1;
+    record.extend_from_slice(&(length as u16).to_be_bytes());
+    record.resize(HEADER + length, 0);
+    let mut plain = vec![0; 1 << 17];
+    assert_eq!(
+        server.open(&record, &mut plain, &mut Vec::new()),
+        Err(RecordError::Overflow)
+    );
+}

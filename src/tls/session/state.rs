@@ -18,10 +18,17 @@ impl Session {
         let State::Established { records, info } = &self.state else {
             return false;
         };
-        out.push(STATE_FORMAT);
+        // Sized once: a buffer that grew would leave copies behind, unwiped.
         let subject = info.client_subject.as_deref().unwrap_or("");
-        out.extend_from_slice(&(subject.len().min(u16::MAX as usize) as u16).to_be_bytes());
-        out.extend_from_slice(&subject.as_bytes()[..subject.len().min(u16::MAX as usize)]);
+        out.reserve(256 + subject.len() + records.buffered());
+        out.push(STATE_FORMAT);
+        // At most 65 535 bytes, cut at a character's start.
+        let cut = (0..=subject.len().min(u16::MAX as usize))
+            .rev()
+            .find(|&i| subject.is_char_boundary(i))
+            .unwrap_or(0);
+        out.extend_from_slice(&(cut as u16).to_be_bytes());
+        out.extend_from_slice(&subject.as_bytes()[..cut]);
         out.push(u8::from(info.client_subject.is_some()));
         records.write(out);
         true
