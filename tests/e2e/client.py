@@ -51,10 +51,20 @@ server must name them, not the balancer).
                                wait for IN to exist, then on the same
                                connection SET k five and CLIENT GETNAME,
                                which must answer e2e
+
+  client.py --tls CAFILE MODE ...
+                               the same over TLS (Python's ssl, that is
+                               OpenSSL), the server's certificate verified
+                               against CAFILE and the address's host (an IP
+                               address in its subjectAltName). In busy, loop
+                               and once, connections alternate TLS 1.3 and
+                               TLS 1.2 (even and odd), and busy's figure line
+                               counts them; any SSL error fails the client
 """
 import selectors
 import os
 import socket
+import ssl
 import sys
 import time
 
@@ -64,6 +74,17 @@ if os.environ.get("E2E_ADDR"):
     ADDR = (_host, int(_port))
 SOURCES = os.environ.get("E2E_SOURCES", "").split()
 _connections = 0
+# With --tls CAFILE: [context for TLS 1.3, context for TLS 1.2].
+TLS = None
+
+
+def tls_contexts(cafile):
+    contexts = []
+    for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        ctx = ssl.create_default_context(cafile=cafile)
+        ctx.minimum_version = ctx.maximum_version = version
+        contexts.append(ctx)
+    return contexts
 
 
 def exchange(sock, text):
@@ -88,7 +109,45 @@ def connect():
         _connections += 1
     sock = socket.create_connection(ADDR, timeout=30, source_address=source)
     sock.settimeout(30)
+    if TLS:
+        # Even connections TLS 1.3, odd ones TLS 1.2; the handshake is
+        # done here (blocking), before the caller's first byte.
+        ctx = TLS[_tls_count() % 2]
+        sock = ctx.wrap_socket(sock, server_hostname=ADDR[0])
     return sock
+
+
+_tls_made = 0
+
+
+def _tls_count():
+    global _tls_made
+    _tls_made += 1
+    return _tls_made - 1
+
+
+def versions(socks):
+    """'TLSv1.3 x100, TLSv1.2 x100' for the TLS sockets among `socks`."""
+    seen = {}
+    for sock in socks:
+        if isinstance(sock, ssl.SSLSocket):
+            seen[sock.version()] = seen.get(sock.version(), 0) + 1
+    return ", ".join(f"{v} x{n}" for v, n in sorted(seen.items(), reverse=True))
+
+
+def recv_ready(sock):
+    """What a non-blocking socket the selector reported readable holds: its
+    bytes, b"" at EOF, or None when a TLS record is not complete yet. Data
+    OpenSSL has already decrypted and buffered is read too (the selector
+    cannot see it)."""
+    try:
+        data = sock.recv(65536)
+    except ssl.SSLWantReadError:
+        return None
+    if data and isinstance(sock, ssl.SSLSocket):
+        while sock.pending():
+            data += sock.recv(65536)
+    return data
 
 
 def once(text):
@@ -192,7 +251,9 @@ def busy(count, stop_file, progress_file):
             next_send = now + 0.01
         for key, _ in sel.select(timeout=max(0.0, next_send - time.monotonic())):
             conn = key.data
-            chunk = conn[0].recv(65536)
+            chunk = recv_ready(conn[0])
+            if chunk is None:
+                continue
             if not chunk:
                 sys.exit(f"busy: connection {conns.index(conn)} dropped after {verified} replies")
             conn[3] += chunk
@@ -207,9 +268,11 @@ def busy(count, stop_file, progress_file):
                 verified += 1
                 if verified % 100 == 0:
                     os.write(progress, b".")
+    kinds = versions(conn[0] for conn in conns)
     for conn in conns:
         conn[0].close()
-    print(f"busy: {count} connections, {verified} replies verified, 0 dropped, longest wait {longest:.3f} s")
+    kinds = f" ({kinds})" if kinds else ""
+    print(f"busy: {count} connections{kinds}, {verified} replies verified, 0 dropped, longest wait {longest:.3f} s")
 
 
 def faults(count, stop_file, progress_file):
@@ -301,6 +364,10 @@ def idle(seconds, ready_file):
 
 
 if __name__ == "__main__":
-    mode, *args = sys.argv[1:]
+    argv = sys.argv[1:]
+    if argv[:1] == ["--tls"]:
+        TLS = tls_contexts(argv[1])
+        argv = argv[2:]
+    mode, *args = argv
     modes = {"once": once, "loop": loop, "hold": hold, "busy": busy, "faults": faults, "idle": idle, "resp-hold": resp_hold}
     modes[mode](*args)
