@@ -133,11 +133,18 @@ ticks() { # ticks PID...: their utime + stime, all threads, in clock ticks
     for pid in "$@"; do total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat"))); done
     echo "$total"
 }
+# The machine's count of SYNs sent again (a connect whose SYN went
+# unanswered, e.g. a full accept queue: a 1 s wait for its client);
+# machine-wide, so other work's shows too.
+syn_retrans() {
+    awk '/^TcpExt:/ { if (!h) { for (i = 2; i <= NF; i++) name[i] = $i; h = 1 }
+        else for (i = 2; i <= NF; i++) if (name[i] == "TCPSynRetrans") print $i }' /proc/net/netstat
+}
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
-# run SERVER SCENARIO: "rate p99_us server_cpu_us_per_request client_cores"
+# run SERVER SCENARIO: "rate p99_us server_cpu_us_per_request client_cores syn_retransmits"
 run() {
-    local server=$1 scenario=$2 args before after out
+    local server=$1 scenario=$2 args before after out syn
     args=(--addr "127.0.0.1:${port_of[$server]}" --bytes "$BYTES" --secs "$SECS" --warmup "$WARMUP")
     [ -z "${tls_of[$server]}" ] || args+=(--tls --ca "$tmp/ca.pem" --server-name localhost)
     if [ "$scenario" = handshakes ]; then
@@ -147,15 +154,17 @@ run() {
     fi
     # shellcheck disable=SC2086
     before=$(ticks ${pids_of[$server]})
+    syn=$(syn_retrans)
     out=$("$BIN/loadgen" "${args[@]}") || { echo "tls bench: $server $scenario failed: $out" >&2; return 1; }
     # shellcheck disable=SC2086
     after=$(ticks ${pids_of[$server]})
+    syn=$(($(syn_retrans) - syn))
     local rate
     rate=$(field req_per_s "$out")
     [ -n "$rate" ] || rate=$(field conns_per_s "$out")
     awk -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" -v n="$(field total "$out")" \
-        -v rate="$rate" -v p99="$(field p99_us "$out")" -v cores="$(field client_cores "$out")" \
-        'BEGIN { printf "%s %s %.2f %s\n", rate, p99, t / hz / n * 1e6, cores }'
+        -v rate="$rate" -v p99="$(field p99_us "$out")" -v cores="$(field client_cores "$out")" -v syn="$syn" \
+        'BEGIN { printf "%s %s %.2f %s %s\n", rate, p99, t / hz / n * 1e6, cores, syn }'
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.10g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -165,7 +174,7 @@ echo "oneshotd TLS vs HAProxy $("$HAPROXY" -v | awk 'NR == 1 { print $3 }') (mod
 echo "TLS 1.3, TLS13_AES_256_GCM_SHA384, X25519, ECDSA P-256 certificate, no resumption;" \
     "handshakes: $HS_CONNS at a time; $(nproc) cores shared by the servers, the load generator and whatever else runs"
 echo "kernel $(uname -r); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '\n%-10s %-2s | %-16s | %9s %9s %9s %7s\n' scenario "#" server "rate/s" "p99 us" "cpu us/r" "lg cores"
+printf '\n%-10s %-2s | %-16s | %9s %9s %9s %7s %7s\n' scenario "#" server "rate/s" "p99 us" "cpu us/r" "lg cores" "syn rtx"
 results=$tmp/results.txt
 : >"$results"
 count=${#servers[@]}
@@ -174,14 +183,14 @@ for scenario in $SCENARIOS; do
         for turn in $(seq 0 $((count - 1))); do
             server=${servers[$(((round - 1 + turn) % count))]}
             result=$(run "$server" "$scenario") || exit 1
-            read -r rate p99 cpu cores <<<"$result"
-            printf '%-10s %-2s | %-16s | %9s %9s %9s %7s\n' "$scenario" "$round" "$server" "$rate" "$p99" "$cpu" "$cores"
+            read -r rate p99 cpu cores syn <<<"$result"
+            printf '%-10s %-2s | %-16s | %9s %9s %9s %7s %7s\n' "$scenario" "$round" "$server" "$rate" "$p99" "$cpu" "$cores" "$syn"
             echo "$scenario $server $rate $p99 $cpu $cores" >>"$results"
         done
     done
 done
 col() { awk -v s="$1" -v k="$2" -v c="$3" '$1 == s && $2 == k { print $c }' "$results" | median; }
-printf '\nmedians of %d rounds (rate: connections/s for handshakes, requests/s otherwise; cpu: server CPU µs per connection or request):\n' "$ROUNDS"
+printf '\nmedians of %d rounds (rate: connections/s for handshakes, requests/s otherwise; cpu: server CPU µs per connection or request;\nlg cores: the load generator CPU in cores; syn rtx: SYNs retransmitted on the machine during the run):\n' "$ROUNDS"
 printf '%-10s | %-16s | %9s %9s %9s %7s\n' scenario server "rate/s" "p99 us" "cpu us/r" "lg cores"
 for scenario in $SCENARIOS; do
     for server in "${servers[@]}"; do
