@@ -50,7 +50,11 @@
 # slowest reader's throughput, the median's, the longest stall, and the
 # deltas of `nstat -az TcpExtTCPMemoryPressures TcpExtTCPRcvQDrop` over the
 # run (machine-wide: other work on the machine counts too). Each reader
-# gives up after READER_MAX_SECS (20). Settings: STARVE_ROUNDS=1.
+# gives up after READER_MAX_SECS (20). Settings: STARVE_ROUNDS=1,
+# STARVE_SNDBUF= (the non-readers' SO_SNDBUF; by default the kernel's:
+# on loopback their own unsent requests, MiBs each, count against the
+# machine's tcp_mem as much as the server's sockets do; a remote client's
+# would not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,6 +75,7 @@ STARVE_CLIENTS=${STARVE_CLIENTS:-"0 600 1000 2000"}
 STARVE_BUDGET=${STARVE_BUDGET:-33554432}
 STARVE_BYTES=${STARVE_BYTES:-2097152}
 STARVE_ROUNDS=${STARVE_ROUNDS:-1}
+STARVE_SNDBUF=${STARVE_SNDBUF:-}
 READERS=${READERS:-6}
 READER_MAX_SECS=${READER_MAX_SECS:-20}
 if [ -n "$STARVE" ] && [ -n "${SMOKE:-}" ]; then
@@ -166,7 +171,8 @@ if [ -n "$STARVE" ]; then
     [ -n "$BASE" ] || echo "hostile: no base binary: only the new one runs" >&2
     echo "starvation: budget $STARVE_BUDGET B, 2 workers; non-readers: $STARVE_BYTES B of 100-byte lines each," \
         "4 KiB SO_RCVBUF, never read; then $READERS readers one after another (4 KiB SO_RCVBUF, $STARVE_BYTES B" \
-        "each, sent while reading; every reply byte verified); $(nproc) cores, shared with other work"
+        "each, sent while reading; every reply byte verified); non-readers' SO_SNDBUF: ${STARVE_SNDBUF:-kernel default};" \
+        "$(nproc) cores, shared with other work"
     echo "kernel $(uname -r): tcp_mem=($(sysctl -n net.ipv4.tcp_mem)) pages, tcp_wmem=($(sysctl -n net.ipv4.tcp_wmem))"
     echo "base: ${BASE:-(none: skipped)}   new: $NEW"
     turn=0
@@ -181,7 +187,7 @@ if [ -n "$STARVE" ]; then
                 LINE_BYTES=100 MAX_BYTES=$STARVE_BYTES RCVBUF=4096 \
                     run "$conns" "$which" "$bin" "$STARVE_BUDGET" --readers "$READERS" \
                     --reader-bytes "$STARVE_BYTES" --reader-rcvbuf 4096 --reader-line-bytes 100 \
-                    --reader-max-secs "$READER_MAX_SECS" >/dev/null
+                    --reader-max-secs "$READER_MAX_SECS" ${STARVE_SNDBUF:+--sndbuf "$STARVE_SNDBUF"} >/dev/null
                 read -r p1 d1 < <(nstat_now)
                 # The line run appended, with the nstat deltas and the round.
                 sed -i "\$s/\$/ round=$round nstat_pressures=$((p1 - p0)) nstat_rcvqdrop=$((d1 - d0))/" "$results"
@@ -196,18 +202,20 @@ if [ -n "$STARVE" ]; then
         return ""
     }
     BEGIN {
-        printf "%5s %8s %-5s | %12s %12s %10s %10s | %9s %9s | %9s %9s %10s\n", "round", "non-rdrs", "build",
+        printf "%5s %8s %-5s | %12s %12s %10s %10s | %9s %9s | %9s %9s %9s %9s %9s %10s\n", "round", "non-rdrs", "build",
             "slowest KiB/s", "median KiB/s", "max stall", "unfinished", "pressures", "rcvqdrop",
-            "sendq MiB", "buffered", "end"
+            "srv sendq", "srv recvq", "cli sendq", "tcp pages", "buffered", "end"
     }
     {
-        printf "%5s %8s %-5s | %12.0f %12.0f %8s ms %10s | %9s %9s | %9.1f %9.1f %10s\n", field("round"), field("clients"),
+        printf "%5s %8s %-5s | %12.0f %12.0f %8s ms %10s | %9s %9s | %9.1f %9.1f %9.1f %9s %9.1f %10s\n", field("round"), field("clients"),
             field("server"), field("reader_min_bps") / 1024, field("reader_median_bps") / 1024,
             field("reader_max_stall_ms"), field("readers_unfinished"), field("nstat_pressures"),
-            field("nstat_rcvqdrop"), field("ss_server_sendq") / 1048576, field("buffered_bytes") / 1048576, field("end")
+            field("nstat_rcvqdrop"), field("ss_server_sendq") / 1048576, field("ss_server_recvq") / 1048576,
+            field("ss_client_sendq") / 1048576, field("tcp_mem_pages_stalled"), field("buffered_bytes") / 1048576, field("end")
     }' "$results"
-    echo "(slowest/median: reader throughput; pressures, rcvqdrop: nstat deltas over the run; sendq: the server" \
-        "sockets' Send-Q sum at the stall (ss); buffered: oneshotd_buffered_bytes at the stall, MiB)"
+    echo "(slowest/median: reader throughput; pressures, rcvqdrop: nstat deltas over the run; at the stall, in MiB: the" \
+        "server sockets' Send-Q and Recv-Q sums and the non-readers' Send-Q sum (ss), oneshotd_buffered_bytes;" \
+        "tcp pages: all TCP sockets' pages (/proc/net/sockstat; tcp_mem above))"
     exit 0
 fi
 

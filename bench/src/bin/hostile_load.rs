@@ -26,7 +26,10 @@
 //! sent, and what the kernel holds (`ss`: bytes queued on the server's
 //! sockets and the clients', the server's mean send buffer; `/proc/net/
 //! sockstat`: pages all TCP sockets use; TcpExt: memory pressure events).
-//! Every client is closed when it exits.
+//! Every client is closed when it exits. `--sndbuf` sets the clients'
+//! `SO_SNDBUF` too (by default the kernel's, which grows to MiBs with
+//! requests the server has not read: on loopback that memory is this
+//! machine's as much as the server's).
 //!
 //! With `--readers R`, once the clients hold the server (the stall, or the
 //! end of pumping), R readers follow one after another while the clients
@@ -65,6 +68,8 @@ struct Options {
     quiet: Duration,
     max_secs: f64,
     rss_cap: u64,
+    /// The non-readers' SO_SNDBUF (0: the kernel's, autotuned).
+    sndbuf: usize,
     readers: usize,
     reader_bytes: u64,
     reader_rcvbuf: usize,
@@ -84,6 +89,7 @@ fn parse_args() -> Result<Options, String> {
         quiet: Duration::from_millis(1000),
         max_secs: 60.0,
         rss_cap: 12 << 30,
+        sndbuf: 0,
         readers: 0,
         reader_bytes: 2 << 20,
         reader_rcvbuf: 4096,
@@ -102,6 +108,7 @@ fn parse_args() -> Result<Options, String> {
             "--quiet-ms" => o.quiet = Duration::from_millis(flag.value()?),
             "--max-secs" => o.max_secs = flag.value()?,
             "--rss-cap-mib" => o.rss_cap = flag.value::<u64>()? << 20,
+            "--sndbuf" => o.sndbuf = flag.value()?,
             "--readers" => o.readers = flag.value()?,
             "--reader-bytes" => o.reader_bytes = flag.value()?,
             "--reader-rcvbuf" => o.reader_rcvbuf = flag.value()?,
@@ -165,7 +172,7 @@ fn received(page: &HashMap<String, f64>) -> io::Result<u64> {
 
 /// A TCP client with a small receive buffer, set before connecting (the
 /// window it offers is fixed at the handshake), after one verified exchange.
-fn open(o: &Options, i: usize, rcvbuf: usize) -> io::Result<TcpStream> {
+fn open(o: &Options, i: usize, rcvbuf: usize, sndbuf: usize) -> io::Result<TcpStream> {
     let fd = socket(
         AddressFamily::Inet,
         SockType::Stream,
@@ -173,6 +180,9 @@ fn open(o: &Options, i: usize, rcvbuf: usize) -> io::Result<TcpStream> {
         None,
     )?;
     setsockopt(&fd, sockopt::RcvBuf, &rcvbuf)?;
+    if sndbuf > 0 {
+        setsockopt(&fd, sockopt::SndBuf, &sndbuf)?;
+    }
     connect(fd.as_raw_fd(), &nix::sys::socket::SockaddrIn::from(o.addr))
         .map_err(|e| io::Error::other(format!("connection {i}: connect: {e}")))?;
     let mut stream = TcpStream::from(fd);
@@ -300,7 +310,7 @@ fn run(o: &Options) -> io::Result<()> {
     let started = Instant::now();
     let mut clients = Vec::with_capacity(o.conns);
     for i in 0..o.conns {
-        clients.push(open(o, i, o.rcvbuf)?);
+        clients.push(open(o, i, o.rcvbuf, o.sndbuf)?);
     }
     let connect_secs = started.elapsed().as_secs_f64();
     let (connected_rss, _) = memory(o.server_pid)?;
@@ -506,7 +516,7 @@ struct ReaderResult {
 /// One reader (see the module's documentation): sends `o.reader_bytes` of
 /// lines while reading and verifying every reply byte.
 fn read_all(o: &Options, i: usize) -> io::Result<ReaderResult> {
-    let mut stream = open(o, i, o.reader_rcvbuf)?;
+    let mut stream = open(o, i, o.reader_rcvbuf, 0)?;
     let mut line: Vec<u8> = (0..o.reader_line_bytes - 1)
         .map(|k| b'a' + (k % 26) as u8)
         .collect();
