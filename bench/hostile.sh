@@ -37,6 +37,24 @@
 #   PORT_BASE=24100 (two ports per run, below the ephemeral range)
 #   RESULTS=FILE (keep the raw key=value lines)
 #   SMOKE=1 (CLIENTS=100, MAX_BYTES=6 MiB: a quick check of the script)
+#
+# STARVE=1: instead, whether a client that reads is served while others
+# hold the budget (issue 35). For each N of STARVE_CLIENTS ("0 600 1000
+# 2000"; 0 is the idle daemon) and each binary (base and new, in turn
+# first), a server with max_buffered_bytes = STARVE_BUDGET (32 MiB) and 2
+# workers; N non-readers each pipeline STARVE_BYTES (2 MiB) of 100-byte
+# lines with a 4 KiB receive buffer and never read, until the server stops
+# reading; then READERS (6) readers, one after another, each a new client
+# with a 4 KiB receive buffer that sends 2 MiB of 100-byte lines while
+# reading and verifying every reply (hostile_load --readers). Reported: the
+# slowest reader's throughput, the median's, the longest stall, and the
+# deltas of `nstat -az TcpExtTCPMemoryPressures TcpExtTCPRcvQDrop` over the
+# run (machine-wide: other work on the machine counts too). Each reader
+# gives up after READER_MAX_SECS (20). Settings: STARVE_ROUNDS=1,
+# STARVE_SNDBUF= (the non-readers' SO_SNDBUF; by default the kernel's:
+# on loopback their own unsent requests, MiBs each, count against the
+# machine's tcp_mem as much as the server's sockets do; a remote client's
+# would not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +69,17 @@ SMALL_BUDGET=${SMALL_BUDGET:-33554432}
 PORT_BASE=${PORT_BASE:-24100}
 if [ -n "${SMOKE:-}" ]; then
     CLIENTS=100 MAX_BYTES=$((6 << 20))
+fi
+STARVE=${STARVE:-}
+STARVE_CLIENTS=${STARVE_CLIENTS:-"0 600 1000 2000"}
+STARVE_BUDGET=${STARVE_BUDGET:-33554432}
+STARVE_BYTES=${STARVE_BYTES:-2097152}
+STARVE_ROUNDS=${STARVE_ROUNDS:-1}
+STARVE_SNDBUF=${STARVE_SNDBUF:-}
+READERS=${READERS:-6}
+READER_MAX_SECS=${READER_MAX_SECS:-20}
+if [ -n "$STARVE" ] && [ -n "${SMOKE:-}" ]; then
+    STARVE_CLIENTS="0 100" READERS=2
 fi
 
 BASE=${1:-${BASE:-}}
@@ -91,9 +120,11 @@ results=${RESULTS:-$tmp/results.txt}
 : >"$results"
 next_port=$PORT_BASE
 
-# run N LABEL BIN [max_buffered_bytes]: one server, N hostile clients.
+# run N LABEL BIN [max_buffered_bytes [hostile_load flags...]]: one
+# server, N hostile clients.
 run() {
     local conns=$1 label=$2 bin=$3 budget=${4:-} out status
+    shift $(($# < 4 ? $# : 4))
     port=$next_port mport=$((next_port + 1))
     next_port=$((next_port + 2))
     {
@@ -112,7 +143,7 @@ run() {
     timeout --kill-after=5 $((MAX_SECS + 120)) "$LOAD" --addr "127.0.0.1:$port" \
         --metrics "127.0.0.1:$mport" --conns "$conns" --server-pid "$server" \
         --line-bytes "$LINE_BYTES" --max-bytes "$MAX_BYTES" --rcvbuf "$RCVBUF" \
-        --quiet-ms "$QUIET_MS" --max-secs "$MAX_SECS" --rss-cap-mib "$RSS_CAP_MIB" \
+        --quiet-ms "$QUIET_MS" --max-secs "$MAX_SECS" --rss-cap-mib "$RSS_CAP_MIB" "$@" \
         >"$tmp/load.out" 2>"$tmp/load.err" </dev/null &
     load=$!
     wait "$load" || status=$?
@@ -129,6 +160,64 @@ run() {
     warnings=$(grep -c . "$tmp/server.log" || true)
     echo "clients=$conns server=$label $out server_log_lines=$warnings" | tee -a "$results"
 }
+
+# nstat_now: "pressures rcvqdrops", the machine's counters now.
+nstat_now() {
+    nstat -azs TcpExtTCPMemoryPressures TcpExtTCPRcvQDrop |
+        awk '$1 == "TcpExtTCPMemoryPressures" { p = $2 } $1 == "TcpExtTCPRcvQDrop" { d = $2 } END { print p + 0, d + 0 }'
+}
+
+if [ -n "$STARVE" ]; then
+    [ -n "$BASE" ] || echo "hostile: no base binary: only the new one runs" >&2
+    echo "starvation: budget $STARVE_BUDGET B, 2 workers; non-readers: $STARVE_BYTES B of 100-byte lines each," \
+        "4 KiB SO_RCVBUF, never read; then $READERS readers one after another (4 KiB SO_RCVBUF, $STARVE_BYTES B" \
+        "each, sent while reading; every reply byte verified); non-readers' SO_SNDBUF: ${STARVE_SNDBUF:-kernel default};" \
+        "$(nproc) cores, shared with other work"
+    echo "kernel $(uname -r): tcp_mem=($(sysctl -n net.ipv4.tcp_mem)) pages, tcp_wmem=($(sysctl -n net.ipv4.tcp_wmem))"
+    echo "base: ${BASE:-(none: skipped)}   new: $NEW"
+    turn=0
+    for round in $(seq "$STARVE_ROUNDS"); do
+        for conns in $STARVE_CLIENTS; do
+            if [ -z "$BASE" ]; then order="new"; elif [ $((turn % 2)) = 0 ]; then order="new base"; else order="base new"; fi
+            turn=$((turn + 1))
+            for which in $order; do
+                bin=$NEW
+                [ "$which" = new ] || bin=$BASE
+                read -r p0 d0 < <(nstat_now)
+                LINE_BYTES=100 MAX_BYTES=$STARVE_BYTES RCVBUF=4096 \
+                    run "$conns" "$which" "$bin" "$STARVE_BUDGET" --readers "$READERS" \
+                    --reader-bytes "$STARVE_BYTES" --reader-rcvbuf 4096 --reader-line-bytes 100 \
+                    --reader-max-secs "$READER_MAX_SECS" ${STARVE_SNDBUF:+--sndbuf "$STARVE_SNDBUF"} >/dev/null
+                read -r p1 d1 < <(nstat_now)
+                # The line run appended, with the nstat deltas and the round.
+                sed -i "\$s/\$/ round=$round nstat_pressures=$((p1 - p0)) nstat_rcvqdrop=$((d1 - d0))/" "$results"
+                tail -n 1 "$results"
+            done
+        done
+    done
+    echo
+    awk '
+    function field(k,   i, kv) {
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) return kv[2] }
+        return ""
+    }
+    BEGIN {
+        printf "%5s %8s %-5s | %12s %12s %10s %10s | %9s %9s | %9s %9s %9s %9s %9s %10s\n", "round", "non-rdrs", "build",
+            "slowest KiB/s", "median KiB/s", "max stall", "unfinished", "pressures", "rcvqdrop",
+            "srv sendq", "srv recvq", "cli sendq", "tcp pages", "buffered", "end"
+    }
+    {
+        printf "%5s %8s %-5s | %12.0f %12.0f %8s ms %10s | %9s %9s | %9.1f %9.1f %9.1f %9s %9.1f %10s\n", field("round"), field("clients"),
+            field("server"), field("reader_min_bps") / 1024, field("reader_median_bps") / 1024,
+            field("reader_max_stall_ms"), field("readers_unfinished"), field("nstat_pressures"),
+            field("nstat_rcvqdrop"), field("ss_server_sendq") / 1048576, field("ss_server_recvq") / 1048576,
+            field("ss_client_sendq") / 1048576, field("tcp_mem_pages_stalled"), field("buffered_bytes") / 1048576, field("end")
+    }' "$results"
+    echo "(slowest/median: reader throughput; pressures, rcvqdrop: nstat deltas over the run; at the stall, in MiB: the" \
+        "server sockets' Send-Q and Recv-Q sums and the non-readers' Send-Q sum (ss), oneshotd_buffered_bytes;" \
+        "tcp pages: all TCP sockets' pages (/proc/net/sockstat; tcp_mem above))"
+    exit 0
+fi
 
 echo "hostile clients: ${LINE_BYTES}-byte lines, at most $MAX_BYTES bytes per client, SO_RCVBUF $RCVBUF," \
     "stall = no bytes read for ${QUIET_MS} ms; $(nproc) cores"

@@ -14,8 +14,15 @@
 #                    default: the merge-base with main; the oneshotd under
 #                    test then also serves its metrics endpoint. The cost of
 #                    a change, e.g. of counting metrics: metrics on vs off)
+#   BASELINE=PATH   (a oneshotd binary already built, e.g. an earlier
+#                    commit's: BASELINE=/work/wt-base/target/release/oneshotd;
+#                    same configuration as the one under test, no metrics
+#                    for either; reported like rev)
 # Usage: bench/run.sh            SMOKE=1 bench/run.sh (a few seconds, for CI)
 set -euo pipefail
+# A BASELINE path is relative to where the caller stands, before the cd.
+base_bin=
+case ${BASELINE:-} in */*) base_bin=$(realpath "$BASELINE") BASELINE=bin ;; esac
 cd "$(dirname "$0")/.."
 . bench/server.sh
 
@@ -29,7 +36,8 @@ SCENARIOS=${SCENARIOS:-"50x1 50x16 2000x1"}
 BASELINE=${BASELINE:-tokio}
 case $BASELINE in
 tokio | et | rev) ;;
-*) echo "bench: BASELINE must be tokio, et or rev" >&2; exit 2 ;;
+bin) [ -x "$base_bin" ] || { echo "bench: $base_bin is not an executable" >&2; exit 2; } ;;
+*) echo "bench: BASELINE must be tokio, et, rev or a path to a oneshotd binary" >&2; exit 2 ;;
 esac
 if [ -n "${SMOKE:-}" ]; then
     SECS=1 SYSCALL_SECS=1 IDLE=200 SCENARIOS="10x1 10x8"
@@ -71,6 +79,10 @@ if [ "$BASELINE" = rev ]; then
     sed "s/:$PORT_ONESHOTD/:$PORT_BASELINE/" "$tmp/oneshotd.toml" >"$tmp/rev.toml"
     echo "metrics_listen = [\"127.0.0.1:$PORT_METRICS\"]" >>"$tmp/oneshotd.toml"
 fi
+if [ "$BASELINE" = bin ]; then
+    rev_bin=$base_bin
+    sed "s/:$PORT_ONESHOTD/:$PORT_BASELINE/" "$tmp/oneshotd.toml" >"$tmp/rev.toml"
+fi
 
 have_perf=
 if perf stat -e raw_syscalls:sys_enter -x, -o /dev/null -- true 2>/dev/null; then have_perf=1; fi
@@ -104,7 +116,7 @@ start_server() {
         port=$PORT_ONESHOTD
         "$BIN/oneshotd" --config "$tmp/oneshotd.toml" 2>"$tmp/server.log" &
         ;;
-    rev)
+    rev | bin)
         port=$PORT_BASELINE
         "$rev_bin" --config "$tmp/rev.toml" 2>"$tmp/server.log" &
         ;;
@@ -177,6 +189,7 @@ idle() {
 }
 
 [ "$BASELINE" = rev ] && echo "rev = oneshotd built from $BASELINE_REV; oneshotd under test serves metrics on 127.0.0.1:$PORT_METRICS"
+[ "$BASELINE" = bin ] && echo "bin = $base_bin (same configuration, no metrics for either)"
 echo "oneshotd vs $BASELINE: workers=$WORKERS, ${BYTES}-byte lines, ${SECS} s per run, rounds=$ROUNDS"
 echo "note: this machine has $(nproc) cores, shared by the server and the load generator"
 [ -n "$have_perf" ] || echo "note: perf stat unavailable: syscalls per reply not measured (apt-get install linux-perf)"
@@ -219,11 +232,12 @@ if [ "$ROUNDS" -gt 1 ]; then
             "$(col "$scenario" 7)" "$(col "$scenario" 8)" "$(col "$scenario" 9)" "$(col "$scenario" 10)"
     done
 fi
-if [ "$BASELINE" = rev ]; then
+if [ "$BASELINE" = rev ] || [ "$BASELINE" = bin ]; then
     # The figure a change is judged by: how much slower (negative) or
     # faster the oneshotd under test is than the revision, in req/s, and
     # the system calls per reply of each.
-    printf '\noneshotd (metrics on) vs %s (before): req/s difference, median of %d rounds (range)\n' "$BASELINE_REV" "$ROUNDS"
+    printf '\noneshotd%s vs %s (before): req/s difference, median of %d rounds (range)\n' \
+        "$([ "$BASELINE" = rev ] && echo ' (metrics on)')" "${BASELINE_REV:-$base_bin}" "$ROUNDS"
     for scenario in $SCENARIOS; do
         diff=$(col "$scenario" 2 | awk '{ printf "%+.1f%%", ($1 - 1) * 100 }')
         range=$(values "$scenario" 2 | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%+.1f%% to %+.1f%%", (lo - 1) * 100, (hi - 1) * 100 }')

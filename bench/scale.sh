@@ -13,6 +13,10 @@
 #   IDLE=18000                 idle connections (server RSS per connection)
 #   HANDOVER="1000 15000"      idle connections through a handover, then a drain
 #                              (each of these four set empty, or IDLE=0: not run)
+#   HANDOVER_TLS=1             each handover also with TLS connections (a TLS
+#                              listener, TLS 1.3 sessions carried across;
+#                              an ECDSA P-256 certificate made here with
+#                              openssl); results say scenario=handover-tls:N
 #   PROXY=1                    oneshotd trusts 127.0.0.0/8 for the PROXY protocol
 #                              (proxy_protocol_from) and every connection of
 #                              active, churn and idle begins with a v2 header
@@ -52,6 +56,8 @@ HANDOVER=${HANDOVER-"1000 15000"}
 PORT_BASE=${PORT_BASE:-23000}
 BACKLOG=${BACKLOG:-4096}
 PROCS=${PROCS:-}
+HANDOVER_TLS=${HANDOVER_TLS:-}
+[ "$HANDOVER_TLS" = 0 ] && HANDOVER_TLS=
 if [ -n "${SMOKE:-}" ]; then
     # Two load processes, so that the smoke run covers their merging too.
     SECS=1 WARMUP=0.3 ROUNDS=1 ACTIVE="200 1000" CHURN="20" IDLE=1000 HANDOVER="200" PROCS=2
@@ -77,6 +83,16 @@ cleanup() {
 trap cleanup EXIT
 results=${RESULTS:-$tmp/results.txt}
 : >"$results"
+if [ -n "$HANDOVER_TLS" ]; then
+    # A CA and the server's certificate it signs (P-256), for localhost.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$tmp/ca.key" -out "$tmp/ca.pem" -days 2 -subj /CN=oneshotd-bench-ca 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$tmp/key.pem" -out "$tmp/req.csr" -subj /CN=localhost 2>/dev/null
+    printf '%s\n' 'subjectAltName=DNS:localhost,IP:127.0.0.1' 'basicConstraints=CA:FALSE' >"$tmp/ext.cnf"
+    openssl x509 -req -in "$tmp/req.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial \
+        -out "$tmp/cert.pem" -days 2 -extfile "$tmp/ext.cnf" 2>/dev/null
+fi
 
 # Every run listens on a port of its own: a server that closes first
 # (stopping with connections open) leaves its side in TIME_WAIT, and a
@@ -158,17 +174,42 @@ for round in $(seq "$ROUNDS"); do
         for kind in $(order "$round"); do run_load "idle:$IDLE" "$kind" "$round" idle "$IDLE"; done
     fi
     for conns in $HANDOVER; do
-        take_port
-        mkdir -p "$tmp/handover"
-        if ! out=$("$BIN/scale_handover" --oneshotd "$BIN/oneshotd" --load "$BIN/scale_load" \
-            --conns "$conns" --port "$port" --workers "$WORKERS" --sources "$SOURCES" \
-            ${PROCS:+--procs "$PROCS"} --dir "$tmp/handover"); then
-            cat "$tmp/handover/"*.log >&2 || true
-            echo "scale: handover of $conns failed" >&2
-            exit 1
+        # Plain and TLS in turn, the first of them turning with the round.
+        kinds=handover
+        if [ -n "$HANDOVER_TLS" ]; then
+            if [ $((round % 2)) = 1 ]; then kinds="handover handover-tls"; else kinds="handover-tls handover"; fi
         fi
-        echo "scenario=handover:$conns server=oneshotd round=$round $out" | tee -a "$results"
+        for kind in $kinds; do
+            tls_args=()
+            [ "$kind" = handover ] || tls_args=(--tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem" --ca "$tmp/ca.pem")
+            take_port
+            mkdir -p "$tmp/handover"
+            if ! out=$("$BIN/scale_handover" --oneshotd "$BIN/oneshotd" --load "$BIN/scale_load" \
+                --conns "$conns" --port "$port" --workers "$WORKERS" --sources "$SOURCES" \
+                ${PROCS:+--procs "$PROCS"} --dir "$tmp/handover" "${tls_args[@]}"); then
+                cat "$tmp/handover/"*.log >&2 || true
+                echo "scale: $kind of $conns failed" >&2
+                exit 1
+            fi
+            echo "scenario=$kind:$conns server=oneshotd round=$round $out" | tee -a "$results"
+        done
     done
 done
 echo
 python3 bench/plot.py "$results" ${SVG:+"$SVG"}
+if [ -n "$HANDOVER_TLS" ]; then
+    # The handover pause (SIGUSR2 to the next instance's READY=1) and its
+    # CPU, plain against TLS: medians over the rounds.
+    echo
+    echo "handover, plain vs TLS (medians of $ROUNDS rounds): pause s, CPU µs per connection (both instances)"
+    for conns in $HANDOVER; do
+        for kind in handover handover-tls; do
+            awk -v s="$kind:$conns" '
+                function field(k,   i, kv) { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) return kv[2] } }
+                field("scenario") == s { n++; h[n] = field("handover_s"); c[n] = field("handover_cpu_us_per_conn") }
+                function med(a,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+                    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+                END { if (n) printf "%-20s pause %.4f s   cpu %.1f µs/conn   (%d rounds)\n", s, med(h), med(c), n }' "$results"
+        done
+    done
+fi

@@ -30,6 +30,7 @@ deps=(
     promtool prometheus                     # tests/metrics.rs (promtool check metrics)
     redis-cli redis-tools                   # tests/resp.rs and the e2e (Redis's own client)
     redis-benchmark redis-tools             # tests/resp.rs (Redis's own load generator)
+    haproxy haproxy                         # bench/tls.sh (TLS terminated by HAProxy, to compare)
 )
 
 need=()

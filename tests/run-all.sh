@@ -15,3 +15,4 @@ bash tests/packaging/check.sh
 bash tests/e2e/run.sh bookworm trixie
 SMOKE=1 bash bench/run.sh
 SMOKE=1 bash bench/scale.sh
+SMOKE=1 bash bench/tls.sh

@@ -6,6 +6,7 @@ use std::io::{self, Read};
 use std::time::Duration;
 
 pub mod manager;
+pub mod tls;
 
 /// xorshift64*: the same seed gives the sender and the verifier the same
 /// sequence of lines, so nothing needs to be remembered per request.

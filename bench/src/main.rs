@@ -9,17 +9,39 @@
 //!
 //! ```text
 //! loadgen --addr 127.0.0.1:7878 --conns 50 --pipeline 16 --bytes 64 --secs 5
+//! loadgen --addr 127.0.0.1:7443 --tls --ca cert.pem --conns 50 --pipeline 16
+//! loadgen --addr 127.0.0.1:7443 --tls --ca cert.pem --handshakes --conns 8
 //! ```
+//!
+//! `--tls`: every connection speaks TLS 1.3 (rustls with ring, the daemon's
+//! own stack; one cipher suite, `--suite`, TLS13_AES_256_GCM_SHA384 by
+//! default, and one key exchange, `--group`, X25519), checking the server's certificate against `--ca FILE` for
+//! `--server-name` (localhost), or with `--insecure` only the handshake's
+//! signature. No session is resumed: every handshake is a full one.
+//!
+//! `--handshakes`: C connections at a time, each connects, makes its
+//! handshake (with `--tls`), sends one request, verifies the reply and
+//! closes (with close_notify); it reports connections per second, and the
+//! latency from the start of the connect to the verified reply.
+//!
+//! Every run also reports the generator's own CPU (`client_cores`: user +
+//! system time over the run's wall time; 1.00 means this one thread was
+//! the limit, not the server).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use oneshotd_bench::tls::{self, Trust};
 use oneshotd_bench::Lines;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 
 struct Options {
     addr: SocketAddr,
@@ -31,6 +53,19 @@ struct Options {
     /// Idle mode: open this many connections, one exchange each, then hold
     /// them for `secs` (for the server's memory per idle connection).
     idle: usize,
+    tls: bool,
+    ca: Option<PathBuf>,
+    insecure: bool,
+    server_name: String,
+    suite: String,
+    group: String,
+    handshakes: bool,
+}
+
+/// What a TLS connection is made with.
+struct TlsSetup {
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -42,8 +77,16 @@ fn parse_args() -> Result<Options, String> {
         secs: 5.0,
         warmup: 0.5,
         idle: 0,
+        tls: false,
+        ca: None,
+        insecure: false,
+        server_name: "localhost".into(),
+        suite: tls::SUITE.into(),
+        group: tls::GROUP.into(),
+        handshakes: false,
     };
-    oneshotd_bench::parse_flags(std::env::args().skip(1), &[], |flag| {
+    let switches = ["--tls", "--insecure", "--handshakes"];
+    oneshotd_bench::parse_flags(std::env::args().skip(1), &switches, |flag| {
         match flag.name.as_str() {
             "--addr" => o.addr = flag.value()?,
             "--conns" => o.conns = flag.value()?,
@@ -52,6 +95,13 @@ fn parse_args() -> Result<Options, String> {
             "--secs" => o.secs = flag.value()?,
             "--warmup" => o.warmup = flag.value()?,
             "--idle" => o.idle = flag.value()?,
+            "--tls" => o.tls = true,
+            "--ca" => o.ca = Some(flag.text().into()),
+            "--insecure" => o.insecure = true,
+            "--server-name" => o.server_name = flag.text().into(),
+            "--suite" => o.suite = flag.text().into(),
+            "--group" => o.group = flag.text().into(),
+            "--handshakes" => o.handshakes = true,
             _ => return Err(flag.unknown()),
         }
         Ok(())
@@ -59,11 +109,19 @@ fn parse_args() -> Result<Options, String> {
     if o.conns == 0 || o.pipeline == 0 || o.bytes == 0 {
         return Err("conns, pipeline and bytes must be at least 1".into());
     }
+    if o.tls && o.ca.is_none() && !o.insecure {
+        return Err("--tls needs --ca FILE or --insecure".into());
+    }
+    if o.tls && o.idle > 0 {
+        return Err("--idle is plain TCP only".into());
+    }
     Ok(o)
 }
 
 struct Conn {
     stream: TcpStream,
+    /// With `--tls`: the session; `out` is then plaintext handed to it.
+    tls: Option<ClientConnection>,
     sender: Lines,
     verifier: Lines,
     sent_at: VecDeque<Instant>,
@@ -80,6 +138,20 @@ struct Totals {
     measured: u64,
     errors: u64,
     latencies_us: Vec<u32>,
+    /// The generator's own CPU time over the run's wall time.
+    client_cores: f64,
+    /// The negotiated cipher suite and key exchange (with `--tls`).
+    negotiated: Option<String>,
+}
+
+/// This process's CPU time (user + system).
+fn own_cpu() -> Duration {
+    // SAFETY: an all-zero rusage is valid; getrusage fills it.
+    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer for the calling process.
+    unsafe { nix::libc::getrusage(nix::libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: nix::libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn main() -> ExitCode {
@@ -99,7 +171,32 @@ fn main() -> ExitCode {
             }
         };
     }
-    match run(&o) {
+    let setup = if o.tls {
+        let trust = match &o.ca {
+            Some(path) => Trust::Ca(path),
+            None => Trust::Any,
+        };
+        match tls::client_config(trust, &o.suite, &o.group).and_then(|config| {
+            Ok(TlsSetup {
+                config,
+                name: tls::server_name(&o.server_name)?,
+            })
+        }) {
+            Ok(setup) => Some(setup),
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let result = if o.handshakes {
+        handshakes(&o, setup.as_ref())
+    } else {
+        run(&o, setup.as_ref())
+    };
+    match result {
         Ok(t) if t.errors == 0 => {
             report(&o, &t);
             ExitCode::SUCCESS
@@ -125,8 +222,20 @@ fn report(o: &Options, t: &Totals) {
             .unwrap_or(0)
     };
     let secs = o.secs - o.warmup;
+    let mode = match (o.handshakes, o.tls) {
+        (true, true) => "handshakes",
+        (true, false) => "connects",
+        (false, _) => "requests",
+    };
+    // In handshakes mode a request is a whole connection.
+    let rate = if o.handshakes {
+        "conns_per_s"
+    } else {
+        "req_per_s"
+    };
     println!(
-        "conns={} pipeline={} bytes={} secs={:.1} total={} requests={} req_per_s={:.0} p50_us={} p99_us={} p999_us={} errors={}",
+        "mode={mode} tls={} conns={} pipeline={} bytes={} secs={:.1} total={} requests={} {rate}={:.0} p50_us={} p99_us={} p999_us={} client_cores={:.2} errors={}",
+        t.negotiated.as_deref().unwrap_or("no"),
         o.conns,
         o.pipeline,
         o.bytes,
@@ -137,6 +246,7 @@ fn report(o: &Options, t: &Totals) {
         pct(0.50),
         pct(0.99),
         pct(0.999),
+        t.client_cores,
         t.errors
     );
 }
@@ -162,31 +272,57 @@ fn hold_idle(o: &Options) -> io::Result<()> {
     Ok(())
 }
 
-fn run(o: &Options) -> io::Result<Totals> {
+/// A new connection, `i`'s, registered for reading; with `setup`, its TLS
+/// session started (the ClientHello goes with the first flush).
+fn connect(o: &Options, setup: Option<&TlsSetup>, epoll: &Epoll, i: usize) -> io::Result<Conn> {
+    let stream = TcpStream::connect(o.addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_nonblocking(true)?;
+    epoll.add(
+        stream.as_fd(),
+        EpollEvent::new(EpollFlags::EPOLLIN, i as u64),
+    )?;
+    let tls = match setup {
+        Some(s) => {
+            let mut conn = ClientConnection::new(Arc::clone(&s.config), s.name.clone())
+                .map_err(io::Error::other)?;
+            // Everything the generator hands it is kept until sent.
+            conn.set_buffer_limit(None);
+            Some(conn)
+        }
+        None => None,
+    };
+    let seed = 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1);
+    Ok(Conn {
+        stream,
+        tls,
+        sender: Lines(seed),
+        verifier: Lines(seed),
+        sent_at: VecDeque::with_capacity(o.pipeline),
+        out: Vec::new(),
+        out_pos: 0,
+        partial: Vec::new(),
+        expected: Vec::new(),
+        want_write: false,
+    })
+}
+
+/// The suite and key exchange a TLS connection agreed on, once it has.
+fn negotiated(c: &Conn) -> Option<String> {
+    let tls = c.tls.as_ref()?;
+    let suite = tls.negotiated_cipher_suite()?;
+    let group = tls.negotiated_key_exchange_group()?;
+    Some(format!("{:?}/{:?}", suite.suite(), group.name()))
+}
+
+fn run(o: &Options, setup: Option<&TlsSetup>) -> io::Result<Totals> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     let mut conns = Vec::with_capacity(o.conns);
     for i in 0..o.conns {
-        let stream = TcpStream::connect(o.addr)?;
-        stream.set_nodelay(true)?;
-        stream.set_nonblocking(true)?;
-        epoll.add(
-            stream.as_fd(),
-            EpollEvent::new(EpollFlags::EPOLLIN, i as u64),
-        )?;
-        let seed = 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1);
-        conns.push(Conn {
-            stream,
-            sender: Lines(seed),
-            verifier: Lines(seed),
-            sent_at: VecDeque::with_capacity(o.pipeline),
-            out: Vec::new(),
-            out_pos: 0,
-            partial: Vec::new(),
-            expected: Vec::new(),
-            want_write: false,
-        });
+        conns.push(connect(o, setup, &epoll, i)?);
     }
 
+    let cpu_start = own_cpu();
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(o.warmup);
     let stop_sending = start + Duration::from_secs_f64(o.secs);
@@ -233,64 +369,117 @@ fn run(o: &Options) -> io::Result<Totals> {
             {
                 continue;
             }
-            let got = match c.stream.read(&mut buf) {
-                Ok(0) => {
-                    eprintln!("loadgen: connection {i} closed by the server");
-                    return Err(io::Error::other("server closed a connection"));
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            };
-            let now = Instant::now();
-            let mut rest = &buf[..got];
+            // Plain: one read per event (level-triggered). TLS: until the
+            // socket and the session are both empty, since plaintext left
+            // in the session raises no event.
             let mut new_requests = 0;
-            while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-                let (line, tail) = rest.split_at(pos + 1);
-                rest = tail;
-                c.expected.clear();
-                c.verifier.next_line(o.bytes, &mut c.expected);
-                c.expected.make_ascii_uppercase();
-                let ok = if c.partial.is_empty() {
-                    line == c.expected.as_slice()
-                } else {
-                    c.partial.extend_from_slice(line);
-                    let ok = c.partial == c.expected;
-                    c.partial.clear();
-                    ok
+            loop {
+                let got = match read_plain(c, &mut buf) {
+                    Ok(0) => {
+                        eprintln!("loadgen: connection {i} closed by the server");
+                        return Err(io::Error::other("server closed a connection"));
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
                 };
-                if !ok {
-                    totals.errors += 1;
+                let now = Instant::now();
+                let mut rest = &buf[..got];
+                while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+                    let (line, tail) = rest.split_at(pos + 1);
+                    rest = tail;
+                    c.expected.clear();
+                    c.verifier.next_line(o.bytes, &mut c.expected);
+                    c.expected.make_ascii_uppercase();
+                    let ok = if c.partial.is_empty() {
+                        line == c.expected.as_slice()
+                    } else {
+                        c.partial.extend_from_slice(line);
+                        let ok = c.partial == c.expected;
+                        c.partial.clear();
+                        ok
+                    };
+                    if !ok {
+                        totals.errors += 1;
+                    }
+                    let sent = c.sent_at.pop_front().expect("a reply with no request");
+                    totals.done += 1;
+                    outstanding -= 1;
+                    if sent >= measure_from && now <= stop_sending {
+                        totals.measured += 1;
+                        totals
+                            .latencies_us
+                            .push((now - sent).as_micros().min(u32::MAX as u128) as u32);
+                    }
+                    if now < stop_sending {
+                        new_requests += 1;
+                    }
                 }
-                let sent = c.sent_at.pop_front().expect("a reply with no request");
-                totals.done += 1;
-                outstanding -= 1;
-                if sent >= measure_from && now <= stop_sending {
-                    totals.measured += 1;
-                    totals
-                        .latencies_us
-                        .push((now - sent).as_micros().min(u32::MAX as u128) as u32);
-                }
-                if now < stop_sending {
-                    new_requests += 1;
+                c.partial.extend_from_slice(rest);
+                if c.tls.is_none() {
+                    break;
                 }
             }
-            c.partial.extend_from_slice(rest);
+            let now = Instant::now();
             for _ in 0..new_requests {
                 c.sender.next_line(o.bytes, &mut c.out);
                 c.sent_at.push_back(now);
                 outstanding += 1;
             }
-            if new_requests > 0 {
+            // TLS: the handshake may have something to send too.
+            if new_requests > 0 || c.tls.is_some() {
                 flush(&epoll, i, c)?;
+            }
+            if totals.negotiated.is_none() {
+                totals.negotiated = negotiated(c);
             }
         }
     }
+    totals.client_cores = (own_cpu() - cpu_start).as_secs_f64() / start.elapsed().as_secs_f64();
     Ok(totals)
+}
+
+/// Plaintext from the connection: the socket's bytes (plain), or what the
+/// TLS session has decrypted, reading the socket when it has none. Ok(0):
+/// the server closed (with TLS: close_notify, or the socket's end).
+fn read_plain(c: &mut Conn, buf: &mut [u8]) -> io::Result<usize> {
+    let Some(tls) = c.tls.as_mut() else {
+        return c.stream.read(buf);
+    };
+    loop {
+        match tls.reader().read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        match tls.read_tls(&mut c.stream) {
+            Ok(0) => return Ok(0),
+            Ok(_) => {
+                tls.process_new_packets().map_err(io::Error::other)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Writes what is pending; asks for EPOLLOUT only while something is left.
 fn flush(epoll: &Epoll, i: usize, c: &mut Conn) -> io::Result<()> {
+    if let Some(tls) = c.tls.as_mut() {
+        // The session takes all the plaintext (no buffer limit) and keeps
+        // it until the handshake is done; then its records go out.
+        if !c.out.is_empty() {
+            tls.writer().write_all(&c.out)?;
+            c.out.clear();
+        }
+        while tls.wants_write() {
+            match tls.write_tls(&mut c.stream) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        return want_write(epoll, i, c, tls_wants_write(c));
+    }
     while c.out_pos < c.out.len() {
         match c.stream.write(&c.out[c.out_pos..]) {
             Ok(n) => c.out_pos += n,
@@ -302,7 +491,16 @@ fn flush(epoll: &Epoll, i: usize, c: &mut Conn) -> io::Result<()> {
         c.out.clear();
         c.out_pos = 0;
     }
-    let want_write = !c.out.is_empty();
+    let pending = !c.out.is_empty();
+    want_write(epoll, i, c, pending)
+}
+
+fn tls_wants_write(c: &Conn) -> bool {
+    c.tls.as_ref().is_some_and(|t| t.wants_write())
+}
+
+/// Asks for EPOLLOUT while `want_write`, only when that changes.
+fn want_write(epoll: &Epoll, i: usize, c: &mut Conn, want_write: bool) -> io::Result<()> {
     if want_write != c.want_write {
         let mut flags = EpollFlags::EPOLLIN;
         if want_write {
@@ -312,4 +510,125 @@ fn flush(epoll: &Epoll, i: usize, c: &mut Conn) -> io::Result<()> {
         c.want_write = want_write;
     }
     Ok(())
+}
+
+/// `--handshakes`: `o.conns` slots, each a connection that makes its
+/// handshake, sends one request, verifies the reply and closes, then the
+/// next; counts the connections done (the whole exchange verified) within
+/// the measured window.
+fn handshakes(o: &Options, setup: Option<&TlsSetup>) -> io::Result<Totals> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    let cpu_start = own_cpu();
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(o.warmup);
+    let stop = start + Duration::from_secs_f64(o.secs);
+    let give_up = stop + Duration::from_secs(5);
+    let mut totals = Totals::default();
+    // Each slot's connection and when its connect began; the seed of each
+    // new connection's line is its number.
+    let mut opened = 0usize;
+    let mut slots: Vec<Option<(Conn, Instant)>> = Vec::with_capacity(o.conns);
+    let open = |opened: &mut usize, slot: usize| -> io::Result<(Conn, Instant)> {
+        let began = Instant::now();
+        let mut c = connect(o, setup, &epoll, slot)?;
+        let seed = 0x9e37_79b9_7f4a_7c15 ^ (*opened as u64 + 1);
+        *opened += 1;
+        c.sender = Lines(seed);
+        c.verifier = Lines(seed);
+        c.sender.next_line(o.bytes, &mut c.out);
+        c.verifier.next_line(o.bytes, &mut c.expected);
+        c.expected.make_ascii_uppercase();
+        flush(&epoll, slot, &mut c)?;
+        Ok((c, began))
+    };
+    for slot in 0..o.conns {
+        slots.push(Some(open(&mut opened, slot)?));
+    }
+    let mut events = vec![EpollEvent::empty(); 256];
+    let mut buf = vec![0u8; 64 * 1024];
+    while slots.iter().any(Option::is_some) {
+        if Instant::now() > give_up {
+            let left = slots.iter().filter(|s| s.is_some()).count();
+            eprintln!("loadgen: {left} connections never finished");
+            totals.errors += left as u64;
+            break;
+        }
+        let n = epoll
+            .wait(&mut events, EpollTimeout::from(100u16))
+            .or_else(|e| {
+                if e == nix::errno::Errno::EINTR {
+                    Ok(0)
+                } else {
+                    Err(e)
+                }
+            })?;
+        for ev in &events[..n] {
+            let slot = ev.data() as usize;
+            let Some((c, began)) = slots[slot].as_mut() else {
+                continue;
+            };
+            if ev.events().contains(EpollFlags::EPOLLOUT) {
+                flush(&epoll, slot, c)?;
+            }
+            if !ev
+                .events()
+                .intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
+            {
+                continue;
+            }
+            let mut done = false;
+            loop {
+                match read_plain(c, &mut buf) {
+                    Ok(0) => {
+                        eprintln!("loadgen: a connection closed by the server before its reply");
+                        return Err(io::Error::other("server closed a connection"));
+                    }
+                    Ok(got) => {
+                        c.partial.extend_from_slice(&buf[..got]);
+                        if c.partial.len() >= c.expected.len() {
+                            if c.partial != c.expected {
+                                totals.errors += 1;
+                            }
+                            done = true;
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if !done {
+                // The handshake's Finished, when it has been read.
+                flush(&epoll, slot, c)?;
+                continue;
+            }
+            let now = Instant::now();
+            totals.done += 1;
+            if *began >= measure_from && now <= stop {
+                totals.measured += 1;
+                totals
+                    .latencies_us
+                    .push((now - *began).as_micros().min(u32::MAX as u128) as u32);
+            }
+            if totals.negotiated.is_none() {
+                totals.negotiated = negotiated(c);
+            }
+            // Closed by the client, TLS with close_notify (best effort: the
+            // alert goes if the socket takes it, it always does here).
+            if let Some(tls) = c.tls.as_mut() {
+                tls.send_close_notify();
+                while tls.wants_write() {
+                    if tls.write_tls(&mut c.stream).is_err() {
+                        break;
+                    }
+                }
+            }
+            slots[slot] = None;
+            if now < stop {
+                slots[slot] = Some(open(&mut opened, slot)?);
+            }
+        }
+    }
+    totals.client_cores = (own_cpu() - cpu_start).as_secs_f64() / start.elapsed().as_secs_f64();
+    Ok(totals)
 }

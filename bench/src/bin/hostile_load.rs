@@ -26,7 +26,24 @@
 //! sent, and what the kernel holds (`ss`: bytes queued on the server's
 //! sockets and the clients', the server's mean send buffer; `/proc/net/
 //! sockstat`: pages all TCP sockets use; TcpExt: memory pressure events).
-//! Every client is closed when it exits.
+//! Every client is closed when it exits. `--sndbuf` sets the clients'
+//! `SO_SNDBUF` too (by default the kernel's, which grows to MiBs with
+//! requests the server has not read: on loopback that memory is this
+//! machine's as much as the server's).
+//!
+//! With `--readers R`, once the clients hold the server (the stall, or the
+//! end of pumping), R readers follow one after another while the clients
+//! stay connected: each a new connection with a `--reader-rcvbuf` receive
+//! buffer (4 KiB) that sends `--reader-bytes` (2 MiB) of
+//! `--reader-line-bytes` (100-byte) lines while reading every reply, and
+//! verifies each reply byte. For each it measures the throughput (reply
+//! bytes over the time from its first write to its last reply byte) and
+//! its longest stall (the longest time without a reply byte), and gives up
+//! after `--reader-max-secs`. With `--conns 0` the same readers measure an
+//! idle server. It adds `readers=R reader_min_bps= reader_median_bps=
+//! reader_max_bps= reader_max_stall_ms= readers_unfinished= reader_bps=a,b..`
+//! and the TcpExt counters' deltas over the whole run, readers included
+//! (`run_TCPMemoryPressures=` ...).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -51,6 +68,13 @@ struct Options {
     quiet: Duration,
     max_secs: f64,
     rss_cap: u64,
+    /// The non-readers' SO_SNDBUF (0: the kernel's, autotuned).
+    sndbuf: usize,
+    readers: usize,
+    reader_bytes: u64,
+    reader_rcvbuf: usize,
+    reader_line_bytes: usize,
+    reader_max: Duration,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -65,6 +89,12 @@ fn parse_args() -> Result<Options, String> {
         quiet: Duration::from_millis(1000),
         max_secs: 60.0,
         rss_cap: 12 << 30,
+        sndbuf: 0,
+        readers: 0,
+        reader_bytes: 2 << 20,
+        reader_rcvbuf: 4096,
+        reader_line_bytes: 100,
+        reader_max: Duration::from_secs(30),
     };
     oneshotd_bench::parse_flags(std::env::args().skip(1), &[], |flag| {
         match flag.name.as_str() {
@@ -78,6 +108,12 @@ fn parse_args() -> Result<Options, String> {
             "--quiet-ms" => o.quiet = Duration::from_millis(flag.value()?),
             "--max-secs" => o.max_secs = flag.value()?,
             "--rss-cap-mib" => o.rss_cap = flag.value::<u64>()? << 20,
+            "--sndbuf" => o.sndbuf = flag.value()?,
+            "--readers" => o.readers = flag.value()?,
+            "--reader-bytes" => o.reader_bytes = flag.value()?,
+            "--reader-rcvbuf" => o.reader_rcvbuf = flag.value()?,
+            "--reader-line-bytes" => o.reader_line_bytes = flag.value()?,
+            "--reader-max-secs" => o.reader_max = Duration::from_secs_f64(flag.value::<f64>()?),
             _ => return Err(flag.unknown()),
         }
         Ok(())
@@ -85,8 +121,8 @@ fn parse_args() -> Result<Options, String> {
     if o.server_pid == 0 {
         return Err("--server-pid is needed".into());
     }
-    if o.line_bytes < 2 {
-        return Err("--line-bytes must be at least 2".into());
+    if o.line_bytes < 2 || o.reader_line_bytes < 2 {
+        return Err("--line-bytes and --reader-line-bytes must be at least 2".into());
     }
     Ok(o)
 }
@@ -136,14 +172,17 @@ fn received(page: &HashMap<String, f64>) -> io::Result<u64> {
 
 /// A TCP client with a small receive buffer, set before connecting (the
 /// window it offers is fixed at the handshake), after one verified exchange.
-fn open(o: &Options, i: usize) -> io::Result<TcpStream> {
+fn open(o: &Options, i: usize, rcvbuf: usize, sndbuf: usize) -> io::Result<TcpStream> {
     let fd = socket(
         AddressFamily::Inet,
         SockType::Stream,
         SockFlag::SOCK_CLOEXEC,
         None,
     )?;
-    setsockopt(&fd, sockopt::RcvBuf, &o.rcvbuf)?;
+    setsockopt(&fd, sockopt::RcvBuf, &rcvbuf)?;
+    if sndbuf > 0 {
+        setsockopt(&fd, sockopt::SndBuf, &sndbuf)?;
+    }
     connect(fd.as_raw_fd(), &nix::sys::socket::SockaddrIn::from(o.addr))
         .map_err(|e| io::Error::other(format!("connection {i}: connect: {e}")))?;
     let mut stream = TcpStream::from(fd);
@@ -271,7 +310,7 @@ fn run(o: &Options) -> io::Result<()> {
     let started = Instant::now();
     let mut clients = Vec::with_capacity(o.conns);
     for i in 0..o.conns {
-        clients.push(open(o, i)?);
+        clients.push(open(o, i, o.rcvbuf, o.sndbuf)?);
     }
     let connect_secs = started.elapsed().as_secs_f64();
     let (connected_rss, _) = memory(o.server_pid)?;
@@ -419,7 +458,148 @@ fn run(o: &Options) -> io::Result<()> {
             .saturating_sub(ext_before.get(name).copied().unwrap_or(0));
         out.push_str(&format!(" {name}={delta}"));
     }
+    if o.readers > 0 {
+        let mut results = Vec::with_capacity(o.readers);
+        for r in 0..o.readers {
+            results.push(read_all(o, o.conns + r)?);
+        }
+        let mut bps: Vec<f64> = results.iter().map(|r| r.bps).collect();
+        let listed = bps
+            .iter()
+            .map(|b| format!("{b:.0}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        bps.sort_by(f64::total_cmp);
+        let stall = results
+            .iter()
+            .map(|r| r.max_stall)
+            .max()
+            .unwrap_or_default();
+        let unfinished = results.iter().filter(|r| !r.finished).count();
+        out.push_str(&format!(
+            " readers={} reader_bytes={} reader_rcvbuf={} reader_min_bps={:.0} reader_median_bps={:.0} \
+             reader_max_bps={:.0} reader_max_stall_ms={} readers_unfinished={unfinished} reader_bps={listed}",
+            o.readers,
+            o.reader_bytes,
+            o.reader_rcvbuf,
+            bps[0],
+            bps[bps.len() / 2],
+            bps[bps.len() - 1],
+            stall.as_millis(),
+        ));
+    }
+    let ext_end = tcp_ext();
+    for name in TCP_EXT {
+        let delta = ext_end
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(ext_before.get(name).copied().unwrap_or(0));
+        out.push_str(&format!(" run_{name}={delta}"));
+    }
     println!("{out}");
     drop(clients);
     Ok(())
+}
+
+/// What one reader got.
+struct ReaderResult {
+    /// Reply bytes per second, from its first write to its last reply byte
+    /// (or to giving up).
+    bps: f64,
+    /// The longest time without a reply byte (from its first write).
+    max_stall: Duration,
+    /// Every reply byte came, within `--reader-max-secs`.
+    finished: bool,
+}
+
+/// One reader (see the module's documentation): sends `o.reader_bytes` of
+/// lines while reading and verifying every reply byte.
+fn read_all(o: &Options, i: usize) -> io::Result<ReaderResult> {
+    let mut stream = open(o, i, o.reader_rcvbuf, 0)?;
+    let mut line: Vec<u8> = (0..o.reader_line_bytes - 1)
+        .map(|k| b'a' + (k % 26) as u8)
+        .collect();
+    line.push(b'\n');
+    let upper = line.to_ascii_uppercase();
+    let chunk = 16 * 1024;
+    let pattern: Vec<u8> = line
+        .iter()
+        .copied()
+        .cycle()
+        .take(chunk + line.len())
+        .collect();
+    let total = o.reader_bytes - o.reader_bytes % line.len() as u64;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    epoll.add(
+        &stream,
+        EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT, 0),
+    )?;
+    let mut events = [EpollEvent::empty(); 1];
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut sent, mut got) = (0u64, 0u64);
+    let start = Instant::now();
+    let mut last = start;
+    let mut max_stall = Duration::ZERO;
+    let mut writing = true;
+    while got < total {
+        let now = Instant::now();
+        if now - start > o.reader_max {
+            break;
+        }
+        match epoll.wait(&mut events, EpollTimeout::from(100u16)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        while writing && sent < total {
+            let at = (sent % line.len() as u64) as usize;
+            let len = (chunk as u64).min(total - sent) as usize;
+            match stream.write(&pattern[at..at + len]) {
+                Ok(n) => sent += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io::Error::other(format!("reader {i}: send: {e}"))),
+            }
+        }
+        if writing && sent == total {
+            writing = false;
+            epoll.modify(&stream, &mut EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+        }
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    return Err(io::Error::other(format!(
+                        "reader {i}: closed by the server"
+                    )))
+                }
+                Ok(n) => {
+                    for (k, b) in buf[..n].iter().enumerate() {
+                        if *b != upper[((got + k as u64) % upper.len() as u64) as usize] {
+                            return Err(io::Error::other(format!(
+                                "reader {i}: wrong reply byte at {}",
+                                got + k as u64
+                            )));
+                        }
+                    }
+                    got += n as u64;
+                    let now = Instant::now();
+                    max_stall = max_stall.max(now - last);
+                    last = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io::Error::other(format!("reader {i}: recv: {e}"))),
+            }
+        }
+    }
+    let finished = got == total;
+    let end = if finished { last } else { Instant::now() };
+    if !finished {
+        max_stall = max_stall.max(end - last);
+    }
+    Ok(ReaderResult {
+        bps: got as f64 / (end - start).as_secs_f64().max(1e-6),
+        max_stall,
+        finished,
+    })
 }

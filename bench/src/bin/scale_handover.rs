@@ -16,6 +16,10 @@
 //! 4. sends SIGTERM to the new instance and reaps it: the drain time. The
 //!    client then checks that every connection saw the server close it.
 //!
+//! With `--tls-cert FILE --tls-key FILE --ca FILE`, the listener is a TLS
+//! one (named `tls`), the connections TLS 1.3 sessions (`scale_load idle
+//! --tls`), carried across the handover by their record layer's state.
+//!
 //! ```text
 //! scale_handover --oneshotd target/release/oneshotd --load target/release/scale_load \
 //!     --conns 15000 --port 18400 --workers 2 --dir /tmp/x
@@ -60,6 +64,8 @@ struct Options {
     /// Passed on to `scale_load --procs`.
     procs: Option<usize>,
     dir: PathBuf,
+    /// TLS: the server's certificate chain and key, the clients' CA.
+    tls: Option<(String, String, String)>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -72,9 +78,14 @@ fn parse_args() -> Result<Options, String> {
         sources: 16,
         procs: None,
         dir: std::env::temp_dir(),
+        tls: None,
     };
+    let (mut cert, mut key, mut ca) = (None, None, None);
     oneshotd_bench::parse_flags(std::env::args().skip(1), &[], |flag| {
         match flag.name.as_str() {
+            "--tls-cert" => cert = Some(flag.text().to_owned()),
+            "--tls-key" => key = Some(flag.text().to_owned()),
+            "--ca" => ca = Some(flag.text().to_owned()),
             "--oneshotd" => o.oneshotd = flag.text().into(),
             "--load" => o.load = flag.text().into(),
             "--conns" => o.conns = flag.value()?,
@@ -87,6 +98,11 @@ fn parse_args() -> Result<Options, String> {
         }
         Ok(())
     })?;
+    o.tls = match (cert, key, ca) {
+        (Some(cert), Some(key), Some(ca)) => Some((cert, key, ca)),
+        (None, None, None) => None,
+        _ => return Err("--tls-cert, --tls-key and --ca go together".into()),
+    };
     Ok(o)
 }
 
@@ -259,7 +275,12 @@ fn start(
     log: &str,
 ) -> io::Result<i32> {
     let count = 1 + names.len();
-    let mut all_names = vec!["oneshotd.socket".to_owned()];
+    let listener_name = if o.tls.is_some() {
+        "tls"
+    } else {
+        "oneshotd.socket"
+    };
+    let mut all_names = vec![listener_name.to_owned()];
     all_names.extend(names.iter().cloned());
     let mut command = Command::new("sh");
     command
@@ -303,13 +324,16 @@ fn start(
 fn run(o: &Options) -> io::Result<()> {
     raise_fd_limit();
     let config = o.dir.join("oneshotd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "workers = {}\nlisten = [\"127.0.0.1:{}\"]\nmax_connections = 100000\nlog_level = \"warn\"\n",
-            o.workers, o.port
-        ),
-    )?;
+    let mut text = format!(
+        "workers = {}\nlisten = [\"127.0.0.1:{}\"]\nmax_connections = 100000\nlog_level = \"warn\"\n",
+        o.workers, o.port
+    );
+    if let Some((cert, key, _)) = &o.tls {
+        text.push_str(&format!(
+            "tls_certificate = {cert:?}\ntls_private_key = {key:?}\n"
+        ));
+    }
+    std::fs::write(&config, text)?;
     let listener = high(OwnedFd::from(TcpListener::bind(("127.0.0.1", o.port))?))?;
     let path = o.dir.join("notify.sock");
     let _ = std::fs::remove_file(&path);
@@ -346,6 +370,9 @@ fn run(o: &Options) -> io::Result<()> {
         .args(["--server-pid", &first.to_string()]);
     if let Some(procs) = o.procs {
         client.args(["--procs", &procs.to_string()]);
+    }
+    if let Some((_, _, ca)) = &o.tls {
+        client.args(["--tls", "--ca", ca]);
     }
     let mut client = client
         .stdin(Stdio::piped())
@@ -448,7 +475,8 @@ fn run(o: &Options) -> io::Result<()> {
     }
     let per_conn = |d: Duration| d.as_secs_f64() * 1e6 / o.conns as f64;
     println!(
-        "mode=handover conns={} handover_s={:.4} barrier_s={:.4} old_exit_s={:.4} placed_s={:.4} restored={restored} drain_s={:.4} rss_b_per_conn={rss} handover_cpu_us_per_conn={:.2} drain_cpu_us_per_conn={:.2} check_s={check_s} eof_ok=1 errors=0",
+        "mode=handover tls={} conns={} handover_s={:.4} barrier_s={:.4} old_exit_s={:.4} placed_s={:.4} restored={restored} drain_s={:.4} rss_b_per_conn={rss} handover_cpu_us_per_conn={:.2} drain_cpu_us_per_conn={:.2} check_s={check_s} eof_ok=1 errors=0",
+        if o.tls.is_some() { "tls13" } else { "no" },
         o.conns,
         handover.as_secs_f64(),
         barrier.as_secs_f64(),

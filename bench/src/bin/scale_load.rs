@@ -26,6 +26,11 @@
 //! the server's, no TLVs; 28 bytes in the same write as the first request.
 //! The replies, and so the verification, are unchanged.
 //!
+//! With `--tls --ca FILE` (`idle` only), every connection is TLS 1.3
+//! (bench/src/tls.rs: rustls with ring, a full handshake, the server's
+//! certificate checked against FILE for localhost); its exchanges, the
+//! `check`s and the end (close_notify or the socket's end) go through it.
+//!
 //! With `--server-pid`, the server's CPU time (utime + stime from
 //! /proc/PID/stat) over the measured window gives CPU microseconds per reply,
 //! and its VmRSS before connecting and after gives bytes per connection.
@@ -57,7 +62,10 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::socket::{
     bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
 };
+use oneshotd_bench::tls::{self, Trust};
 use oneshotd_bench::{cpu_time, expect_uppercased, raise_fd_limit, Lines};
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use std::sync::Arc;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -94,6 +102,8 @@ struct Options {
     shard: Option<usize>,
     /// Begin every connection with a PROXY protocol v2 header.
     proxy_v2: bool,
+    /// TLS (idle only), trusting this CA file.
+    tls_ca: Option<String>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -115,10 +125,14 @@ fn parse_args() -> Result<Options, String> {
         procs: None,
         shard: None,
         proxy_v2: false,
+        tls_ca: None,
     };
-    oneshotd_bench::parse_flags(args, &["--proxy-v2"], |flag| {
+    let mut tls = false;
+    oneshotd_bench::parse_flags(args, &["--proxy-v2", "--tls"], |flag| {
         match flag.name.as_str() {
             "--proxy-v2" => o.proxy_v2 = true,
+            "--tls" => tls = true,
+            "--ca" => o.tls_ca = Some(flag.text().into()),
             "--addr" => o.addr = flag.value()?,
             "--conns" => o.conns = flag.value()?,
             "--bytes" => o.bytes = flag.value()?,
@@ -137,6 +151,12 @@ fn parse_args() -> Result<Options, String> {
     }
     if o.warmup >= o.secs && o.mode != Mode::Idle {
         return Err("warmup must be shorter than secs".into());
+    }
+    if tls != o.tls_ca.is_some() {
+        return Err("--tls and --ca FILE go together".into());
+    }
+    if tls && (o.mode != Mode::Idle || o.proxy_v2) {
+        return Err("--tls: idle mode only, without --proxy-v2".into());
     }
     Ok(o)
 }
@@ -364,6 +384,13 @@ impl Shard {
             .args(["--sources", &o.sources.to_string()])
             .args(["--shard", &first.to_string()])
             .args(o.proxy_v2.then_some("--proxy-v2"))
+            .args(
+                o.tls_ca
+                    .as_deref()
+                    .map(|ca| ["--tls", "--ca", ca])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -555,8 +582,19 @@ fn shard(o: &Options, first: usize) -> io::Result<()> {
             churn(o, first)?.write_to(&mut out)
         }
         Mode::Idle => {
+            let config = match &o.tls_ca {
+                Some(ca) => Some(tls::client_config(
+                    Trust::Ca(ca.as_ref()),
+                    tls::SUITE,
+                    tls::GROUP,
+                )?),
+                None => None,
+            };
             let mut held = (first..first + o.conns)
-                .map(|i| open(o, i))
+                .map(|i| match &config {
+                    Some(config) => open_tls(o, i, config),
+                    None => open(o, i).map(|s| Box::new(s) as Box<dyn Held>),
+                })
                 .collect::<io::Result<Vec<_>>>()?;
             say(&mut out, "ready")?;
             for command in commands {
@@ -874,14 +912,35 @@ fn churn(o: &Options, first: usize) -> io::Result<Tally> {
     Ok(tally)
 }
 
-/// Every connection must see the server close it: EOF, or a reset.
-fn expect_eof(held: &mut [TcpStream], first: usize) -> io::Result<()> {
+/// An idle connection: plain, or TLS over it.
+trait Held: Read + Write {}
+impl<T: Read + Write> Held for T {}
+
+/// As [`open`], over TLS: the handshake, then the verified exchange.
+fn open_tls(o: &Options, i: usize, config: &Arc<ClientConfig>) -> io::Result<Box<dyn Held>> {
+    let (fd, _) = connect_from(o, i, false)?;
+    let stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let session = ClientConnection::new(Arc::clone(config), tls::server_name("localhost")?)
+        .map_err(io::Error::other)?;
+    let mut tls = StreamOwned::new(session, stream);
+    let line = format!("open {i}\n");
+    tls.write_all(line.as_bytes())
+        .map_err(|e| io::Error::other(format!("connection {i}: {e}")))?;
+    expect_uppercased(&mut tls, &line, i)?;
+    Ok(Box::new(tls))
+}
+
+/// Every connection must see the server close it: EOF (over TLS: its
+/// close_notify, or the socket's end), or a reset.
+fn expect_eof(held: &mut [Box<dyn Held>], first: usize) -> io::Result<()> {
     let mut byte = [0u8; 1];
     for (i, s) in (first..).zip(held.iter_mut()) {
         match s.read(&mut byte) {
             Ok(0) => {}
             Ok(_) => return Err(io::Error::other(format!("connection {i}: data, not EOF"))),
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {}
             Err(e) => return Err(io::Error::other(format!("connection {i}: {e}, not EOF"))),
         }
     }
@@ -890,7 +949,7 @@ fn expect_eof(held: &mut [TcpStream], first: usize) -> io::Result<()> {
 
 /// One verified exchange on every connection: all requests first, then all
 /// replies.
-fn exchange(held: &mut [TcpStream], first: usize, word: &str) -> io::Result<()> {
+fn exchange(held: &mut [Box<dyn Held>], first: usize, word: &str) -> io::Result<()> {
     for (i, s) in (first..).zip(held.iter_mut()) {
         s.write_all(format!("{word} {i}\n").as_bytes())?;
     }
