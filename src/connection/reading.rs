@@ -64,28 +64,11 @@ impl Connection {
             self.last_progress = cx.now;
             self.owed_seen = buffers::RECEIVED_SINCE;
             self.spoke = true;
-            let start = if self.awaiting_header.is_none() {
-                Some(0)
-            } else {
-                self.read_header(n, cx)?
-            };
-            // (A greeting that closes leaves nothing to serve.)
-            if let Some(start) = start.filter(|&start| start < n && self.reads_input()) {
-                if self.tls.is_none() {
-                    self.serve(start..n, cx).map_err(CloseReason::Error)?;
-                } else {
-                    let (plaintext, closed) = self.decrypt(start..n, cx)?;
-                    if plaintext > 0 && self.reads_input() {
-                        self.serve(0..plaintext, cx).map_err(CloseReason::Error)?;
-                    }
-                    if closed {
-                        self.peer_closed = true;
-                        if self.reads_input() {
-                            self.serve(0..0, cx).map_err(CloseReason::Error)?;
-                        }
-                        break;
-                    }
-                }
+            if self.awaiting_header.is_none() && self.tls.is_none() {
+                // The common case, kept as short as it was before TLS.
+                self.serve(0..n, cx).map_err(CloseReason::Error)?;
+            } else if self.read_behind_header_or_tls(n, cx)? {
+                break;
             }
             reads += 1;
             if budget == ReadBudget::Drain {
@@ -127,5 +110,41 @@ impl Connection {
             return None;
         }
         Some(READ_WHILE_SPENT)
+    }
+
+    /// The bytes just read into `scratch.input[..n]` on a connection that
+    /// awaits its PROXY header or speaks TLS: the header first, then the
+    /// ciphertext decrypted, then the service. `true` once the client's
+    /// `close_notify` ended its input.
+    #[inline(never)]
+    fn read_behind_header_or_tls(
+        &mut self,
+        n: usize,
+        cx: &mut Context<'_>,
+    ) -> Result<bool, CloseReason> {
+        let start = if self.awaiting_header.is_none() {
+            Some(0)
+        } else {
+            self.read_header(n, cx)?
+        };
+        // (A greeting that closes leaves nothing to serve.)
+        let Some(start) = start.filter(|&start| start < n && self.reads_input()) else {
+            return Ok(false);
+        };
+        if self.tls.is_none() {
+            self.serve(start..n, cx).map_err(CloseReason::Error)?;
+            return Ok(false);
+        }
+        let (plaintext, closed) = self.decrypt(start..n, cx)?;
+        if plaintext > 0 && self.reads_input() {
+            self.serve(0..plaintext, cx).map_err(CloseReason::Error)?;
+        }
+        if closed {
+            self.peer_closed = true;
+            if self.reads_input() {
+                self.serve(0..0, cx).map_err(CloseReason::Error)?;
+            }
+        }
+        Ok(closed)
     }
 }

@@ -56,7 +56,7 @@ fn run(segments: &[Vec<u8>], max: usize) -> Vec<u8> {
         max_line_bytes: max,
         idle_timeout: Duration::from_secs(60),
         request_timeout: Duration::from_secs(60),
-        tls_handshake_timeout: Duration::from_secs(10),
+        tls_handshake_timeout_ms: 10_000,
     };
     let mut replies = Vec::new();
     let reader = client.try_clone().unwrap();
@@ -141,7 +141,7 @@ fn idle_close_look(read_reply_after: Option<u32>) -> u32 {
         max_line_bytes: 1024,
         idle_timeout: idle,
         request_timeout: Duration::from_secs(60),
-        tls_handshake_timeout: Duration::from_secs(10),
+        tls_handshake_timeout_ms: 10_000,
     };
     let mut scratch = Scratch::new();
     let start = Instant::now();
@@ -208,7 +208,7 @@ fn a_drained_idle_connection_closes_without_shutting_down_first() {
         max_line_bytes: 1024,
         idle_timeout: Duration::from_secs(60),
         request_timeout: Duration::from_secs(60),
-        tls_handshake_timeout: Duration::from_secs(10),
+        tls_handshake_timeout_ms: 10_000,
     };
     let mut scratch = Scratch::new();
     let start = Instant::now();
@@ -301,7 +301,7 @@ fn the_connection_refuses_input_a_service_leaves_unconsumed_past_the_limit() {
         max_line_bytes: 100,
         idle_timeout: Duration::from_secs(60),
         request_timeout: Duration::from_secs(60),
-        tls_handshake_timeout: Duration::from_secs(10),
+        tls_handshake_timeout_ms: 10_000,
     };
     let mut scratch = Scratch::new();
     let now = Instant::now();

@@ -2,7 +2,7 @@
 //! on the housekeeper's tick (linger, drain grace, request and idle
 //! timeouts), and the drain's transition into its phase.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Closing, Connection, Context, Phase, DRAIN_GRACE, LINGER};
 use crate::hosted::SessionSlot;
@@ -43,7 +43,8 @@ impl Connection {
                 ProxyHeaderFailure::TimedOut,
             )));
         }
-        if self.handshake_overdue(now, cx.limits.tls_handshake_timeout) {
+        let handshake_timeout = Duration::from_millis(cx.limits.tls_handshake_timeout_ms);
+        if self.handshake_overdue(now, handshake_timeout) {
             return Some(Next::Close(CloseReason::Tls(
                 crate::tls::TlsFailure::TimedOut,
             )));

@@ -69,11 +69,11 @@ impl Dispatcher {
     /// worker's own, or the shared ones off the workers' path.
     fn count(&self, service: usize, scratch: &mut Scratch) {
         let tally = std::mem::take(&mut scratch.tally);
-        if tally.tls_handshakes > 0 {
-            self.metrics
-                .tls_handshakes(TlsHandshake::Ok, tally.tls_handshakes);
-        }
         if tally != Tally::default() {
+            if tally.tls_handshakes > 0 {
+                self.metrics
+                    .tls_handshakes(TlsHandshake::Ok, tally.tls_handshakes);
+            }
             let block = match &scratch.counters {
                 Some(lease) => lease.block(),
                 None => self.metrics.off_path(),

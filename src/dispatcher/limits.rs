@@ -66,11 +66,6 @@ impl LimitSettings {
             .store(!config.proxy_protocol_from.is_empty(), Ordering::Release);
     }
 
-    /// How long a TLS client has from accept to finish its handshake.
-    pub(super) fn tls_handshake_timeout(&self) -> Duration {
-        Duration::from_millis(self.tls_handshake_timeout_ms.load(Ordering::Relaxed))
-    }
-
     /// How long a connection from `peer` has to send its PROXY header, if
     /// it must send one (its transport peer is in `proxy_protocol_from`).
     pub(super) fn proxy_header_timeout(&self, peer: &Peer) -> Option<Duration> {
@@ -94,7 +89,7 @@ impl LimitSettings {
             max_line_bytes: self.max_line_bytes.load(Ordering::Relaxed),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed)),
             request_timeout: Duration::from_millis(self.request_timeout_ms.load(Ordering::Relaxed)),
-            tls_handshake_timeout: self.tls_handshake_timeout(),
+            tls_handshake_timeout_ms: self.tls_handshake_timeout_ms.load(Ordering::Relaxed),
         }
     }
 

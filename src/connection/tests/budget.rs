@@ -26,7 +26,7 @@ fn step_with_budget(connection: &mut Connection, buffer_free: usize) -> Stepped 
             max_line_bytes: 1 << 20,
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(60),
-            tls_handshake_timeout: Duration::from_secs(10),
+            tls_handshake_timeout_ms: 10_000,
         },
         scratch: &mut scratch,
         now: Instant::now(),
