@@ -656,12 +656,9 @@ if echo "$peers" | grep -qw 127.0.0.1; then fail "a line connection is logged wi
 echo "$peers" | grep -qw 127.0.0.2 || fail "the clients' addresses are not in the journal"
 unset E2E_ADDR E2E_SOURCES
 
-# TLS through HAProxy to the instances' TLS sockets in a rolling restart:
-# not yet part of the run (E2E_TLS_BALANCER=1 runs it): under systemd 252
-# its first connection through HAProxy is closed by the instance with
-# "TLS: not TLS" after the PROXY header; the same setup outside the
-# container works. See docs/testing.md.
-if [ "${E2E_TLS_BALANCER:-}" = 1 ]; then tls_balancer; fi
+# TLS through HAProxy (passed through) to the instances' TLS sockets, in
+# a rolling restart.
+tls_balancer
 
 step "a daemon of one's own on the library (examples/resp.rs): a client's session survives systemctl restart"
 # What a user of the library writes for their daemon: a socket unit and a

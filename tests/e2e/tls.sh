@@ -226,6 +226,9 @@ tls_balancer() {
     inside systemctl reload haproxy
     for i in "${instances[@]}"; do wait_server "$i" UP; done
     export E2E_ADDR=127.0.0.1:7444 E2E_SOURCES="127.0.0.2 127.0.0.3 127.0.0.4 127.0.0.5 127.0.0.6 127.0.0.7 127.0.0.8 127.0.0.9"
+    # Every client of this step speaks TLS (through HAProxy, which passes
+    # it through).
+    CLIENT=$tls_client
     $CLIENT once "tls via haproxy" >"$w/tls-once.out" 2>&1 || {
         cat "$w/tls-once.out"
         inside journalctl -u 'oneshotd@*' -n 4 -o verbose --no-pager | grep -E '^ +(MESSAGE|REASON|ERROR|PEER|SERVICE|CONN)='
