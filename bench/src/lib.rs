@@ -127,3 +127,8 @@ pub fn parse_flags(
     }
     Ok(())
 }
+
+/// Exchanges per connection of `scale_load idle`'s `burst` command (one in
+/// flight on each connection), which `scale_handover` times before and
+/// after the handover.
+pub const BURST: usize = 20;

@@ -399,6 +399,26 @@ fn run(o: &Options) -> io::Result<()> {
         .unwrap_or("n/a")
         .to_owned();
 
+    // Requests over the fresh connections, for the rate over the same ones
+    // carried (after the handover, below).
+    let mut burst = || -> io::Result<String> {
+        writeln!(to_client, "burst")?;
+        let line = expect("burst_ok")?;
+        let secs: f64 = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("secs="))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(f64::NAN);
+        Ok(format!(
+            "{:.0}",
+            (o.conns * oneshotd_bench::BURST) as f64 / secs
+        ))
+    };
+    // Twice: the first warms what the second (and the one after the
+    // handover) then finds warm.
+    burst()?;
+    let fresh_req_s = burst()?;
+
     // The handover: SIGUSR2 to the next instance's READY=1.
     let cpu_before = cpu_time(first as u32).unwrap_or_default();
     let t0 = Instant::now();
@@ -447,6 +467,7 @@ fn run(o: &Options) -> io::Result<()> {
             "the new instance left descriptors in the store",
         ));
     }
+    let carried_req_s = burst()?;
     writeln!(to_client, "check")?;
     let check = expect("check_ok")?;
     let check_s = check
@@ -475,7 +496,7 @@ fn run(o: &Options) -> io::Result<()> {
     }
     let per_conn = |d: Duration| d.as_secs_f64() * 1e6 / o.conns as f64;
     println!(
-        "mode=handover tls={} conns={} handover_s={:.4} barrier_s={:.4} old_exit_s={:.4} placed_s={:.4} restored={restored} drain_s={:.4} rss_b_per_conn={rss} handover_cpu_us_per_conn={:.2} drain_cpu_us_per_conn={:.2} check_s={check_s} eof_ok=1 errors=0",
+        "mode=handover tls={} conns={} handover_s={:.4} barrier_s={:.4} old_exit_s={:.4} placed_s={:.4} restored={restored} drain_s={:.4} rss_b_per_conn={rss} handover_cpu_us_per_conn={:.2} drain_cpu_us_per_conn={:.2} check_s={check_s} fresh_req_s={fresh_req_s} carried_req_s={carried_req_s} eof_ok=1 errors=0",
         if o.tls.is_some() { "tls13" } else { "no" },
         o.conns,
         handover.as_secs_f64(),

@@ -16,8 +16,10 @@
 //! `churn`: C at a time, each connects, sends one request, verifies the
 //! reply and closes; latency is from the start of connect to the verified
 //! reply. `idle`: C connections, one exchange each, then commands on stdin:
-//! `check` (one more exchange on every connection, all verified), `eof`
-//! (every connection must see the server close it); stdin's end exits.
+//! `check` (one more exchange on every connection, all verified), `burst`
+//! ([`oneshotd_bench::BURST`] more, one in flight per connection: the rate of requests over
+//! the connections held, before and after a handover), `eof` (every
+//! connection must see the server close it); stdin's end exits.
 //!
 //! With `--proxy-v2`, every connection of every mode begins with a PROXY
 //! protocol v2 header, as a balancer's `send-proxy-v2` sends it (for a
@@ -541,7 +543,7 @@ fn hold_idle(
     for command in io::stdin().lock().lines() {
         let command = command?;
         let word = command.trim();
-        if word != "check" && word != "eof" {
+        if word != "check" && word != "burst" && word != "eof" {
             return Err(io::Error::other(format!("unknown command {word:?}")));
         }
         let t = Instant::now();
@@ -600,6 +602,11 @@ fn shard(o: &Options, first: usize) -> io::Result<()> {
             for command in commands {
                 match command?.trim() {
                     "check" => exchange(&mut held, first, "check")?,
+                    "burst" => {
+                        for _ in 0..oneshotd_bench::BURST {
+                            exchange(&mut held, first, "burst")?;
+                        }
+                    }
                     "eof" => expect_eof(&mut held, first)?,
                     other => return Err(io::Error::other(format!("unknown command {other:?}"))),
                 }
