@@ -170,8 +170,13 @@ for line in sys.stdin:
     elif m.startswith("unreadable handover state"):
         print("    journal:", m, e.get("ERROR", ""))
 '
+    # With a store too small, a connection of the new-connection loop held
+    # at the restart can take one of the slots: one busy connection fewer.
+    local fewer=$want
+    [ "$how" = store ] && fewer=$((want - 1))
     case $figures in
         "carried=$want closed=$((200 - want)) duplicated=0 hung=0 wrong=0 "*) ;;
+        "carried=$fewer closed=$((200 - fewer)) duplicated=0 hung=0 wrong=0 "*) ;;
         *) cat "$w/faults.err"; fail "$label: expected carried=$want closed=$((200 - want)) duplicated=0 hung=0 wrong=0" ;;
     esac
     [ "$refused" = 0 ] || { cat "$w/loop.1.err"; fail "$label: $refused new connection attempts refused"; }
