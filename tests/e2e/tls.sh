@@ -249,7 +249,17 @@ tls_balancer() {
     stop_loopers
     touch "$w/busy.stop"
     wait "$busy" || { cat "$w/busy.out" "$w/busy.err"; fail "busy TLS connections broke across the rolling restart"; }
-    expect_loop_clean "rolling restart (TLS)"
+    # A new TLS connection still in its handshake when its instance is
+    # restarted has no session to carry: it is closed, by design, and its
+    # client connects again. So at most one per restart may fail, and only
+    # by being closed, never refused.
+    local failed
+    failed=$(sed -n 's/.* \([0-9]*\) failed$/\1/p' "$w/loop.1.out")
+    if [ -z "$failed" ] || [ "$failed" -gt "${#instances[@]}" ] ||
+        grep -v -q -e 'closed before the reply' -e 'EOF' -e 'Reset' "$w/loop.1.err" 2>/dev/null; then
+        cat "$w/loop.1.out" "$w/loop.1.err"
+        fail "new TLS connections failed during the rolling restart other than in their handshake"
+    fi
     echo "TLS rolling restart through HAProxy: $(cat "$w/busy.out"); new TLS connections: $(cat "$w/loop.1.out")"
     unset E2E_ADDR E2E_SOURCES
     CLIENT=$plain_client
