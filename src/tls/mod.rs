@@ -33,7 +33,8 @@ use std::sync::{Arc, RwLock};
 
 pub use failure::TlsFailure;
 pub use files::{TlsError, TlsFiles};
-pub(crate) use session::{Handshake, Session, LARGEST_RECORD};
+pub(crate) use records::LARGEST_RECORD;
+pub(crate) use session::{Handshake, Session};
 
 /// What a TLS connection tells its service: the protocol it negotiated and
 /// who its client is, when the client showed a certificate that was

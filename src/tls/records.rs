@@ -34,8 +34,11 @@ const TAG: usize = 16;
 /// The explicit nonce TLS 1.2's AES-GCM sends in each record.
 const EXPLICIT_NONCE: usize = 8;
 const HEADER: usize = 5;
-/// The longest record either version allows (TLS 1.2's expansion).
-const LARGEST_RECORD: usize = HEADER + MAX_PLAINTEXT + 2048;
+/// The longest record either version allows (TLS 1.2's expansion, with its
+/// header): also the most ciphertext a partial record can leave behind
+/// between reads, so a read of `n` bytes gives at most `n` plus this much
+/// plaintext.
+pub(crate) const LARGEST_RECORD: usize = HEADER + MAX_PLAINTEXT + 2048;
 
 const ALERT: u8 = 21;
 const HANDSHAKE: u8 = 22;
@@ -342,7 +345,7 @@ fn tls12_aad(seq: u64, typ: u8, length: usize) -> [u8; 13] {
 }
 
 /// A whole record's length (header included), once its header is in.
-fn record_length(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn record_length(bytes: &[u8]) -> Option<usize> {
     let header = bytes.get(..HEADER)?;
     Some(HEADER + usize::from(u16::from_be_bytes([header[3], header[4]])))
 }

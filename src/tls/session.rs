@@ -12,13 +12,8 @@ use std::sync::Arc;
 
 use rustls::{ServerConfig, ServerConnection};
 
-use super::records::RecordLayer;
+use super::records::{record_length, RecordLayer, LARGEST_RECORD};
 use super::{TlsFailure, TlsInfo};
-
-/// The most ciphertext a partial record can leave behind between reads (a
-/// TLS 1.2 record with the largest expansion, and its header): a read of
-/// `n` bytes gives at most `n` plus this much plaintext.
-pub(crate) const LARGEST_RECORD: usize = 5 + 16 * 1024 + 2048;
 
 /// Where a session's handshake is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,10 +222,7 @@ fn feed_handshake(
         if !is_record {
             return Err(TlsFailure::NotTls);
         }
-        let Some(length) = partial
-            .get(fed + 3..fed + 5)
-            .map(|l| 5 + usize::from(u16::from_be_bytes([l[0], l[1]])))
-        else {
+        let Some(length) = record_length(&partial[fed..]) else {
             break;
         };
         if length > LARGEST_RECORD {
