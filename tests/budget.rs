@@ -3,7 +3,7 @@
 //! client that owes replies.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -116,6 +116,28 @@ fn pipeliners(
     (clients, writers)
 }
 
+/// Waits until `writers_started` and the daemon has received nothing more
+/// for 500 ms: it stopped reading its clients (the budget, or nothing left
+/// to read). Returns the bytes it received.
+fn wait_until_reading_stops(
+    daemon: &Daemon,
+    metrics: SocketAddr,
+    writers_started: impl Fn() -> bool,
+) -> u64 {
+    let received = || scrape(metrics)["oneshotd_received_bytes_total{service=\"upper\"}"];
+    let mut last = u64::MAX;
+    daemon.wait_until(
+        "the daemon to stop reading",
+        Duration::from_secs(60),
+        |_| {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = received();
+            std::mem::replace(&mut last, now) == now && writers_started()
+        },
+    );
+    last
+}
+
 /// Hundreds of clients pipeline without reading: the daemon holds no more
 /// for them than its budget (plus a margin), a newcomer is answered at
 /// once meanwhile, and every reply arrives once they read.
@@ -134,19 +156,9 @@ fn clients_that_pipeline_without_reading_stay_within_the_budget() {
     let written = Arc::new(AtomicU64::new(0));
     let (clients, writers) = pipeliners(addr, CLIENTS, LINES, &written);
 
-    // Until the daemon is held up: nothing more received for 500 ms (what
-    // the writers wrote can still be waiting in the kernel's buffers).
-    let received = || scrape(metrics)["oneshotd_received_bytes_total{service=\"upper\"}"];
-    let mut last = u64::MAX;
-    daemon.wait_until(
-        "the daemon to stop reading",
-        Duration::from_secs(60),
-        |_| {
-            std::thread::sleep(Duration::from_millis(500));
-            let now = received();
-            std::mem::replace(&mut last, now) == now
-        },
-    );
+    // Until the daemon is held up (what the writers wrote can still be
+    // waiting in the kernel's buffers).
+    let read = wait_until_reading_stops(&daemon, metrics, || true);
     let stalled = daemon.rss_kib();
     let growth = stalled.saturating_sub(baseline);
     let gauges = scrape(metrics);
@@ -157,7 +169,7 @@ fn clients_that_pipeline_without_reading_stay_within_the_budget() {
          daemon RSS +{} MiB, {} MiB held against a {BUDGET_MIB} MiB budget, \
          {throttled} connections throttled",
         written.load(Ordering::Relaxed) >> 20,
-        last >> 20,
+        read >> 20,
         growth >> 10,
         held >> 20,
     );
@@ -356,18 +368,9 @@ fn a_client_that_reads_is_served_at_its_pace_while_others_keep_the_budget_spent(
         })
         .collect();
 
-    let received = || scrape(metrics)["oneshotd_received_bytes_total{service=\"upper\"}"];
-    let mut last = u64::MAX;
-    daemon.wait_until(
-        "every client to write, then the daemon to stop reading",
-        Duration::from_secs(60),
-        |_| {
-            std::thread::sleep(Duration::from_millis(500));
-            let now = received();
-            std::mem::replace(&mut last, now) == now
-                && writing.load(Ordering::Relaxed) == CLIENTS as u64
-        },
-    );
+    wait_until_reading_stops(&daemon, metrics, || {
+        writing.load(Ordering::Relaxed) == CLIENTS as u64
+    });
     let gauges = scrape(metrics);
     let queues = kernel_send_queues(addr.port());
     assert_eq!(queues.len(), CLIENTS, "{queues:?}");
