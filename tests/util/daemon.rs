@@ -74,6 +74,17 @@ impl Daemon {
         fs::write(&self.config, lines.join("\n") + "\n").unwrap();
     }
 
+    /// The first address the daemon logged on a line saying `what` (e.g.
+    /// "metrics endpoint"); panics with the log if there is none.
+    pub fn logged_addr(&self, what: &str) -> SocketAddr {
+        let log = self.stderr();
+        log.lines()
+            .filter(|l| l.contains(what))
+            .filter_map(|l| l.split("address=").nth(1))
+            .find_map(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {what:?} address in the log:\n{log}"))
+    }
+
     /// The TCP address the daemon logged it listens on (first one).
     pub fn addr(&self) -> SocketAddr {
         self.addrs()[0]

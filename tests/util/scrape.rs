@@ -10,12 +10,7 @@ use super::{connect, read_to_end, Daemon, SOON};
 
 /// The metrics endpoint's address, from the daemon's log.
 pub fn metrics_addr(daemon: &Daemon) -> SocketAddr {
-    let log = daemon.stderr();
-    log.lines()
-        .filter(|l| l.contains("metrics endpoint"))
-        .filter_map(|l| l.split("address=").nth(1))
-        .find_map(|a| a.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metrics endpoint in the log:\n{log}"))
+    daemon.logged_addr("metrics endpoint")
 }
 
 /// A daemon with a metrics endpoint on an ephemeral port.

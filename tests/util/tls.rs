@@ -35,12 +35,7 @@ pub fn self_signed_certificate(dir: &TestDir) -> (PathBuf, PathBuf) {
 
 /// The address of the daemon's first TLS listener, from its log.
 pub fn tls_addr(daemon: &Daemon) -> SocketAddr {
-    let log = daemon.stderr();
-    log.lines()
-        .filter(|l| l.contains("listening over TLS"))
-        .filter_map(|l| l.split("address=").nth(1))
-        .find_map(|a| a.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no TLS listener in the log:\n{log}"))
+    daemon.logged_addr("listening over TLS")
 }
 
 /// A TLS client that trusts `ca` (a PEM file).
