@@ -24,4 +24,3 @@ mod resp;
 mod sessions;
 mod stress;
 mod tls;
-mod tls_flood;

@@ -5,11 +5,14 @@
 //! every key encoding, pipelined and split lines, the metrics. In
 //! `tls/reload.rs`: certificates replaced on SIGHUP and `--check-config`;
 //! in `tls/hostile.rs`: mutual TLS, stalled and garbage handshakes, PROXY
-//! v2 before the handshake.
+//! v2 before the handshake; in `tls/flood.rs`: a flood of half handshakes
+//! against the memory budget; in `tls/carry.rs`: TLS sessions carried
+//! across restarts.
 
 mod carry;
 mod certs;
 mod clients;
+mod flood;
 mod hostile;
 mod reload;
 
@@ -32,7 +35,7 @@ fn spawn(name: &str, cert: &Path, key: &Path, extra: &str) -> (Daemon, SocketAdd
             key.display()
         ),
     );
-    let tls = tls_addr(&daemon);
+    let tls = daemon.logged_addr("listening over TLS");
     (daemon, tls, metrics)
 }
 

@@ -11,12 +11,11 @@ mod net;
 mod notify;
 mod proc;
 mod scrape;
-mod tls;
 
 // Each test crate uses its own part of the harness; every name stays
 // reachable as `util::name` whether or not this crate uses it.
 #[allow(unused_imports)]
-pub use self::{builder::*, daemon::*, dir::*, net::*, notify::*, proc::*, scrape::*, tls::*};
+pub use self::{builder::*, daemon::*, dir::*, net::*, notify::*, proc::*, scrape::*};
 
 use std::time::Duration;
 

@@ -2,12 +2,18 @@
 //! that open a TLS connection and send half a ClientHello is counted
 //! against `max_buffered_bytes`, holds the process's memory within it,
 //! and leaves newcomers (plain and TLS) served; each is closed at its
-//! handshake deadline and counted.
+//! handshake deadline and counted. The flood is hand-made bytes (no client
+//! library sends half a ClientHello); the TLS newcomer is a rustls client,
+//! the library the daemon uses.
 
-use std::io::Write;
-use std::net::TcpStream;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::certs::{Key, Pki};
+use super::spawn;
 use crate::util::*;
 
 /// The first bytes of a ClientHello: a handshake record announcing 512
@@ -24,22 +30,21 @@ fn half_a_client_hello() -> Vec<u8> {
 fn a_flood_of_half_handshakes_stays_within_the_budget_and_newcomers_are_served() {
     const FLOOD: usize = 10_000;
     const BUDGET_MIB: u64 = 128;
-    let dir = TestDir::new("tls-flood-certs");
-    let (cert, key) = self_signed_certificate(&dir);
-    let (mut daemon, addr, metrics) = spawn_with_metrics(
+    let pki = Pki::new("tls-flood");
+    let cert = pki.server("server", Key::Ec, "/CN=localhost/O=flood");
+    let (mut daemon, tls, metrics) = spawn(
         "tls-flood",
+        &cert.pem,
+        &cert.key,
         &format!(
             "workers = 2\nmax_connections = {}\nmax_buffered_bytes = {}\n\
-             tls_listen = [\"127.0.0.1:0\"]\ntls_certificate = \"{}\"\n\
-             tls_private_key = \"{}\"\ntls_handshake_timeout_ms = 60000\nlog_level = \"info\"",
+             tls_handshake_timeout_ms = 60000\nlog_level = \"info\"",
             FLOOD + 100,
             BUDGET_MIB << 20,
-            cert.display(),
-            key.display()
         ),
     );
-    let tls = tls_addr(&daemon);
-    let client = client_config(&cert);
+    let addr = daemon.addr();
+    let client = client_config(&pki.ca);
     assert_eq!(tls_roundtrip(tls, &client, "before\n"), "BEFORE\n");
     let baseline = daemon.rss_kib();
 
@@ -108,4 +113,45 @@ fn a_flood_of_half_handshakes_stays_within_the_budget_and_newcomers_are_served()
     );
     drop(flood);
     daemon.stop();
+}
+
+/// A TLS client that trusts `ca` (a PEM file).
+pub fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Connects over TLS, sends `request`, reads until as many lines came back.
+pub fn tls_roundtrip(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    request: &str,
+) -> String {
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(Arc::clone(config), name).unwrap();
+    let socket = TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(SOON)).unwrap();
+    let mut stream = rustls::StreamOwned::new(connection, socket);
+    stream.write_all(request.as_bytes()).unwrap();
+    let lines = request.matches('\n').count();
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while reply.iter().filter(|&&b| b == b'\n').count() < lines {
+        let n = stream.read(&mut chunk).expect("TLS reply");
+        assert!(n > 0, "closed after {reply:?}");
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8(reply).unwrap()
 }
