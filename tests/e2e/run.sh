@@ -442,32 +442,41 @@ wait_busy() {
     cat "$w/busy.out" "$w/busy.err"
     fail "the busy connections were not served"
 }
+# restart_four_ways REVISION [LABEL]: systemctl restart, try-restart,
+# daemon-reload + restart, then dpkg -i of oneshotd_REVISION.deb, each
+# starting a new instance that leaves the fd store empty and serves the
+# busy connections on.
+restart_four_ways() {
+    local revision=$1 label=${2:-} how old_pid new_pid
+    for how in restart try-restart daemon-reload+restart dpkg-i; do
+        # No reset-failed: every start counts against the start rate limit,
+        # a manual restart's too. By the first call the service has been
+        # started 4 times in a few seconds (first connection, restart,
+        # upgrade, the crash's automatic restart), and these four restarts
+        # and the idle step's follow. With systemd's default (5 starts in
+        # 10 s), systemd 257 refused the sixth (start-limit-hit) and failed
+        # the sockets with it (252 let all nine through in 7 s); the units
+        # allow 20 in 30 s.
+        old_pid=$(unit_prop MainPID)
+        case $how in
+            restart) inside systemctl restart oneshotd.service ;;
+            try-restart) inside systemctl try-restart oneshotd.service ;;
+            daemon-reload+restart) inside systemctl daemon-reload && inside systemctl restart oneshotd.service ;;
+            dpkg-i)
+                inside dpkg -i --force-confold "/root/oneshotd_$revision.deb" >"$w/dpkg.log" 2>&1 || { cat "$w/dpkg.log"; fail "upgrade"; }
+                expect "version" "$(inside dpkg-query -W -f '${Version}' oneshotd)" "0.1.0-$revision"
+                ;;
+        esac
+        new_pid=$(unit_prop MainPID)
+        [ "$new_pid" != "$old_pid" ] || fail "$label$how did not start a new instance"
+        for _ in $(seq 200); do [ "$(stored)" = 0 ] && break; sleep 0.05; done
+        expect "NFileDescriptorStore after $label$how" "$(stored)" 0
+        wait_busy 20
+        echo "$label$how: pid $old_pid -> $new_pid; fd store back to 0; $(status_text)"
+    done
+}
 start_busy
-for how in restart try-restart daemon-reload+restart dpkg-i; do
-    # No reset-failed: every start counts against the start rate limit, a
-    # manual restart's too. By here the service has been started 4 times in
-    # a few seconds (first connection, restart, upgrade, the crash's
-    # automatic restart), and these four restarts and the idle step's
-    # follow. With systemd's default (5 starts in 10 s), systemd 257 refused
-    # the sixth (start-limit-hit) and failed the sockets with it (252 let
-    # all nine through in 7 s); the units allow 20 in 30 s.
-    old_pid=$(unit_prop MainPID)
-    case $how in
-        restart) inside systemctl restart oneshotd.service ;;
-        try-restart) inside systemctl try-restart oneshotd.service ;;
-        daemon-reload+restart) inside systemctl daemon-reload && inside systemctl restart oneshotd.service ;;
-        dpkg-i)
-            inside dpkg -i --force-confold /root/oneshotd_3.deb >"$w/dpkg.log" 2>&1 || { cat "$w/dpkg.log"; fail "upgrade"; }
-            expect "version" "$(inside dpkg-query -W -f '${Version}' oneshotd)" 0.1.0-3
-            ;;
-    esac
-    new_pid=$(unit_prop MainPID)
-    [ "$new_pid" != "$old_pid" ] || fail "$how did not start a new instance"
-    for _ in $(seq 200); do [ "$(stored)" = 0 ] && break; sleep 0.05; done
-    expect "NFileDescriptorStore after $how" "$(stored)" 0
-    wait_busy 20
-    echo "$how: pid $old_pid -> $new_pid; fd store back to 0; $(status_text)"
-done
+restart_four_ways 3
 touch "$w/busy.stop"
 wait "$busy" || { cat "$w/busy.out" "$w/busy.err"; fail "busy connections broke across the restarts"; }
 cat "$w/busy.out"

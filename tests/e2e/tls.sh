@@ -168,26 +168,7 @@ EOF
     export E2E_ADDR=127.0.0.1:7443
     CLIENT=$tls_client
     start_busy
-    for how in restart try-restart daemon-reload+restart dpkg-i; do
-        # No reset-failed: the units' start limit (20 starts in 30 s) lets an
-        # operator restart this fast, under systemd 257 too.
-        old_pid=$(unit_prop MainPID)
-        case $how in
-            restart) inside systemctl restart oneshotd.service ;;
-            try-restart) inside systemctl try-restart oneshotd.service ;;
-            daemon-reload+restart) inside systemctl daemon-reload && inside systemctl restart oneshotd.service ;;
-            dpkg-i)
-                inside dpkg -i --force-confold /root/oneshotd_4.deb >"$w/dpkg.log" 2>&1 || { cat "$w/dpkg.log"; fail "upgrade"; }
-                expect "version" "$(inside dpkg-query -W -f '${Version}' oneshotd)" 0.1.0-4
-                ;;
-        esac
-        new_pid=$(unit_prop MainPID)
-        [ "$new_pid" != "$old_pid" ] || fail "$how did not start a new instance"
-        for _ in $(seq 200); do [ "$(stored)" = 0 ] && break; sleep 0.05; done
-        expect "NFileDescriptorStore after $how" "$(stored)" 0
-        wait_busy 20
-        echo "TLS $how: pid $old_pid -> $new_pid; fd store back to 0; $(status_text)"
-    done
+    restart_four_ways 4 "TLS "
     touch "$w/busy.stop"
     wait "$busy" || { cat "$w/busy.out" "$w/busy.err"; fail "busy TLS connections broke across the restarts"; }
     [ ! -s "$w/busy.err" ] || { cat "$w/busy.err"; fail "the busy TLS client wrote errors"; }
