@@ -348,15 +348,7 @@ fn run(o: &Options, setup: Option<&TlsSetup>) -> io::Result<Totals> {
             totals.errors += outstanding as u64;
             break;
         }
-        let n = epoll
-            .wait(&mut events, EpollTimeout::from(100u16))
-            .or_else(|e| {
-                if e == nix::errno::Errno::EINTR {
-                    Ok(0)
-                } else {
-                    Err(e)
-                }
-            })?;
+        let n = wait_events(&epoll, &mut events)?;
         for ev in &events[..n] {
             let i = ev.data() as usize;
             let c = &mut conns[i];
@@ -553,15 +545,7 @@ fn handshakes(o: &Options, setup: Option<&TlsSetup>) -> io::Result<Totals> {
             totals.errors += left as u64;
             break;
         }
-        let n = epoll
-            .wait(&mut events, EpollTimeout::from(100u16))
-            .or_else(|e| {
-                if e == nix::errno::Errno::EINTR {
-                    Ok(0)
-                } else {
-                    Err(e)
-                }
-            })?;
+        let n = wait_events(&epoll, &mut events)?;
         for ev in &events[..n] {
             let slot = ev.data() as usize;
             let Some((c, began)) = slots[slot].as_mut() else {
@@ -631,4 +615,12 @@ fn handshakes(o: &Options, setup: Option<&TlsSetup>) -> io::Result<Totals> {
     }
     totals.client_cores = (own_cpu() - cpu_start).as_secs_f64() / start.elapsed().as_secs_f64();
     Ok(totals)
+}
+
+/// Waits up to 100 ms for events; a signal's interruption is no event.
+fn wait_events(epoll: &Epoll, events: &mut [EpollEvent]) -> nix::Result<usize> {
+    match epoll.wait(events, EpollTimeout::from(100u16)) {
+        Err(nix::errno::Errno::EINTR) => Ok(0),
+        other => other,
+    }
 }
