@@ -150,17 +150,8 @@ impl Dispatcher {
                 }
             },
         };
-        self.accept.continue_ids_after(id);
-        // Admitted whatever `max_connections` says: these clients were
-        // already held, and refusing them now would drop them. (A full
-        // table still refuses, below.) Restored connections serve the
-        // first service.
-        let reserved = self.table.reserve(0, usize::MAX);
-        debug_assert!(reserved, "an unlimited budget");
-        // A version 1 record carries no client: its socket's peer is.
-        let peer = carried
-            .peer
-            .unwrap_or_else(|| crate::listeners::peer_of(fd.as_fd()));
+        // Before it takes a place in the table: one it will not serve must
+        // leave nothing behind.
         let tls = match carried.tls.take() {
             None => None,
             Some(tls) if !tls.usable => {
@@ -175,6 +166,17 @@ impl Dispatcher {
                 }
             },
         };
+        self.accept.continue_ids_after(id);
+        // Admitted whatever `max_connections` says: these clients were
+        // already held, and refusing them now would drop them. (A full
+        // table still refuses, below.) Restored connections serve the
+        // first service.
+        let reserved = self.table.reserve(0, usize::MAX);
+        debug_assert!(reserved, "an unlimited budget");
+        // A version 1 record carries no client: its socket's peer is.
+        let peer = carried
+            .peer
+            .unwrap_or_else(|| crate::listeners::peer_of(fd.as_fd()));
         let now = Instant::now();
         let mut connection = Connection::restore(fd, carried, peer, session, now);
         if let Some(session) = tls {

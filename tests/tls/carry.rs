@@ -220,6 +220,10 @@ fn a_tls_record_is_never_used_twice_nor_from_an_unsealed_file() {
         "{}",
         d.stderr()
     );
+    // Closed, it holds no place in the table (the drain would wait for it).
+    d.expect_notify_from(0, |l| {
+        l.starts_with("STATUS=serving") && l.contains("connections=0")
+    });
     d.stop();
 }
 
