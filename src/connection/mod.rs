@@ -229,12 +229,15 @@ impl Connection {
     /// Opens its session and gives the new connection what its service
     /// says as it opens (`Stateful::greeting`), to be written as soon as
     /// the socket is writable; if the service says so, nothing it sends is
-    /// served, and it closes once that is delivered.
+    /// served, and it closes once that is delivered. A TLS connection opens
+    /// once its handshake is done, and its greeting is encrypted like any
+    /// reply.
     pub(crate) fn open(&mut self, service: &dyn Erased) {
         let mut greeting = Vec::new();
         let close = service.greeting(self.slot(), &mut greeting);
-        self.may_hold = !greeting.is_empty();
-        self.output = greeting;
+        if !greeting.is_empty() {
+            self.queue_reply(&greeting);
+        }
         if close {
             self.stop_input(Closing::Service);
         }

@@ -115,12 +115,7 @@ impl Connection {
                 );
             }
             cx.scratch.tally.tls_handshakes += 1;
-            let mut greeting = Vec::new();
-            let close = cx.service.greeting(self.slot(), &mut greeting);
-            self.encrypt(&greeting);
-            if close {
-                self.stop_input(super::Closing::Service);
-            }
+            self.open(cx.service);
         }
         if self.pending() > 0 {
             self.may_hold = true;
